@@ -1,0 +1,1 @@
+"""The streaming and scoring side: renders the ball, sends it, scores answers."""

@@ -1,0 +1,80 @@
+"""Anti-aliased rendering of the ball straight into I420 (yuv420p) frames.
+
+A white ball on black needs only the luma plane; chroma stays at the neutral
+128. Rendering into I420 directly skips the BGR -> YUV conversion that
+``VideoFrame.from_ndarray(bgr24)`` would cost (about 2 ms at 640x480).
+
+Each pixel's brightness is the disc's coverage approximated by a one-pixel
+linear ramp across the edge, ``clip(radius + 0.5 - distance, 0, 1)``. The
+profile is radially symmetric about the true centre, so its intensity-weighted
+centroid is the true centre to within quantisation.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import av
+import numpy as np
+
+Box = tuple[int, int, int, int]  # top, bottom, left, right (half-open)
+
+
+def ball_box(width: int, height: int, x: float, y: float, radius: float) -> Optional[Box]:
+    """Pixel rows and columns the ball can touch, clipped to the frame."""
+    reach = radius + 1.0
+    top = max(int(np.floor(y - reach)), 0)
+    bottom = min(int(np.ceil(y + reach)) + 1, height)
+    left = max(int(np.floor(x - reach)), 0)
+    right = min(int(np.ceil(x + reach)) + 1, width)
+    if top >= bottom or left >= right:
+        return None
+    return top, bottom, left, right
+
+
+def draw_ball(luma: np.ndarray, x: float, y: float, radius: float) -> Optional[Box]:
+    """Draw the ball into ``luma`` (uint8, H x W) in place; return the box touched."""
+    height, width = luma.shape
+    box = ball_box(width, height, x, y, radius)
+    if box is None:
+        return None
+    top, bottom, left, right = box
+    rows = np.arange(top, bottom, dtype=np.float32)[:, None] - np.float32(y)
+    cols = np.arange(left, right, dtype=np.float32)[None, :] - np.float32(x)
+    distance = np.sqrt(rows * rows + cols * cols)
+    coverage = np.clip(np.float32(radius + 0.5) - distance, 0.0, 1.0)
+    luma[top:bottom, left:right] = np.rint(coverage * 255.0).astype(np.uint8)
+    return box
+
+
+def render_luma(width: int, height: int, x: float, y: float, radius: float) -> np.ndarray:
+    """A fresh black luma plane with the ball on it."""
+    luma = np.zeros((height, width), dtype=np.uint8)
+    draw_ball(luma, x, y, radius)
+    return luma
+
+
+class BallRenderer:
+    """Renders successive frames, redrawing only the area the ball touched.
+
+    It keeps one I420 buffer: clearing the previous box and drawing the new
+    one costs microseconds instead of rewriting the whole frame.
+    """
+
+    def __init__(self, width: int, height: int, radius: float) -> None:
+        if width % 2 or height % 2:
+            raise ValueError("I420 needs an even width and height")
+        self.width = width
+        self.height = height
+        self.radius = radius
+        self._i420 = np.full((height * 3 // 2, width), 128, dtype=np.uint8)
+        self._luma = self._i420[:height]
+        self._luma[:] = 0
+        self._previous: Optional[Box] = None
+
+    def render(self, x: float, y: float) -> av.VideoFrame:
+        if self._previous is not None:
+            top, bottom, left, right = self._previous
+            self._luma[top:bottom, left:right] = 0
+        self._previous = draw_ball(self._luma, x, y, self.radius)
+        return av.VideoFrame.from_ndarray(self._i420, format="yuv420p")
