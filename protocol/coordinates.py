@@ -27,6 +27,10 @@ MAX_MESSAGE_BYTES = 256
 
 _PTS_LIMIT = 1 << 63
 
+#: No frame is a million pixels across; a larger coordinate is garbage and
+#: would swamp the session's mean error.
+COORDINATE_LIMIT = 1e6
+
 
 class InvalidReport(ValueError):
     """A data channel message that is not a valid coordinates report."""
@@ -63,7 +67,7 @@ def decode_report(message: Union[str, bytes]) -> CoordinateReport:
     if x is None and y is None:
         return CoordinateReport(pts, None, None)
     if not (_is_finite_number(x) and _is_finite_number(y)):
-        raise InvalidReport("x and y must both be finite numbers or both null")
+        raise InvalidReport("x and y must both be finite coordinates or both null")
     return CoordinateReport(pts, float(x), float(y))
 
 
@@ -79,6 +83,6 @@ def _is_finite_number(value: Any) -> bool:
     if not (_is_int(value) or isinstance(value, float)):
         return False
     try:
-        return math.isfinite(value)
+        return math.isfinite(value) and abs(value) <= COORDINATE_LIMIT
     except OverflowError:  # an int too large for a float
         return False

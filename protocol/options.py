@@ -69,13 +69,15 @@ class EnvironmentArgumentParser(argparse.ArgumentParser):
 
     def _from_environment(self, action: argparse.Action, variable: str) -> Any:
         raw = self._environ[variable]
+        if isinstance(action, argparse._CountAction) and raw.strip().isdigit():
+            return int(raw)
         if action.nargs == 0:  # store_true / store_false / count
             truthy = raw.strip().lower() in ("1", "true", "yes", "on")
             falsy = raw.strip().lower() in ("", "0", "false", "no", "off")
             if not (truthy or falsy):
                 self.error(f"{variable}={raw!r}: expected true/false")
             if isinstance(action, argparse._CountAction):
-                return int(raw) if raw.strip().isdigit() else int(truthy)
+                return int(truthy)
             return bool(action.const) if truthy else bool(action.default)
         try:
             value = action.type(raw) if callable(action.type) else raw

@@ -83,8 +83,8 @@ def _decode_candidate(body: dict[str, Any]) -> RTCIceCandidate:
         raise SignalingError("candidate without a candidate line")
     try:
         candidate = candidate_from_sdp(text.split(":", 1)[1])
-    except (ValueError, IndexError) as exc:
-        raise SignalingError(f"bad candidate: {exc}") from None
+    except (ValueError, IndexError, AssertionError) as exc:  # aiortc asserts on field count
+        raise SignalingError(f"bad candidate: {exc!r}") from None
     candidate.sdpMid = body.get("id")
     candidate.sdpMLineIndex = body.get("label")
     return candidate

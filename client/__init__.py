@@ -1,0 +1,1 @@
+"""The receiving side: decode frames, find the ball, report its centre."""

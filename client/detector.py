@@ -1,0 +1,295 @@
+"""Sub-pixel centre of a bright ball on a dark luma plane.
+
+The server draws the ball with a one-pixel linear coverage ramp,
+``clip(radius + 0.5 - distance, 0, 1) * 255``, pixel centres at integer
+coordinates. Two estimators follow from that profile:
+
+- **Weighted centroid.** The profile is radially symmetric about the true
+  centre, so the intensity-weighted centroid of the whole ball is the centre.
+  Subtracting a constant ``floor`` first keeps the profile symmetric while
+  zeroing codec ringing and background noise that would otherwise pull the
+  centroid towards the middle of the box.
+- **Ramp circle fit**, for a ball cut by the frame edge, where the centroid of
+  what is left is biased inwards. Every partly covered pixel *i* at ``(x, y)``
+  with normalised value ``c`` satisfies ``distance = R - W * c`` (``W`` = 1 for
+  the renderer, wider after codec blur). Squaring gives an equation that is
+  linear in ``cx, cy, R^2 - cx^2 - cy^2, 2RW, W^2``, so one least-squares
+  solve over the edge pixels gives the centre with no iteration. Each edge
+  pixel is a sub-pixel distance measurement, which is what makes it exact on
+  clean frames, and leaving ``W`` free makes it indifferent to blur and to the
+  true contrast.
+
+Detection itself is a threshold plus ``cv2.findContours`` (largest external
+contour), first inside a window around the previous ball, then over the whole
+frame if the window has nothing or cuts the blob.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import cv2
+import numpy as np
+
+Rect = tuple[int, int, int, int]  # left, top, right, bottom: half-open, frame pixels
+Contour = np.ndarray  # (N, 1, 2) int32 points, frame coordinates
+
+#: Fewer edge pixels than this cannot pin a circle down against noise.
+_MIN_FIT_POINTS = 12
+
+
+class CentroidDetector:
+    """Finds the ball in successive luma planes, remembering where it was.
+
+    ``threshold`` separates the ball from the background (it only decides
+    *which* pixels belong to the blob, never the sub-pixel position); ``floor``
+    is removed from every intensity before weighting; ``pad`` is how far the
+    measurement box and mask reach beyond the thresholded blob, enough to hold
+    the anti-aliased (or blurred) edge; ``min_area`` rejects noise specks when
+    there is no ball; ``margin`` is the slack, in pixels, added to the search
+    window on top of two radii and the last frame-to-frame motion.
+    """
+
+    def __init__(
+        self,
+        threshold: int = 96,
+        floor: int = 28,
+        pad: int = 3,
+        min_area: float = 3.0,
+        margin: float = 8.0,
+    ) -> None:
+        if not 0 <= floor < threshold < 255:
+            raise ValueError("need 0 <= floor < threshold < 255")
+        if pad < 1:
+            raise ValueError("pad must be at least 1 pixel")
+        self.threshold = threshold
+        self.floor = floor
+        self.pad = pad
+        self.min_area = min_area
+        self.margin = margin
+        # Reused threshold output: a full-frame array per call would cost more
+        # than the detection itself at 1080p.
+        self._binary: Optional[np.ndarray] = None
+        self._last_rect: Optional[Rect] = None
+        self._last_area = 0.0
+        self._last_centre: Optional[tuple[float, float]] = None
+        self._motion = 0.0
+        #: True when the last call found the ball inside the tracking window,
+        #: False when it searched (or fell back to) the full frame.
+        self.used_window = False
+        #: "centroid", "circle" or None (no ball) for the last call.
+        self.method: Optional[str] = None
+
+    def reset(self) -> None:
+        """Forget the previous position: the next call searches the full frame."""
+        self._last_rect = None
+        self._last_area = 0.0
+        self._last_centre = None
+        self._motion = 0.0
+        self.used_window = False
+        self.method = None
+
+    def detect(self, luma: np.ndarray) -> Optional[tuple[float, float]]:
+        """The ball's centre ``(x, y)`` in pixel coordinates, or None.
+
+        ``luma`` is a 2-D uint8 array; a view with padded rows (a decoder's
+        line size) is used as is, never copied.
+        """
+        if luma.ndim != 2 or luma.dtype != np.uint8:
+            raise ValueError(f"expected a 2-D uint8 luma plane, got {luma.dtype} {luma.shape}")
+        height, width = luma.shape
+        binary = self._binary_buffer(height, width)
+        self.used_window = False
+        self.method = None
+
+        blob = None
+        window = self._window(width, height)
+        if window is not None:
+            blob = self._search(luma, binary, window, in_window=True)
+            self.used_window = blob is not None
+        if blob is None:
+            blob = self._search(luma, binary, (0, 0, width, height), in_window=False)
+        if blob is None:
+            self.reset()
+            return None
+
+        contour, rect, area = blob
+        centre = self._measure(luma, contour, rect)
+        if self._last_centre is not None:
+            self._motion = float(np.hypot(centre[0] - self._last_centre[0],
+                                          centre[1] - self._last_centre[1]))
+        self._last_centre = centre
+        self._last_rect = rect
+        self._last_area = area
+        return centre
+
+    # -- finding the blob --------------------------------------------------
+
+    def _binary_buffer(self, height: int, width: int) -> np.ndarray:
+        if self._binary is None or self._binary.shape != (height, width):
+            self._binary = np.empty((height, width), dtype=np.uint8)
+            self.reset()  # a new frame size makes the old window meaningless
+        return self._binary
+
+    def _window(self, width: int, height: int) -> Optional[Rect]:
+        if self._last_rect is None:
+            return None
+        left, top, right, bottom = self._last_rect
+        radius = max(right - left, bottom - top) / 2.0
+        grow = int(np.ceil(2.0 * radius + self._motion + self.margin))
+        window = (max(left - grow, 0), max(top - grow, 0),
+                  min(right + grow, width), min(bottom + grow, height))
+        if window == (0, 0, width, height):
+            return None  # the window is the frame: search once, not twice
+        return window
+
+    def _search(
+        self, luma: np.ndarray, binary: np.ndarray, region: Rect, in_window: bool
+    ) -> Optional[tuple[Contour, Rect, float]]:
+        x0, y0, x1, y1 = region
+        view = binary[y0:y1, x0:x1]
+        cv2.threshold(luma[y0:y1, x0:x1], self.threshold, 255, cv2.THRESH_BINARY, dst=view)
+        contours, _ = cv2.findContours(
+            view, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0)
+        )
+        if not contours:
+            return None
+        if len(contours) == 1:
+            best = contours[0]
+            best_area = cv2.contourArea(best)
+        else:
+            areas = [cv2.contourArea(c) for c in contours]
+            index = int(np.argmax(areas))
+            best, best_area = contours[index], areas[index]
+        if best_area < self.min_area:
+            return None
+        left, top, w, h = cv2.boundingRect(best)
+        rect = (left, top, left + w, top + h)
+        if in_window:
+            height, width = luma.shape
+            # A blob touching an inner window edge may continue outside it;
+            # a much smaller blob than last time is likely a speck while the
+            # ball has left the window. Either way the full frame decides.
+            cut = ((left == x0 and x0 > 0) or (top == y0 and y0 > 0)
+                   or (rect[2] == x1 and x1 < width) or (rect[3] == y1 and y1 < height))
+            if cut or best_area < 0.25 * self._last_area:
+                return None
+        return best, rect, best_area
+
+    # -- measuring the centre ----------------------------------------------
+
+    def _measure(self, luma: np.ndarray, contour: Contour, rect: Rect) -> tuple[float, float]:
+        height, width = luma.shape
+        pad = self.pad
+        x0, y0 = max(rect[0] - pad, 0), max(rect[1] - pad, 0)
+        x1, y1 = min(rect[2] + pad, width), min(rect[3] + pad, height)
+        roi = luma[y0:y1, x0:x1]
+        offset = (-x0, -y0)
+
+        # The blob grown by ``pad``: its own anti-aliased edge is in, other
+        # blobs' pixels that happen to share the box are out.
+        mask = np.zeros(roi.shape, dtype=np.uint8)
+        cv2.drawContours(mask, (contour,), -1, 255, cv2.FILLED, offset=offset)
+        cv2.drawContours(mask, (contour,), -1, 255, 2 * pad + 1, offset=offset)
+        weights = np.zeros(roi.shape, dtype=np.uint8)
+        cv2.subtract(roi, self.floor, dst=weights, mask=mask)
+
+        if _touches_frame_edge(weights, x0, y0, x1, y1, width, height):
+            band = np.zeros(roi.shape, dtype=np.uint8)
+            cv2.drawContours(band, (contour,), -1, 255, 2 * pad + 1, offset=offset)
+            centre = self._fit_circle(roi, band, x0, y0, x1, y1, width, height)
+            if centre is not None:
+                self.method = "circle"
+                return centre
+
+        moments = cv2.moments(weights)
+        self.method = "centroid"
+        return (x0 + moments["m10"] / moments["m00"], y0 + moments["m01"] / moments["m00"])
+
+    def _fit_circle(
+        self, roi: np.ndarray, band: np.ndarray,
+        x0: int, y0: int, x1: int, y1: int, width: int, height: int,
+    ) -> Optional[tuple[float, float]]:
+        # Pixels on the frame's outermost rows and columns are left out: the
+        # codec treats picture borders differently, and the ball's profile is
+        # what it is only away from them.
+        if x0 == 0:
+            band[:, 0] = 0
+        if y0 == 0:
+            band[0, :] = 0
+        if x1 == width:
+            band[:, -1] = 0
+        if y1 == height:
+            band[-1, :] = 0
+        top_level = float(cv2.minMaxLoc(roi, band)[1])
+        if top_level <= 2 * self.floor:
+            return None
+        # Only partly covered pixels carry a distance; saturated ones (inside
+        # the ball, or background) only say "closer/farther than the edge".
+        selected = (band > 0) & (roi > self.floor) & (roi < top_level - self.floor)
+        ys, xs = np.nonzero(selected)
+        if xs.size < _MIN_FIT_POINTS:
+            return None
+        coverage = roi[ys, xs].astype(np.float64) / top_level
+        # Centre and scale the coordinates so the normal equations are well
+        # conditioned whatever the ball's size and position.
+        cx0, cy0 = (roi.shape[1] - 1) / 2.0, (roi.shape[0] - 1) / 2.0
+        scale = max(roi.shape) / 2.0
+        u = (xs - cx0) / scale
+        v = (ys - cy0) / scale
+        c = coverage
+        solution = _solve_ramp_circle(u, v, c)
+        if solution is None:
+            return None
+        residual, params = solution
+        # One round of outlier rejection for specks or ringing inside the band.
+        spread = 1.4826 * float(np.median(np.abs(residual)))
+        keep = np.abs(residual) <= max(4.0 * spread, 0.1 / scale)
+        if not keep.all() and keep.sum() >= _MIN_FIT_POINTS:
+            solution = _solve_ramp_circle(u[keep], v[keep], c[keep])
+            if solution is None:
+                return None
+            _, params = solution
+        centre_u, centre_v = params
+        x = x0 + cx0 + centre_u * scale
+        y = y0 + cy0 + centre_v * scale
+        if not (np.isfinite(x) and np.isfinite(y)):
+            return None
+        return (float(x), float(y))
+
+
+def _touches_frame_edge(
+    weights: np.ndarray, x0: int, y0: int, x1: int, y1: int, width: int, height: int
+) -> bool:
+    """Whether any of the ball's weight sits on the frame's outermost pixels."""
+    return bool(
+        (x0 == 0 and weights[:, 0].any())
+        or (y0 == 0 and weights[0, :].any())
+        or (x1 == width and weights[:, -1].any())
+        or (y1 == height and weights[-1, :].any())
+    )
+
+
+def _solve_ramp_circle(
+    u: np.ndarray, v: np.ndarray, c: np.ndarray
+) -> Optional[tuple[np.ndarray, tuple[float, float]]]:
+    """Least squares for ``(u-cu)^2 + (v-cv)^2 = (R - W c)^2``.
+
+    Linear in ``cu, cv, K = R^2 - cu^2 - cv^2, P = 2RW, Q = W^2``:
+    ``u^2 + v^2 = 2u cu + 2v cv + K - P c + Q c^2``. Returns the geometric
+    residuals (distance minus modelled distance) and the centre.
+    """
+    design = np.column_stack((2.0 * u, 2.0 * v, np.ones_like(u), -c, c * c))
+    target = u * u + v * v
+    params, _, rank, _ = np.linalg.lstsq(design, target, rcond=None)
+    if rank < 5:
+        return None
+    cu, cv, k, p, q = params
+    if q <= 0.0:
+        return None
+    w = np.sqrt(q)
+    r = p / (2.0 * w)
+    if r <= 0.0:
+        return None
+    residual = np.hypot(u - cu, v - cv) - (r - w * c)
+    return residual, (float(cu), float(cv))

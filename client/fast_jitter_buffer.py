@@ -1,0 +1,221 @@
+"""A video jitter buffer that releases a frame as soon as its last packet arrives.
+
+aiortc's ``JitterBuffer._remove_frame`` releases frame N only when the first
+packet of frame N+1 arrives; it ignores the RTP marker bit, which the sender
+sets on the last packet of each video frame (RFC 7741 for VP8, RFC 6184 for
+H.264; aiortc's ``RTCRtpSender`` does so). That adds one frame interval of
+latency: about 33 ms at 30 fps.
+
+``FastJitterBuffer`` keeps aiortc's state machine as it is -- the same packet
+slots, origin, reordering window, overflow handling and keyframe requests
+(``pli_flag``) -- and changes only which frame ``_remove_frame`` hands out:
+
+- A frame is complete when every packet from its start through its marker
+  packet is present. Its start is known: it follows, without a gap, the last
+  packet released, or it is aiortc's origin. It is released on the ``add()``
+  call that completes it.
+- Frames released early stay in the slots until aiortc's own logic removes
+  them, so aiortc's overflow and reset decisions see the same state as stock.
+  When stock would then release such a frame, the frame is dropped quietly.
+
+Intended differences from stock:
+
+- A frame can come out up to one frame interval earlier, never later.
+- If an overflow or a reset discards a frame that was released early, before
+  the first packet of the next frame arrives, that frame has still been
+  released. Stock would never release it. The frame was complete, so the
+  decoder gets valid data.
+
+Kept from stock: ``add()`` returns at most one frame, because the receiver
+takes one. When a retransmission completes several frames at once, the
+others come out on later ``add()`` calls, one per call, as in stock.
+
+This module depends on private parts of aiortc. ``install_fast_jitter_buffer``
+checks them and refuses to run against any version other than
+``SUPPORTED_AIORTC_VERSION``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Optional
+
+import aiortc
+from aiortc import RTCRtpReceiver
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add
+
+#: The aiortc release whose ``jitterbuffer.py`` and ``rtcrtpreceiver.py`` this
+#: module was written against. Keep equal to the pin in requirements.txt.
+SUPPORTED_AIORTC_VERSION = "1.16.0"
+
+#: ``RTCRtpReceiver.__jitter_buffer`` after Python's name mangling.
+_RECEIVER_BUFFER_ATTRIBUTE = "_RTCRtpReceiver__jitter_buffer"
+
+
+class IncompatibleAiortcError(RuntimeError):
+    """The installed aiortc is not the one FastJitterBuffer was written for."""
+
+
+class FastJitterBuffer(JitterBuffer):
+    """
+    aiortc's :class:`JitterBuffer` that also releases a frame once its
+    marker packet completes it.
+
+    :param capacity: Number of packet slots, a power of 2.
+    :param prefetch: Must be 0. Prefetch holds frames back on purpose, which
+        this class exists to avoid.
+    :param is_video: Request a keyframe (``pli_flag``) when packets are dropped.
+    """
+
+    def __init__(
+        self, capacity: int, prefetch: int = 0, is_video: bool = False
+    ) -> None:
+        if prefetch != 0:
+            raise ValueError("FastJitterBuffer does not support prefetch")
+        super().__init__(capacity, prefetch=prefetch, is_video=is_video)
+        # (sequence_number, timestamp) of the last packet of the last frame
+        # released ahead of stock. Those packets are still in the slots.
+        self._released_end: Optional[tuple[int, int]] = None
+
+    def _remove_frame(self, sequence_number: int) -> Optional[JitterFrame]:
+        # add() calls this after storing the packet and after any reset or
+        # overflow, so the slots are already in their final state.
+        if self._released_ahead() == 0:
+            # Stock's choice, if any, is the oldest frame and it is still
+            # unreleased: this covers frames that end without a marker bit.
+            frame = super()._remove_frame(sequence_number)
+            if frame is not None:
+                return frame
+        else:
+            # Stock may now release its oldest frame. We released that frame
+            # already, so let stock drop its packets and discard the result.
+            super()._remove_frame(sequence_number)
+        return self._release_next_complete_frame()
+
+    def _released_ahead(self) -> int:
+        """
+        Return how many packets, counted from the origin, were already
+        released by this class but are still held by stock's logic.
+        """
+        if self._released_end is not None:
+            sequence_number, timestamp = self._released_end
+            packet = self._packets[sequence_number % self._capacity]
+            # Stock removes packets only from the origin onwards, so the
+            # released packets are all still there as long as the last one is.
+            # A duplicate of that packet has the same number and timestamp.
+            if (
+                packet is not None
+                and packet.sequence_number == sequence_number
+                and packet.timestamp == timestamp
+            ):
+                return uint16_add(sequence_number, -self._origin) + 1
+            self._released_end = None
+        return 0
+
+    def _release_next_complete_frame(self) -> Optional[JitterFrame]:
+        """
+        Release the frame right after the packets already released, if all of
+        its packets through the marker packet are present.
+        """
+        packets: list[RtpPacket] = []
+        for count in range(self._released_ahead(), self._capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None:
+                # A hole: wait for the retransmission. Later frames wait too,
+                # because the decoder needs frames in order.
+                return None
+            if packets and packet.timestamp != packets[0].timestamp:
+                # The next frame has begun, so this one is complete even
+                # without a marker bit. Stock would release it too.
+                break
+            packets.append(packet)
+            if packet.marker:
+                break
+        else:
+            return None
+
+        last = packets[-1]
+        self._released_end = (last.sequence_number, last.timestamp)
+        return JitterFrame(
+            data=b"".join([x._data for x in packets]),  # type: ignore
+            timestamp=packets[0].timestamp,
+        )
+
+
+def install_fast_jitter_buffer(receiver: RTCRtpReceiver) -> None:
+    """
+    Replace the video jitter buffer of `receiver` with a :class:`FastJitterBuffer`.
+
+    Call it after ``setRemoteDescription`` creates the receiver and before
+    any RTP arrives. Calling it again on the same receiver does nothing.
+
+    :raises IncompatibleAiortcError: aiortc is not the supported version, or
+        the private parts this module uses have changed.
+    :raises ValueError: `receiver` is not a video receiver.
+    :raises RuntimeError: RTP has already arrived.
+    """
+    _check_aiortc_version()
+    buffer = getattr(receiver, _RECEIVER_BUFFER_ATTRIBUTE, None)
+    if isinstance(buffer, FastJitterBuffer):
+        return
+    if not isinstance(buffer, JitterBuffer):
+        raise IncompatibleAiortcError(
+            f"{type(receiver).__name__} has no aiortc JitterBuffer in "
+            f"{_RECEIVER_BUFFER_ATTRIBUTE}"
+        )
+    _check_buffer_shape(buffer)
+    if not buffer._is_video:
+        raise ValueError("install_fast_jitter_buffer only applies to video receivers")
+    if buffer._origin is not None:
+        # Swapping now would lose the packets already buffered.
+        raise RuntimeError("install_fast_jitter_buffer must run before RTP arrives")
+    setattr(
+        receiver,
+        _RECEIVER_BUFFER_ATTRIBUTE,
+        FastJitterBuffer(capacity=buffer.capacity, is_video=True),
+    )
+
+
+def _check_aiortc_version() -> None:
+    version = getattr(aiortc, "__version__", None)
+    if version != SUPPORTED_AIORTC_VERSION:
+        raise IncompatibleAiortcError(
+            f"FastJitterBuffer was written for aiortc {SUPPORTED_AIORTC_VERSION}, "
+            f"found {version}. Re-read aiortc's jitterbuffer.py and "
+            f"rtcrtpreceiver.py, then update this module and the pin together."
+        )
+
+
+def _check_buffer_shape(buffer: JitterBuffer) -> None:
+    """Check the private parts of aiortc that FastJitterBuffer relies on."""
+    problems = []
+    # The receiver reads the buffer through the mangled attribute and calls add().
+    receiver_names = _code_names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None))
+    if _RECEIVER_BUFFER_ATTRIBUTE not in receiver_names or "add" not in receiver_names:
+        problems.append("RTCRtpReceiver._handle_rtp_packet no longer calls its add()")
+    expected_parameters = {
+        "add": ["self", "packet"],
+        "_remove_frame": ["self", "sequence_number"],
+    }
+    for name, parameters in expected_parameters.items():
+        method = getattr(JitterBuffer, name, None)
+        if not callable(method) or list(inspect.signature(method).parameters) != parameters:
+            problems.append(f"JitterBuffer.{name} is not ({', '.join(parameters)})")
+    # FastJitterBuffer hooks in where add() hands over to _remove_frame().
+    if "_remove_frame" not in _code_names(getattr(JitterBuffer, "add", None)):
+        problems.append("JitterBuffer.add no longer calls _remove_frame")
+    for name in ("_capacity", "_origin", "_packets", "_is_video"):
+        if not hasattr(buffer, name):
+            problems.append(f"JitterBuffer has no attribute {name}")
+    if problems:
+        raise IncompatibleAiortcError(
+            "aiortc's JitterBuffer changed shape: " + "; ".join(problems)
+        )
+
+
+def _code_names(function: object) -> tuple[str, ...]:
+    """Return the attribute and global names `function`'s bytecode uses."""
+    code = getattr(function, "__code__", None)
+    return code.co_names if code is not None else ()

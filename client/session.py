@@ -1,0 +1,186 @@
+"""One streaming session on the client: answer, receive, detect, report.
+
+The main process only moves data: each decoded frame's luma plane goes to the
+detector process through shared memory, and each result comes back through a
+pipe the event loop watches and goes out on the data channel. Detection
+always works on the newest frame, so a slow moment never becomes a backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceCandidate,
+    RTCPeerConnection,
+)
+from aiortc.mediastreams import MediaStreamError
+
+from client.detector_process import DetectorProcess
+from client.frame_exchange import DetectionResult
+from client.display import ClientDisplay
+from client.fast_jitter_buffer import install_fast_jitter_buffer
+from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
+from protocol.signaling import Bye, SignalingChannel, SignalingError
+
+logger = logging.getLogger("client.session")
+
+
+class SessionEnd(enum.Enum):
+    """How a session ended, which decides the exit status and reconnects."""
+
+    FINISHED = "finished"  # our duration or a signal: we say BYE
+    SERVER_ENDED = "server ended"  # the server said BYE mid-stream
+    REFUSED = "refused"  # the server said BYE before any offer
+    LOST = "lost"  # the server vanished: EOF, garbage, or a failed connection
+
+
+@dataclass
+class SessionOutcome:
+    end: SessionEnd
+    reason: str
+
+
+class ClientSession:
+    def __init__(
+        self,
+        signaling: SignalingChannel,
+        detector: DetectorProcess,
+        jitter_buffer: str = "fast",
+        display: Optional[ClientDisplay] = None,
+        handshake_timeout: float = 30.0,
+    ) -> None:
+        self._signaling = signaling
+        self._detector = detector
+        self._jitter_buffer = jitter_buffer
+        self._display = display
+        self._handshake_timeout = handshake_timeout
+        self._channel: Optional[RTCDataChannel] = None
+        self._outcome: Optional[SessionOutcome] = None
+        self._ended = asyncio.Event()
+        self._streaming = False
+        self.frames_received = 0
+        self.results_sent = 0
+        self._last_detection: Optional[DetectionResult] = None
+
+    def stop(self, reason: str) -> None:
+        """End the session from outside (duration, SIGINT, SIGTERM)."""
+        self._end(SessionEnd.FINISHED, reason)
+
+    def _end(self, end: SessionEnd, reason: str) -> None:
+        if self._outcome is None:
+            self._outcome = SessionOutcome(end, reason)
+            self._ended.set()
+
+    async def run(self) -> SessionOutcome:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        tasks: list[asyncio.Task[Any]] = []
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._detector.result_fd, self._send_results)
+        try:
+            await self._negotiate(pc, tasks)
+            self._streaming = True
+            tasks.append(asyncio.create_task(self._watch_signaling()))
+            await self._ended.wait()
+        except asyncio.TimeoutError:
+            self._end(SessionEnd.LOST, "the server sent no offer in time")
+        except SignalingError as exc:
+            self._end(SessionEnd.LOST, f"signaling error: {exc}")
+        except ConnectionError as exc:
+            self._end(SessionEnd.LOST, f"signaling connection lost: {exc}")
+        finally:
+            loop.remove_reader(self._detector.result_fd)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            assert self._outcome is not None
+            if self._outcome.end is SessionEnd.FINISHED:
+                try:
+                    await asyncio.wait_for(self._signaling.send(Bye()), 1.0)
+                except (ConnectionError, asyncio.TimeoutError):
+                    pass
+            await pc.close()
+            await self._signaling.close()
+        return self._outcome
+
+    async def _negotiate(self, pc: RTCPeerConnection, tasks: list[asyncio.Task[Any]]) -> None:
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if channel.label == CHANNEL_LABEL:
+                self._channel = channel
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                tasks.append(asyncio.create_task(self._consume(track)))
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState == "failed":
+                self._end(SessionEnd.LOST, "WebRTC connection failed")
+
+        while True:
+            message = await self._signaling.receive(self._handshake_timeout)
+            if message is None:
+                raise ConnectionError("the server closed the connection before its offer")
+            if isinstance(message, Bye):
+                self._end(SessionEnd.REFUSED, message.reason or "the server said bye")
+                return
+            if isinstance(message, RTCIceCandidate):
+                await pc.addIceCandidate(message)
+                continue
+            if message.type != "offer":
+                raise SignalingError(f"expected an offer, got {message.type}")
+            break
+        await pc.setRemoteDescription(message)
+        if self._jitter_buffer == "fast":
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind == "video":
+                    install_fast_jitter_buffer(transceiver.receiver)
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self._signaling.send(pc.localDescription)
+
+    async def _watch_signaling(self) -> None:
+        try:
+            message = await self._signaling.receive()
+            while message is not None and not isinstance(message, Bye):
+                message = await self._signaling.receive()
+        except SignalingError as exc:
+            self._end(SessionEnd.LOST, f"signaling error: {exc}")
+            return
+        if message is None:
+            self._end(SessionEnd.LOST, "lost the connection to the server")
+        else:
+            self._end(SessionEnd.SERVER_ENDED, f"server ended the session: {message.reason or 'bye'}")
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.frames_received += 1
+            plane = frame.planes[0]
+            rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
+            luma = rows[:, : frame.width]
+            self._detector.submit(int(frame.pts), luma)
+            if self._display is not None:
+                self._display.show(luma, self._last_detection)
+
+    def _send_results(self) -> None:
+        for result in self._detector.collect():
+            self._last_detection = result
+            channel = self._channel
+            if channel is None or channel.readyState != "open":
+                continue
+            report = CoordinateReport(result.pts, result.x, result.y)
+            channel.send(encode_report(report))
+            self.results_sent += 1

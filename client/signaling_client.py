@@ -1,0 +1,58 @@
+"""Reaching the server's signaling port, patiently.
+
+Under ``docker compose up`` or in a fresh pod the client often starts before
+the server listens, so a refused connection is retried with exponential
+back-off until ``connect_timeout`` runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+from protocol.signaling import SignalingChannel
+
+logger = logging.getLogger("client.signaling")
+
+FIRST_RETRY_S = 0.1
+LONGEST_RETRY_S = 2.0
+
+
+class ServerUnreachable(Exception):
+    """No connection could be made before the deadline."""
+
+
+async def connect_with_retry(host: str, port: int, connect_timeout: float) -> SignalingChannel:
+    deadline = time.monotonic() + connect_timeout
+    delay = FIRST_RETRY_S
+    attempts = 0
+    while True:
+        attempts += 1
+        remaining = deadline - time.monotonic()
+        try:
+            return await asyncio.wait_for(
+                SignalingChannel.connect(host, port), max(min(remaining, 5.0), 0.1)
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            reason = _describe(exc)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ServerUnreachable(
+                f"cannot reach signaling at {host}:{port} after {attempts} attempts "
+                f"in {connect_timeout:g} s: {reason}"
+            )
+        logger.debug("signaling %s:%d not reachable (%s), retrying", host, port, reason)
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, LONGEST_RETRY_S)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,84 @@
+"""What the server sent: one entry per frame, keyed by pts, bounded in size.
+
+The pts convention (see ``protocol.coordinates``): frame ``n`` carries
+``round(n * 90000 / fps)`` on the 90 kHz clock. A reported pts is matched to
+the nearest frame, because aiortc's RTP timestamp mapping can shift it by a
+tick; an exact dict lookup would lose frames.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Optional
+
+VIDEO_CLOCK_RATE = 90000
+
+#: How far a reported pts may sit from the pts we sent and still match.
+PTS_TOLERANCE_TICKS = 1
+
+
+def frame_pts(index: int, fps: float) -> int:
+    return round(index * VIDEO_CLOCK_RATE / fps)
+
+
+@dataclass
+class FrameRecord:
+    """A sent frame, its ground truth and, once answered, its score."""
+
+    index: int
+    pts: int
+    true_x: float
+    true_y: float
+    produced_at: float  # server monotonic clock, seconds
+    answered: bool = False
+    reported_x: Optional[float] = None
+    reported_y: Optional[float] = None
+    error_px: Optional[float] = None
+    latency_ms: Optional[float] = None
+
+
+class FrameLedger:
+    """The last ``capacity`` frames sent, so memory stays flat for hours.
+
+    An answer for a frame that has already left the ledger is too late to
+    score and is treated like an unknown pts.
+    """
+
+    def __init__(self, fps: float, capacity: int) -> None:
+        if capacity <= 0:
+            raise ValueError("capacity must be positive")
+        self.fps = fps
+        self.capacity = capacity
+        self._records: dict[int, FrameRecord] = {}
+        self._order: deque[int] = deque()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def record(
+        self, index: int, true_x: float, true_y: float, produced_at: float
+    ) -> tuple[FrameRecord, list[FrameRecord]]:
+        """Add frame ``index``; return it and the records evicted to make room."""
+        entry = FrameRecord(index, frame_pts(index, self.fps), true_x, true_y, produced_at)
+        self._records[index] = entry
+        self._order.append(index)
+        evicted: list[FrameRecord] = []
+        while len(self._order) > self.capacity:
+            evicted.append(self._records.pop(self._order.popleft()))
+        return entry, evicted
+
+    def match(self, pts: int) -> Optional[FrameRecord]:
+        """The frame sent with the pts nearest to ``pts``, within the tolerance."""
+        index = round(pts * self.fps / VIDEO_CLOCK_RATE)
+        entry = self._records.get(index)
+        if entry is None or abs(entry.pts - pts) > PTS_TOLERANCE_TICKS:
+            return None
+        return entry
+
+    def drain(self) -> list[FrameRecord]:
+        """Remove and return every record, oldest first."""
+        records = [self._records[i] for i in self._order]
+        self._records.clear()
+        self._order.clear()
+        return records

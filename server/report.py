@@ -1,0 +1,71 @@
+"""Per-session report files: a JSON summary and a CSV with one row per frame.
+
+Rows are written as frames retire from the ledger, so a session of hours
+streams to disk instead of piling up in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import IO, Any, Optional
+
+from server.ledger import FrameRecord
+
+CSV_COLUMNS = (
+    "pts",
+    "true_x",
+    "true_y",
+    "reported_x",
+    "reported_y",
+    "error_px",
+    "latency_ms",
+)
+
+
+def _cell(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+class SessionReport:
+    """Writes ``<name>.csv`` while the session runs and ``<name>.json`` at the end."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.csv_path = directory / f"{name}.csv"
+        self.json_path = directory / f"{name}.json"
+        self._directory = directory
+        self._file: Optional[IO[str]] = None
+        self._writer: Any = None
+
+    def open(self) -> None:
+        self._directory.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.csv_path, "w", newline="", encoding="utf8")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(CSV_COLUMNS)
+
+    def write_frame(self, record: FrameRecord) -> None:
+        if self._writer is None:
+            return
+        self._writer.writerow(
+            (
+                record.pts,
+                _cell(record.true_x),
+                _cell(record.true_y),
+                _cell(record.reported_x),
+                _cell(record.reported_y),
+                _cell(record.error_px),
+                _cell(record.latency_ms),
+            )
+        )
+
+    def close(self, summary: dict[str, Any]) -> None:
+        """Finish the CSV and write the summary atomically."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._writer = None
+        temporary = self.json_path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf8")
+        os.replace(temporary, self.json_path)

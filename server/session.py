@@ -1,0 +1,280 @@
+"""One client's session: offer, answer, stream, score, and a clean end.
+
+A session ends on the first of: the client's BYE or EOF on signaling, an ICE
+or DTLS failure, the configured duration, or the server shutting down. Every
+path goes through the same ``finally`` so nothing outlives it: the peer
+connection, its tasks, the signaling socket and the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol, Union
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+
+from protocol.coordinates import CHANNEL_LABEL
+from protocol.signaling import Bye, SignalingChannel, SignalingError
+from server.ledger import FrameRecord
+from server.report import SessionReport
+from server.scene import BallScene
+from server.scoreboard import Scoreboard
+from server.track import BallTrack
+
+logger = logging.getLogger("server.session")
+
+#: How long answers may still arrive after the server stops sending.
+ANSWER_GRACE_S = 0.3
+
+
+class SessionObserver(Protocol):
+    """What a session reports to the server-wide metrics and display."""
+
+    def session_started(self) -> None: ...
+
+    def session_ended(self) -> None: ...
+
+    def frame_sent(self) -> None: ...
+
+    def frame_answered(self, error_px: Optional[float], latency_ms: float) -> None: ...
+
+    def invalid_message(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    width: int = 640
+    height: int = 480
+    radius: float = 20.0
+    speed: float = 300.0
+    fps: float = 30.0
+    seed: int = 0
+    codec: str = "vp8"
+    duration: Optional[float] = None
+    stun: Optional[str] = None
+    handshake_timeout: float = 10.0
+
+    def ledger_capacity(self) -> int:
+        # Five seconds of frames: far beyond any sane round trip, yet bounded.
+        return max(64, int(self.fps * 5))
+
+
+class TrackingSession:
+    def __init__(
+        self,
+        number: int,
+        signaling: SignalingChannel,
+        config: SessionConfig,
+        observer: Optional[SessionObserver] = None,
+        report_dir: Optional[Path] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.number = number
+        self.name = f"session-{time.strftime('%Y%m%dT%H%M%S')}-{number:04d}"
+        self._signaling = signaling
+        self._config = config
+        self._observer = observer
+        self._clock = clock
+        self._report = SessionReport(report_dir, self.name) if report_dir else None
+        self._ended = asyncio.Event()
+        self.end_reason: Optional[str] = None
+        self.scoreboard = Scoreboard(
+            config.fps,
+            config.ledger_capacity(),
+            on_retired=self._report.write_frame if self._report else None,
+        )
+        self.last_answer: Optional[FrameRecord] = None
+        self._streaming_since: Optional[float] = None
+        self._streaming_until: Optional[float] = None
+        self._track: Optional[BallTrack] = None
+
+    def stop(self, reason: str) -> None:
+        """Ask the session to end; ``run`` returns once it has cleaned up."""
+        self._end(reason)
+
+    def _end(self, reason: str) -> None:
+        if not self._ended.is_set():
+            self.end_reason = reason
+            self._ended.set()
+
+    async def run(self) -> dict[str, Any]:
+        """Run the session to its end and return its summary."""
+        config = self._config
+        servers = [RTCIceServer(config.stun)] if config.stun else []
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        scene = BallScene.from_seed(
+            config.width, config.height, config.radius, config.speed, config.seed + self.number
+        )
+        self._track = BallTrack(scene, config.fps, self._frame_sent, self._clock)
+        tasks: list[asyncio.Task[Any]] = []
+        if self._report:
+            self._report.open()
+        if self._observer:
+            self._observer.session_started()
+        try:
+            await self._negotiate(pc)
+            logger.info("%s: streaming to %s", self.name, self._signaling.peer)
+            tasks.append(asyncio.create_task(self._watch_signaling()))
+            tasks.append(asyncio.create_task(self._log_progress()))
+            if config.duration is not None:
+                tasks.append(asyncio.create_task(self._stop_after(config.duration)))
+            await self._ended.wait()
+        except SignalingError as exc:
+            self._end(f"signaling error: {exc}")
+        except asyncio.TimeoutError:
+            self._end(f"no answer within {config.handshake_timeout:g} s")
+        except (ConnectionError, ValueError) as exc:
+            self._end(f"negotiation failed: {exc}")
+        finally:
+            await self._finish(pc, tasks)
+        return self.summary()
+
+    async def _negotiate(self, pc: RTCPeerConnection) -> None:
+        assert self._track is not None
+        transceiver = pc.addTransceiver(self._track, direction="sendonly")
+        transceiver.setCodecPreferences(_codec_preferences(self._config.codec))
+        # The offerer must create the channel: an answerer cannot add one
+        # unless the offer already has an m=application section.
+        channel = pc.createDataChannel(CHANNEL_LABEL, ordered=False, maxRetransmits=0)
+        channel.on("message", self._on_message)
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self._end(f"connection {pc.connectionState}")
+
+        await pc.setLocalDescription(await pc.createOffer())
+        await self._signaling.send(pc.localDescription)
+        deadline = self._clock() + self._config.handshake_timeout
+        while True:
+            message = await self._signaling.receive(max(deadline - self._clock(), 0.0))
+            if message is None or isinstance(message, Bye):
+                raise SignalingError("client left before answering")
+            if isinstance(message, RTCIceCandidate):
+                await pc.addIceCandidate(message)
+                continue
+            if message.type != "answer":
+                raise SignalingError(f"expected an answer, got {message.type}")
+            await pc.setRemoteDescription(message)
+            return
+
+    async def _watch_signaling(self) -> None:
+        while True:
+            try:
+                message = await self._signaling.receive()
+            except SignalingError as exc:
+                self._end(f"signaling error: {exc}")
+                return
+            if message is None:
+                self._end("client disconnected")
+                return
+            if isinstance(message, Bye):
+                self._end("client said bye")
+                return
+
+    async def _stop_after(self, duration: float) -> None:
+        await asyncio.sleep(duration)
+        if self._track is not None:
+            self._track.stop()
+        self._streaming_until = self._clock()
+        await asyncio.sleep(ANSWER_GRACE_S)
+        self._end("duration reached")
+
+    async def _log_progress(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            logger.info("%s: %s", self.name, self.scoreboard.take_interval().describe())
+
+    def _frame_sent(self, index: int, x: float, y: float, produced_at: float) -> None:
+        if self._streaming_since is None:
+            self._streaming_since = produced_at
+        self.scoreboard.frame_sent(index, x, y, produced_at)
+        if self._observer:
+            self._observer.frame_sent()
+
+    def _on_message(self, message: Union[str, bytes]) -> None:
+        entry = self.scoreboard.answer(message, self._clock())
+        if self._observer is None:
+            pass
+        elif entry is None:
+            self._observer.invalid_message()
+        else:
+            assert entry.latency_ms is not None
+            self._observer.frame_answered(entry.error_px, entry.latency_ms)
+        if entry is not None:
+            self.last_answer = entry
+
+    async def _finish(self, pc: RTCPeerConnection, tasks: list[asyncio.Task[Any]]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._streaming_until is None:
+            self._streaming_until = self._clock()
+        if self.end_reason != "client said bye" and self.end_reason != "client disconnected":
+            try:
+                await asyncio.wait_for(self._signaling.send(Bye(self.end_reason)), 1.0)
+            except (ConnectionError, asyncio.TimeoutError):
+                pass
+        if self._track is not None:
+            self._track.stop()
+        await pc.close()
+        await self._signaling.close()
+        self.scoreboard.close()
+        if self._report:
+            self._report.close(self.summary())
+        if self._observer:
+            self._observer.session_ended()
+        logger.info("%s ended (%s): %s", self.name, self.end_reason, _one_line(self.summary()))
+
+    def summary(self) -> dict[str, Any]:
+        config = self._config
+        since, until = self._streaming_since, self._streaming_until
+        summary: dict[str, Any] = {
+            "session": self.name,
+            "peer": self._signaling.peer,
+            "end_reason": self.end_reason,
+            "width": config.width,
+            "height": config.height,
+            "fps": config.fps,
+            "codec": config.codec,
+            "duration_s": (until - since) if since is not None and until is not None else 0.0,
+            "frames_skipped": self._track.frames_skipped if self._track else 0,
+        }
+        summary.update(self.scoreboard.summary())
+        return summary
+
+
+def _codec_preferences(codec: str) -> list[Any]:
+    """The chosen codec, plus RTX so NACK retransmissions keep working."""
+    capabilities = RTCRtpSender.getCapabilities("video").codecs
+    wanted = f"video/{codec}".lower()
+    chosen = [c for c in capabilities if c.mimeType.lower() == wanted]
+    if not chosen:
+        raise ValueError(f"codec {codec} is not available")
+    return chosen + [c for c in capabilities if c.mimeType.lower() == "video/rtx"]
+
+
+def _one_line(summary: dict[str, Any]) -> str:
+    error = summary["error_px"]
+    latency = summary["latency_ms"]
+
+    def fmt(value: Optional[float], digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    return (
+        f"{summary['frames_answered']}/{summary['frames_sent']} frames answered, "
+        f"error mean {fmt(error['mean'], 3)} max {fmt(error['max'], 3)} px, "
+        f"latency p50 {fmt(latency['p50'], 1)} p99 {fmt(latency['p99'], 1)} ms, "
+        f"{summary['invalid_messages']} invalid"
+    )

@@ -1,0 +1,78 @@
+"""The video track: renders the scene at the nominal time of each frame.
+
+aiortc's ``VideoStreamTrack.next_timestamp`` is fixed at 30 fps, so this track
+paces itself. Frame ``n`` shows the scene at ``n / fps`` and carries pts
+``round(n * 90000 / fps)``; its ground truth and wall-clock production time go
+to the scoreboard the moment it is handed to the encoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import math
+import time
+from typing import Callable, Optional
+
+import av
+from aiortc import VideoStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from server.ledger import VIDEO_CLOCK_RATE, frame_pts
+from server.renderer import BallRenderer
+from server.scene import BallScene
+
+TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+
+FrameListener = Callable[[int, float, float, float], None]
+"""Called as ``listener(index, true_x, true_y, produced_at)`` for each frame."""
+
+
+class BallTrack(VideoStreamTrack):
+    def __init__(
+        self,
+        scene: BallScene,
+        fps: float,
+        on_frame: FrameListener,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._scene = scene
+        self._fps = fps
+        self._renderer = BallRenderer(scene.width, scene.height, scene.radius)
+        self._on_frame = on_frame
+        self._clock = clock
+        self._start: Optional[float] = None
+        self._next_index = 0
+        self.frames_skipped = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        index = await self._wait_for_next_index()
+        x, y = self._scene.position(index / self._fps)
+        frame = self._renderer.render(x, y)
+        frame.pts = frame_pts(index, self._fps)
+        frame.time_base = TIME_BASE
+        self._on_frame(index, x, y, self._clock())
+        return frame
+
+    async def _wait_for_next_index(self) -> int:
+        now = self._clock()
+        if self._start is None:
+            # Time starts with the first frame the encoder asks for, so the
+            # first frame is not late and has pts 0.
+            self._start = now
+        index = self._next_index
+        due = self._start + index / self._fps
+        if due > now:
+            await asyncio.sleep(due - now)
+        else:
+            # Behind schedule (a slow encoder): skip to the frame that is due
+            # now so the motion stays real-time instead of drifting.
+            current = math.floor((now - self._start) * self._fps)
+            if current > index:
+                self.frames_skipped += current - index
+                index = current
+        self._next_index = index + 1
+        return index

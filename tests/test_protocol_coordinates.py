@@ -1,0 +1,72 @@
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol.coordinates import (
+    COORDINATE_LIMIT,
+    MAX_MESSAGE_BYTES,
+    CoordinateReport,
+    InvalidReport,
+    decode_report,
+    encode_report,
+)
+
+finite = st.floats(-COORDINATE_LIMIT, COORDINATE_LIMIT)
+
+
+@given(st.integers(0, 2**63 - 1), finite, finite)
+def test_round_trip_found(pts: int, x: float, y: float) -> None:
+    report = CoordinateReport(pts, x, y)
+    assert decode_report(encode_report(report)) == report
+
+
+def test_round_trip_not_found() -> None:
+    report = CoordinateReport(3000, None, None)
+    text = encode_report(report)
+    assert json.loads(text) == {"pts": 3000, "x": None, "y": None}
+    assert decode_report(text) == report and not report.found
+
+
+def test_integers_are_accepted_as_coordinates_and_bytes_as_input() -> None:
+    assert decode_report(b'{"pts": 0, "x": 1, "y": 2}') == CoordinateReport(0, 1.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "{",
+        "[]",
+        "null",
+        '{"pts": 0, "x": 1}',
+        '{"pts": 0, "x": 1, "y": 2, "z": 3}',
+        '{"pts": -1, "x": 1, "y": 2}',
+        '{"pts": 1.5, "x": 1, "y": 2}',
+        '{"pts": true, "x": 1, "y": 2}',
+        '{"pts": "3000", "x": 1, "y": 2}',
+        '{"pts": 0, "x": NaN, "y": 2}',
+        '{"pts": 0, "x": Infinity, "y": 2}',
+        '{"pts": 0, "x": 1, "y": null}',
+        '{"pts": 0, "x": "1", "y": 2}',
+        '{"pts": 0, "x": 1e999, "y": 2}',
+        '{"pts": 0, "x": 1e7, "y": 2}',
+        '{"pts": 0, "x": ' + "9" * 200 + ', "y": 2}',
+        '{"pts": 99999999999999999999, "x": 1, "y": 2}',
+        b"\xff\xfe",
+        "[" * 200,
+        " " * (MAX_MESSAGE_BYTES + 1),
+    ],
+)
+def test_invalid_messages_raise(raw: "str | bytes") -> None:
+    with pytest.raises(InvalidReport):
+        decode_report(raw)
+
+
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=300)))
+def test_fuzz_never_raises_anything_but_invalid_report(raw: "str | bytes") -> None:
+    try:
+        decode_report(raw)
+    except InvalidReport:
+        pass

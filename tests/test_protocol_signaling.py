@@ -1,0 +1,160 @@
+"""The signaling contract, checked against aiortc's own serialisation both ways."""
+
+import asyncio
+import json
+
+import pytest
+from aiortc import RTCSessionDescription
+from aiortc.contrib.signaling import BYE, object_from_string, object_to_string
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol.signaling import (
+    MAX_LINE_BYTES,
+    Bye,
+    SignalingChannel,
+    SignalingError,
+    decode_message,
+    encode_message,
+)
+
+SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+CANDIDATE = {
+    "candidate": "candidate:1 1 udp 2130706431 192.0.2.1 5000 typ host",
+    "id": "0",
+    "label": 0,
+    "type": "candidate",
+}
+
+
+@pytest.mark.parametrize("kind", ["offer", "answer"])
+def test_description_bytes_equal_aiortc(kind: str) -> None:
+    description = RTCSessionDescription(sdp=SDP, type=kind)
+    assert encode_message(description) == object_to_string(description).encode() + b"\n"
+    assert decode_message(encode_message(description)) == description
+
+
+def test_we_read_what_aiortc_writes() -> None:
+    for obj in (RTCSessionDescription(sdp=SDP, type="offer"), BYE):
+        decoded = decode_message(object_to_string(obj).encode() + b"\n")
+        if obj is BYE:
+            assert decoded == Bye()
+        else:
+            assert decoded == obj
+
+
+def test_aiortc_reads_what_we_write_including_bye_with_reason() -> None:
+    assert object_from_string(encode_message(Bye()).decode()) is BYE
+    assert object_from_string(encode_message(Bye("server busy")).decode()) is BYE
+    offer = RTCSessionDescription(sdp=SDP, type="offer")
+    assert object_from_string(encode_message(offer).decode()) == offer
+
+
+def test_candidate_round_trip_matches_aiortc() -> None:
+    line = json.dumps(CANDIDATE, sort_keys=True).encode() + b"\n"
+    ours = decode_message(line)
+    theirs = object_from_string(line.decode())
+    assert ours == theirs
+    assert encode_message(ours) == object_to_string(theirs).encode() + b"\n"
+
+
+def test_bye_reason_survives() -> None:
+    assert decode_message(encode_message(Bye("full"))) == Bye("full")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"garbage\n",
+        b"\xff\xfe\n",
+        b"[1, 2]\n",
+        b'{"type": "hello"}\n',
+        b'{"type": "offer"}\n',
+        b'{"type": "offer", "sdp": 5}\n',
+        b'{"type": "answer", "sdp": "not sdp"}\n',
+        b'{"type": "candidate", "candidate": "nonsense"}\n',
+        b'{"type": "candidate", "candidate": "candidate:1 x"}\n',
+        b"{}\n",
+    ],
+)
+def test_garbage_raises_signaling_error(line: bytes) -> None:
+    with pytest.raises(SignalingError):
+        decode_message(line)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400))
+def test_fuzz_decode_only_raises_signaling_error(line: bytes) -> None:
+    try:
+        decode_message(line)
+    except SignalingError:
+        pass
+
+
+async def _pair() -> tuple[SignalingChannel, asyncio.StreamWriter, asyncio.AbstractServer]:
+    accepted: asyncio.Future[SignalingChannel] = asyncio.get_running_loop().create_future()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set_result(SignalingChannel(reader, writer))
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0, limit=MAX_LINE_BYTES)
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    return await accepted, writer, server
+
+
+def test_channel_over_tcp_eof_long_lines_and_timeouts() -> None:
+    async def scenario() -> None:
+        channel, raw, server = await _pair()
+        raw.write(encode_message(Bye("x")))
+        assert await channel.receive(1.0) == Bye("x")
+        with pytest.raises(asyncio.TimeoutError):
+            await channel.receive(0.05)
+        raw.write(b"a" * (MAX_LINE_BYTES + 10))
+        with pytest.raises(SignalingError):
+            await channel.receive(1.0)
+        await channel.close()
+        raw.close()
+        server.close()
+
+        channel, raw, server = await _pair()
+        raw.write(b'{"type": "by')
+        raw.close()
+        with pytest.raises(SignalingError):
+            await channel.receive(1.0)
+        await channel.close()
+
+        channel, raw, server2 = await _pair()
+        raw.close()
+        assert await channel.receive(1.0) is None
+        await channel.close()
+        server.close()
+        server2.close()
+
+    asyncio.run(scenario())
+
+
+def test_channel_talks_to_aiortc_tcp_socket_signaling() -> None:
+    """aiortc's own client reads our offer and we read its answer."""
+    from aiortc.contrib.signaling import TcpSocketSignaling
+
+    async def scenario() -> None:
+        sent: asyncio.Future[SignalingChannel] = asyncio.get_running_loop().create_future()
+
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            channel = SignalingChannel(reader, writer)
+            await channel.send(RTCSessionDescription(sdp=SDP, type="offer"))
+            sent.set_result(channel)
+
+        server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+        theirs = TcpSocketSignaling("127.0.0.1", server.sockets[0].getsockname()[1])
+        assert await theirs.receive() == RTCSessionDescription(sdp=SDP, type="offer")
+        await theirs.send(RTCSessionDescription(sdp=SDP, type="answer"))
+        ours = await sent
+        assert await ours.receive(1.0) == RTCSessionDescription(sdp=SDP, type="answer")
+        await theirs.close()  # sends BYE
+        assert await ours.receive(1.0) == Bye()
+        await ours.close()
+        server.close()
+
+    asyncio.run(scenario())

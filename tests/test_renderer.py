@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from server.renderer import BallRenderer, ball_box, draw_ball, render_luma
+
+
+def centroid(luma: np.ndarray) -> tuple[float, float]:
+    weights = luma.astype(np.float64)
+    rows, cols = np.indices(luma.shape)
+    total = weights.sum()
+    return float((cols * weights).sum() / total), float((rows * weights).sum() / total)
+
+
+@pytest.mark.parametrize("x,y", [(100.0, 50.0), (320.37, 240.81), (33.5, 77.25)])
+def test_rendered_ball_is_centred_on_the_true_position(x: float, y: float) -> None:
+    luma = render_luma(640, 480, x, y, 20.0)
+    cx, cy = centroid(luma)
+    assert abs(cx - x) < 0.01 and abs(cy - y) < 0.01
+
+
+def test_ball_is_white_inside_black_outside_and_antialiased() -> None:
+    luma = render_luma(200, 100, 50.3, 50.0, 10.0)
+    assert luma[50, 50] == 255
+    assert luma[0, 0] == 0
+    # Pixel 40 sits 10.3 px from the centre: 20% covered, a grey rim.
+    assert luma[50, 40] == round(0.2 * 255)
+    assert luma[50, 39] == 0
+
+
+def test_area_matches_disc_area() -> None:
+    luma = render_luma(200, 200, 100.3, 99.6, 25.0)
+    assert luma.sum() / 255.0 == pytest.approx(np.pi * 25.0**2, rel=0.01)
+
+
+def test_box_is_clipped_to_frame() -> None:
+    assert ball_box(100, 100, -5.0, 50.0, 10.0) == (39, 62, 0, 7)
+    assert ball_box(100, 100, -50.0, 50.0, 10.0) is None
+
+
+def test_ball_off_frame_draws_nothing() -> None:
+    luma = np.zeros((10, 10), np.uint8)
+    assert draw_ball(luma, -100.0, -100.0, 3.0) is None
+    assert not luma.any()
+
+
+def test_renderer_clears_previous_ball_and_keeps_chroma_neutral() -> None:
+    renderer = BallRenderer(64, 48, 5.0)
+    renderer.render(10.0, 10.0)
+    frame = renderer.render(50.0, 30.0)
+    assert frame.format.name == "yuv420p"
+    planes = frame.to_ndarray()  # (h * 3/2, w)
+    luma = planes[:48]
+    assert luma[10, 10] == 0 and luma[30, 50] == 255
+    assert (planes[48:] == 128).all()
+    assert np.array_equal(luma, render_luma(64, 48, 50.0, 30.0, 5.0))
+
+
+def test_renderer_needs_even_size() -> None:
+    with pytest.raises(ValueError):
+        BallRenderer(63, 48, 5.0)

@@ -1,0 +1,86 @@
+import json
+import math
+
+import pytest
+
+from server.ledger import FrameRecord
+from server.scoreboard import Scoreboard
+
+
+def board(retired: list[FrameRecord] | None = None, capacity: int = 64) -> Scoreboard:
+    scoreboard = Scoreboard(30, capacity, retired.append if retired is not None else None)
+    for index in range(5):
+        scoreboard.frame_sent(index, 100.0 + index, 200.0, produced_at=1.0 + index / 30)
+    return scoreboard
+
+
+def message(pts: int, x: float | None, y: float | None) -> str:
+    return json.dumps({"pts": pts, "x": x, "y": y})
+
+
+def test_answer_scores_error_and_latency_against_that_frame() -> None:
+    scoreboard = board()
+    entry = scoreboard.answer(message(6000, 105.0, 204.0), arrival=1.0 + 2 / 30 + 0.012)
+    assert entry is not None and entry.index == 2
+    assert entry.error_px == pytest.approx(5.0)
+    assert entry.latency_ms == pytest.approx(12.0)
+    summary = scoreboard.summary()
+    assert summary["frames_sent"] == 5 and summary["frames_answered"] == 1
+    assert summary["error_px"]["mean"] == pytest.approx(5.0)
+
+
+def test_no_ball_counts_as_answered_without_error() -> None:
+    scoreboard = board()
+    assert scoreboard.answer(message(0, None, None), arrival=2.0) is not None
+    assert scoreboard.frames_answered == 1 and scoreboard.frames_found == 0
+    assert scoreboard.error_px.count == 0
+
+
+@pytest.mark.parametrize(
+    "raw,reason",
+    [
+        ("not json", "malformed"),
+        (message(0, float("nan"), 1.0).replace("NaN", "NaN"), "malformed"),
+        (json.dumps({"pts": "0", "x": 1, "y": 2}), "malformed"),
+        ("x" * 10000, "malformed"),
+        (message(123456, 1.0, 2.0), "unknown_pts"),
+    ],
+)
+def test_invalid_messages_are_counted_and_change_nothing(raw: str, reason: str) -> None:
+    scoreboard = board()
+    assert scoreboard.answer(raw, arrival=2.0) is None
+    assert scoreboard.invalid[reason] == 1
+    assert scoreboard.frames_answered == 0 and scoreboard.error_px.count == 0
+
+
+def test_duplicate_answer_is_invalid_and_first_one_stands() -> None:
+    scoreboard = board()
+    scoreboard.answer(message(3000, 101.0, 200.0), arrival=2.0)
+    assert scoreboard.answer(message(3000, 500.0, 500.0), arrival=2.1) is None
+    assert scoreboard.invalid["duplicate"] == 1
+    assert scoreboard.error_px.max == 0.0
+
+
+def test_retired_frames_reach_the_report_once() -> None:
+    retired: list[FrameRecord] = []
+    scoreboard = board(retired, capacity=2)
+    assert [r.index for r in retired] == [0, 1, 2]
+    scoreboard.close()
+    assert [r.index for r in retired] == [0, 1, 2, 3, 4]
+
+
+def test_interval_resets_after_each_progress_line() -> None:
+    scoreboard = board()
+    scoreboard.answer(message(0, 100.0, 200.0), arrival=1.01)
+    first = scoreboard.take_interval()
+    assert first.frames_sent == 5 and first.frames_answered == 1
+    assert "answered 1" in first.describe()
+    second = scoreboard.take_interval()
+    assert second.frames_sent == 0 and second.describe().endswith("latency p50 - ms")
+
+
+def test_summary_is_json_serialisable() -> None:
+    scoreboard = board()
+    scoreboard.answer(message(0, 100.5, 200.0), arrival=1.02)
+    summary = json.loads(json.dumps(scoreboard.summary()))
+    assert math.isclose(summary["answered_ratio"], 0.2)
