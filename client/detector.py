@@ -35,7 +35,9 @@ Rect = tuple[int, int, int, int]  # left, top, right, bottom: half-open, frame p
 Contour = np.ndarray  # (N, 1, 2) int32 points, frame coordinates
 
 #: Fewer edge pixels than this cannot pin a circle down against noise.
-_MIN_FIT_POINTS = 12
+_MIN_FIT_POINTS = 6
+#: From this many edge pixels on, the ramp width is fitted rather than assumed.
+_FREE_WIDTH_POINTS = 24
 
 
 class CentroidDetector:
@@ -237,8 +239,16 @@ class CentroidDetector:
         scale = max(roi.shape) / 2.0
         u = (xs - cx0) / scale
         v = (ys - cy0) / scale
-        c = coverage
-        solution = _solve_ramp_circle(u, v, c)
+        # A short arc cannot separate the edge width from the radius, so it
+        # gets the renderer's one-pixel ramp; a longer one fits the width too,
+        # which absorbs codec blur, unless the arc is too flat for that.
+        ramp: Optional[float] = None
+        solution = None
+        if xs.size >= _FREE_WIDTH_POINTS:
+            solution = _solve_ramp_circle(u, v, coverage, ramp)
+        if solution is None:
+            ramp = 1.0 / scale
+            solution = _solve_ramp_circle(u, v, coverage, ramp)
         if solution is None:
             return None
         residual, params = solution
@@ -246,7 +256,7 @@ class CentroidDetector:
         spread = 1.4826 * float(np.median(np.abs(residual)))
         keep = np.abs(residual) <= max(4.0 * spread, 0.1 / scale)
         if not keep.all() and keep.sum() >= _MIN_FIT_POINTS:
-            solution = _solve_ramp_circle(u[keep], v[keep], c[keep])
+            solution = _solve_ramp_circle(u[keep], v[keep], coverage[keep], ramp)
             if solution is None:
                 return None
             _, params = solution
@@ -271,24 +281,35 @@ def _touches_frame_edge(
 
 
 def _solve_ramp_circle(
-    u: np.ndarray, v: np.ndarray, c: np.ndarray
+    u: np.ndarray, v: np.ndarray, c: np.ndarray, ramp: Optional[float]
 ) -> Optional[tuple[np.ndarray, tuple[float, float]]]:
     """Least squares for ``(u-cu)^2 + (v-cv)^2 = (R - W c)^2``.
 
-    Linear in ``cu, cv, K = R^2 - cu^2 - cv^2, P = 2RW, Q = W^2``:
-    ``u^2 + v^2 = 2u cu + 2v cv + K - P c + Q c^2``. Returns the geometric
-    residuals (distance minus modelled distance) and the centre.
+    With the ramp width ``W`` free this is linear in ``cu, cv,
+    K = R^2 - cu^2 - cv^2, P = 2RW, Q = W^2``:
+    ``u^2 + v^2 = 2u cu + 2v cv + K - P c + Q c^2``. With ``W = ramp`` given,
+    ``u^2 + v^2 - (W c)^2 = 2u cu + 2v cv + K - 2R (W c)``. Returns the
+    geometric residuals (distance minus modelled distance) and the centre.
     """
-    design = np.column_stack((2.0 * u, 2.0 * v, np.ones_like(u), -c, c * c))
     target = u * u + v * v
+    if ramp is None:
+        design = np.column_stack((2.0 * u, 2.0 * v, np.ones_like(u), -c, c * c))
+    else:
+        wc = ramp * c
+        target = target - wc * wc
+        design = np.column_stack((2.0 * u, 2.0 * v, np.ones_like(u), -2.0 * wc))
     params, _, rank, _ = np.linalg.lstsq(design, target, rcond=None)
-    if rank < 5:
+    if rank < design.shape[1]:
         return None
-    cu, cv, k, p, q = params
-    if q <= 0.0:
-        return None
-    w = np.sqrt(q)
-    r = p / (2.0 * w)
+    if ramp is None:
+        cu, cv, _, p, q = params
+        if q <= 0.0:
+            return None
+        w = float(np.sqrt(q))
+        r = p / (2.0 * w)
+    else:
+        cu, cv, _, r = params
+        w = ramp
     if r <= 0.0:
         return None
     residual = np.hypot(u - cu, v - cv) - (r - w * c)

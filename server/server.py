@@ -23,7 +23,7 @@ import argparse
 import asyncio
 import logging
 import signal
-from typing import Optional, Sequence
+from typing import Awaitable, Optional, Sequence
 
 from protocol.options import (
     EnvironmentArgumentParser,
@@ -31,6 +31,9 @@ from protocol.options import (
     positive_float,
     positive_int,
 )
+from server.display import ServerDisplay
+from server.health_endpoint import HealthEndpoint
+from server.metrics import TrackingMetrics
 from server.session import SessionConfig
 from server.tracking_server import TrackingServer
 
@@ -107,6 +110,7 @@ async def serve(args: argparse.Namespace) -> int:
         stun=args.stun,
         handshake_timeout=args.handshake_timeout,
     )
+    metrics = TrackingMetrics()
     server = TrackingServer(
         args.signaling_host,
         args.signaling_port,
@@ -114,21 +118,50 @@ async def serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         report_dir=args.report_dir,
         once=args.once,
+        observer=metrics,
+    )
+    health = (
+        HealthEndpoint(args.signaling_host, args.http_port, metrics, lambda: server.ready)
+        if args.http_port
+        else None
+    )
+    display = (
+        ServerDisplay(args.width, args.height, args.radius, server.latest_answer)
+        if args.display
+        else None
     )
     try:
-        await server.start()
-    except OSError as exc:
-        print(
-            f"error: cannot listen on {args.signaling_host}:{args.signaling_port}: "
-            f"{exc.strerror or exc}",
-            file=sys.stderr,
-        )
+        await _listen(server.start(), args.signaling_host, args.signaling_port)
+        if health is not None:
+            await _listen(health.start(), args.signaling_host, args.http_port)
+    except _CannotListen as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        await server.stop_listening()
         return 1
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, server.stop)
-    await server.run()
+    if display is not None:
+        display.start()
+    try:
+        await server.run()
+    finally:
+        if display is not None:
+            await display.stop()
+        if health is not None:
+            await health.stop()
     return 0
+
+
+class _CannotListen(Exception):
+    pass
+
+
+async def _listen(starting: Awaitable[None], host: str, port: int) -> None:
+    try:
+        await starting
+    except OSError as exc:
+        raise _CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from protocol.signaling import SignalingChannel
+from server.ledger import FrameRecord
 from server.session import SessionConfig, SessionObserver, TrackingSession
 from server.signaling_server import SignalingServer
 
@@ -49,9 +50,10 @@ class TrackingServer:
     def ready(self) -> bool:
         return self._signaling.listening and not self._stopping.is_set()
 
-    @property
-    def sessions(self) -> set[TrackingSession]:
-        return set(self._sessions)
+    def latest_answer(self) -> Optional[FrameRecord]:
+        """The newest answered frame of any session, for the display."""
+        answers = [s.last_answer for s in self._sessions if s.last_answer is not None]
+        return max(answers, key=lambda a: a.produced_at, default=None)
 
     async def start(self) -> None:
         await self._signaling.start()
@@ -59,6 +61,9 @@ class TrackingServer:
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler)."""
         self._stopping.set()
+
+    async def stop_listening(self) -> None:
+        await self._signaling.stop_listening()
 
     async def run(self) -> None:
         """Serve until ``stop()`` or, with ``once``, until the first session ends."""

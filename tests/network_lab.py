@@ -221,7 +221,7 @@ class NetworkLab:
                  server_address: str = "192.0.2.1", client_address: str = "192.0.2.2",
                  prefix_len: int = 24, server_hostname: str = "ball-server",
                  client_hostname: str = "ball-client",
-                 delayer_max_runtime_s: float = 3600.0) -> None:
+                 delayer_max_runtime_s: float = 3600.0, ipv6: bool = False) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9]{0,15}", prefix):
             raise ValueError("prefix must be lowercase alphanumeric, <= 16 chars")
         net = ipaddress.ip_interface(f"{server_address}/{prefix_len}").network
@@ -237,6 +237,7 @@ class NetworkLab:
         self.server_hostname = server_hostname
         self.client_hostname = client_hostname
         self.delayer_max_runtime_s = delayer_max_runtime_s
+        self.ipv6 = ipv6
         # NFQUEUE numbers are per namespace already; a random base additionally keeps
         # them unique per lab, so rules are unambiguous when reading dumps.
         base = 1000 + secrets.randbelow(30000) * 2
@@ -293,6 +294,12 @@ class NetworkLab:
         for ns, addr in ((s, self.server_address), (c, self.client_address)):
             _run(["ip", "-n", ns, "addr", "add", f"{addr}/{self.prefix_len}", "dev", IFNAME])
             _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            if not self.ipv6:
+                # No link-local address, router solicitations or MLD chatter: loss
+                # counters and rates see only test traffic, and ICE gathers only
+                # the IPv4 address. /proc/sys/net is per namespace.
+                _run(["ip", "netns", "exec", ns, "sh", "-c",
+                      f"echo 1 > /proc/sys/net/ipv6/conf/{IFNAME}/disable_ipv6"])
             _run(["ip", "-n", ns, "link", "set", IFNAME, "up"])
             # An empty nft table per namespace; set_loss only swaps its rule.
             # Priority -300 runs before conntrack: a lost packet leaves no trace.
@@ -593,6 +600,7 @@ def _cli_udp_probe(args: argparse.Namespace) -> None:
     sock.setblocking(False)
     sent_at: Dict[int, float] = {}
     rtts: Dict[int, float] = {}
+    order = {"last": -1, "reordered": 0}
     pad = b"x" * max(0, args.size - 8)
 
     def drain(until: float) -> None:
@@ -607,6 +615,9 @@ def _cli_udp_probe(args: argparse.Namespace) -> None:
             seq = int.from_bytes(data[:8], "big")
             if seq in sent_at and seq not in rtts:
                 rtts[seq] = (time.monotonic() - sent_at[seq]) * 1000.0
+                if seq < order["last"]:
+                    order["reordered"] += 1
+                order["last"] = max(order["last"], seq)
 
     start = time.monotonic()
     for seq in range(args.count):
@@ -616,6 +627,7 @@ def _cli_udp_probe(args: argparse.Namespace) -> None:
     drain(time.monotonic() + args.timeout)
     values = sorted(rtts.values())
     print(json.dumps({"sent": args.count, "received": len(rtts),
+                      "reordered": order["reordered"],
                       "rtt_ms_median": values[len(values) // 2] if values else None,
                       "rtt_ms_min": values[0] if values else None,
                       "rtt_ms_max": values[-1] if values else None}))

