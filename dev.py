@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -39,6 +40,9 @@ TEST_PACKAGES = {
     "iptables": "/usr/sbin/iptables-nft",
     "libnetfilter-queue-dev": "/usr/include/libnetfilter_queue/libnetfilter_queue.h",
     "gcc": "/usr/bin/gcc",
+    "libc6-dev": "/usr/include/stdio.h",
+    # netfilterqueue compiles against the headers of the Python running it.
+    "python3-dev": str(Path(sysconfig.get_paths()["include"]) / "Python.h"),
 }
 
 

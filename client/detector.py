@@ -38,6 +38,10 @@ Contour = np.ndarray  # (N, 1, 2) int32 points, frame coordinates
 _MIN_FIT_POINTS = 6
 #: From this many edge pixels on, the ramp width is fitted rather than assumed.
 _FREE_WIDTH_POINTS = 24
+#: Gauss-Newton iterations at most; it usually converges in three or four.
+_REFINE_ITERATIONS = 8
+#: Per-pixel distance noise assumed even on a clean frame (quantisation).
+_NOISE_FLOOR_PX = 0.05
 
 
 class CentroidDetector:
@@ -197,9 +201,15 @@ class CentroidDetector:
         cv2.subtract(roi, self.floor, dst=weights, mask=mask)
 
         if _touches_frame_edge(weights, x0, y0, x1, y1, width, height):
-            band = np.zeros(roi.shape, dtype=np.uint8)
-            cv2.drawContours(band, (contour,), -1, 255, 2 * pad + 1, offset=offset)
-            centre = self._fit_circle(roi, band, x0, y0, x1, y1, width, height)
+            # The edge band: pixels of the grown blob within ``pad`` of a
+            # background pixel. Unlike a band around the contour, it leaves
+            # out the ball's interior along the frame edge, where one noisy
+            # pixel would pose as an edge point on the wrong side of the ball.
+            band = cv2.threshold(roi, self.threshold, 255, cv2.THRESH_BINARY_INV)[1]
+            kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * pad + 1, 2 * pad + 1))
+            cv2.dilate(band, kernel, dst=band)
+            cv2.bitwise_and(band, mask, dst=band)
+            centre = self._fit_circle(roi, band, rect, x0, y0, x1, y1, width, height)
             if centre is not None:
                 self.method = "circle"
                 return centre
@@ -209,7 +219,7 @@ class CentroidDetector:
         return (x0 + moments["m10"] / moments["m00"], y0 + moments["m01"] / moments["m00"])
 
     def _fit_circle(
-        self, roi: np.ndarray, band: np.ndarray,
+        self, roi: np.ndarray, band: np.ndarray, rect: Rect,
         x0: int, y0: int, x1: int, y1: int, width: int, height: int,
     ) -> Optional[tuple[float, float]]:
         # Pixels on the frame's outermost rows and columns are left out: the
@@ -239,31 +249,35 @@ class CentroidDetector:
         scale = max(roi.shape) / 2.0
         u = (xs - cx0) / scale
         v = (ys - cy0) / scale
+        one_pixel = 1.0 / scale
         # A short arc cannot separate the edge width from the radius, so it
-        # gets the renderer's one-pixel ramp; a longer one fits the width too,
-        # which absorbs codec blur, unless the arc is too flat for that.
-        ramp: Optional[float] = None
-        solution = None
-        if xs.size >= _FREE_WIDTH_POINTS:
-            solution = _solve_ramp_circle(u, v, coverage, ramp)
-        if solution is None:
-            ramp = 1.0 / scale
-            solution = _solve_ramp_circle(u, v, coverage, ramp)
-        if solution is None:
+        # keeps the renderer's one-pixel ramp; a longer one fits the width
+        # too, which absorbs codec blur.
+        free_width = xs.size >= _FREE_WIDTH_POINTS
+        start = _algebraic_circle(u, v, coverage, None if free_width else one_pixel)
+        if start is None and free_width:
+            free_width = False
+            start = _algebraic_circle(u, v, coverage, one_pixel)
+        if start is None:
             return None
-        residual, params = solution
-        # One round of outlier rejection for specks or ringing inside the band.
-        spread = 1.4826 * float(np.median(np.abs(residual)))
-        keep = np.abs(residual) <= max(4.0 * spread, 0.1 / scale)
-        if not keep.all() and keep.sum() >= _MIN_FIT_POINTS:
-            solution = _solve_ramp_circle(u[keep], v[keep], coverage[keep], ramp)
-            if solution is None:
-                return None
-            _, params = solution
-        centre_u, centre_v = params
+        params = _refine_circle(
+            u, v, coverage, start, one_pixel, free_width, _NOISE_FLOOR_PX * one_pixel
+        )
+        if params is None:
+            return None
+        centre_u, centre_v, radius = params
         x = x0 + cx0 + centre_u * scale
         y = y0 + cy0 + centre_v * scale
-        if not (np.isfinite(x) and np.isfinite(y)):
+        radius *= scale
+        # A sliver of a ball in a corner can let the fit run off to a huge or
+        # far-away circle; the blob it came from bounds what is plausible.
+        left, top, right, bottom = rect
+        reach = radius + 1.0
+        if not (
+            0.5 <= radius <= 4.0 * max(right - left, bottom - top) + 4.0
+            and left - reach <= x <= right + reach
+            and top - reach <= y <= bottom + reach
+        ):
             return None
         return (float(x), float(y))
 
@@ -280,16 +294,17 @@ def _touches_frame_edge(
     )
 
 
-def _solve_ramp_circle(
+def _algebraic_circle(
     u: np.ndarray, v: np.ndarray, c: np.ndarray, ramp: Optional[float]
-) -> Optional[tuple[np.ndarray, tuple[float, float]]]:
-    """Least squares for ``(u-cu)^2 + (v-cv)^2 = (R - W c)^2``.
+) -> Optional[tuple[float, float]]:
+    """A starting centre from ``(u-cu)^2 + (v-cv)^2 = (R - W c)^2``, linearised.
 
-    With the ramp width ``W`` free this is linear in ``cu, cv,
-    K = R^2 - cu^2 - cv^2, P = 2RW, Q = W^2``:
+    With the ramp width ``W`` free the squared equation is linear in
+    ``cu, cv, K = R^2 - cu^2 - cv^2, P = 2RW, Q = W^2``:
     ``u^2 + v^2 = 2u cu + 2v cv + K - P c + Q c^2``. With ``W = ramp`` given,
-    ``u^2 + v^2 - (W c)^2 = 2u cu + 2v cv + K - 2R (W c)``. Returns the
-    geometric residuals (distance minus modelled distance) and the centre.
+    ``u^2 + v^2 - (W c)^2 = 2u cu + 2v cv + K - 2R (W c)``. One solve, no
+    start needed; but ``K`` and ``R`` are not tied together and squaring
+    weights points unevenly, so noise and outliers move it: only a start.
     """
     target = u * u + v * v
     if ramp is None:
@@ -299,18 +314,60 @@ def _solve_ramp_circle(
         target = target - wc * wc
         design = np.column_stack((2.0 * u, 2.0 * v, np.ones_like(u), -2.0 * wc))
     params, _, rank, _ = np.linalg.lstsq(design, target, rcond=None)
-    if rank < design.shape[1]:
+    if rank < design.shape[1] or not np.all(np.isfinite(params[:2])):
         return None
-    if ramp is None:
-        cu, cv, _, p, q = params
-        if q <= 0.0:
+    return float(params[0]), float(params[1])
+
+
+def _refine_circle(
+    u: np.ndarray,
+    v: np.ndarray,
+    c: np.ndarray,
+    start: tuple[float, float],
+    ramp: float,
+    free_width: bool,
+    noise_floor: float,
+) -> Optional[tuple[float, float, float]]:
+    """Geometric fit of ``|p - centre| = R - W c`` by robust Gauss-Newton.
+
+    Returns the centre and ``R``, the radius of the zero-coverage circle.
+
+    Tukey weights make a stray pixel in the band (a noise spike, a speck, a
+    ringing lobe) lose its vote instead of dragging the circle;
+    ``noise_floor`` keeps the weight scale from collapsing on clean frames.
+    """
+    cu, cv = start
+    w = ramp
+    r = float(np.median(np.hypot(u - cu, v - cv) + w * c))
+    columns = 4 if free_width else 3
+    for _ in range(_REFINE_ITERATIONS):
+        dx = u - cu
+        dy = v - cv
+        dist = np.maximum(np.hypot(dx, dy), 1e-12)
+        residual = dist - (r - w * c)
+        sigma = max(1.4826 * float(np.median(np.abs(residual))), noise_floor)
+        t = residual / (4.685 * sigma)
+        weight = np.clip(1.0 - t * t, 0.0, None) ** 2
+        if np.count_nonzero(weight) < _MIN_FIT_POINTS:
             return None
-        w = float(np.sqrt(q))
-        r = p / (2.0 * w)
-    else:
-        cu, cv, _, r = params
-        w = ramp
-    if r <= 0.0:
+        jacobian = np.empty((u.size, columns))
+        jacobian[:, 0] = -dx / dist
+        jacobian[:, 1] = -dy / dist
+        jacobian[:, 2] = -1.0
+        if free_width:
+            jacobian[:, 3] = c
+        weighted = jacobian * weight[:, None]
+        try:
+            step = np.linalg.solve(weighted.T @ jacobian, -(weighted.T @ residual))
+        except np.linalg.LinAlgError:
+            return None
+        cu += step[0]
+        cv += step[1]
+        r += step[2]
+        if free_width:
+            w += step[3]
+        if abs(step[0]) + abs(step[1]) < 1e-4 * ramp:
+            break
+    if not np.all(np.isfinite((cu, cv, r))) or r <= 0.0:
         return None
-    residual = np.hypot(u - cu, v - cv) - (r - w * c)
-    return residual, (float(cu), float(cv))
+    return cu, cv, r

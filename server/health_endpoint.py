@@ -63,7 +63,7 @@ class HealthEndpoint:
         self._is_ready = is_ready
         self._timeout_s = timeout_s
         self._max_connections = max_connections
-        self._server: Optional[asyncio.AbstractServer] = None
+        self._server: Optional[asyncio.Server] = None
         # Handler tasks, so stop() can cancel connections still in progress
         # (on Python 3.11 Server.wait_closed() does not wait for them).
         self._connections: set[asyncio.Task[None]] = set()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import Optional
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -102,16 +104,18 @@ class TrackingMetrics:
     def frame_sent(self) -> None:
         self.frames_sent.inc()
 
-    def frame_answered(self, error_px: float, latency_ms: float) -> None:
+    def frame_answered(self, error_px: Optional[float], latency_ms: float) -> None:
         """Count an answered frame and record its error and latency.
 
+        ``error_px`` is None when the client reported no ball: the answer
+        still counts and its latency is real, but there is no error to record.
         A NaN or infinite value would turn the histogram's ``_sum`` into NaN
         for the rest of the process, so such a value is not observed (the
         frame still counts as answered). A slightly negative latency can only
         come from clock granularity and is recorded as 0.
         """
         self.frames_answered.inc()
-        if _finite(error_px):
+        if error_px is not None and _finite(error_px):
             self.tracking_error.observe(max(0.0, float(error_px)))
         if _finite(latency_ms):
             self.latency.observe(max(0.0, float(latency_ms)))

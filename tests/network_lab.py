@@ -67,8 +67,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Literal
 
 Side = Literal["server", "client"]
 SideSpec = Literal["server", "client", "both"]
@@ -80,7 +81,6 @@ PACKET_DELAYER_PY = str(HERE / "packet_delayer.py")
 DEFAULT_PREFIX = "balllab"
 IFNAME = "lab0"  # same name in both namespaces: names are per namespace
 NFT_TABLE = "balllab"
-NETNS_RUN_DIR = Path("/run/netns")
 NETNS_ETC_DIR = Path("/etc/netns")
 CMD_TIMEOUT_S = 15.0
 
@@ -90,7 +90,7 @@ class LabError(RuntimeError):
 
 
 def _run(argv: Sequence[str], *, check: bool = True, timeout: float = CMD_TIMEOUT_S,
-         input_text: Optional[str] = None) -> subprocess.CompletedProcess[str]:
+         input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a host command with a bounded time; raise LabError with stderr on failure."""
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
@@ -103,7 +103,7 @@ def _run(argv: Sequence[str], *, check: bool = True, timeout: float = CMD_TIMEOU
     return proc
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -167,12 +167,12 @@ class _Delayer:
         self.netns = netns
         self.queue_num = queue_num
         self.max_runtime_s = max_runtime_s
-        self.proc: Optional[subprocess.Popen[str]] = None
+        self.proc: subprocess.Popen[str] | None = None
         self._rule = ["-i", IFNAME, "-j", "NFQUEUE", "--queue-num", str(queue_num),
                       "--queue-bypass"]
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
     def start(self, delay_ms: float, jitter_ms: float) -> None:
@@ -193,7 +193,7 @@ class _Delayer:
         assert self.proc is not None and self.proc.stdin is not None
         if self.proc.poll() is not None:
             raise LabError(f"packet delayer in {self.netns} died "
-                           f"(rc={self.proc.returncode})")
+                           f"(rc={self.proc.returncode}); set_delay(0) resets it")
         self.proc.stdin.write(f"delay {delay_ms} {jitter_ms}\n")
         self.proc.stdin.flush()
         wait_for_line(self.proc, "ok", timeout=5.0)
@@ -241,18 +241,18 @@ class NetworkLab:
         # NFQUEUE numbers are per namespace already; a random base additionally keeps
         # them unique per lab, so rules are unambiguous when reading dumps.
         base = 1000 + secrets.randbelow(30000) * 2
-        self._queue_nums: Dict[Side, int] = {"server": base, "client": base + 1}
-        self._hosts: Dict[Side, Dict[str, str]] = {"server": {}, "client": {}}
-        self._delayers: Dict[Side, _Delayer] = {}
-        self._procs: List[subprocess.Popen[Any]] = []
+        self._queue_nums: dict[Side, int] = {"server": base, "client": base + 1}
+        self._hosts: dict[Side, dict[str, str]] = {"server": {}, "client": {}}
+        self._delayers: dict[Side, _Delayer] = {}
+        self._procs: list[subprocess.Popen[Any]] = []
         self._started = False
         self._closed = False
 
     # ----------------------------------------------------------------- lifecycle
     @staticmethod
-    def available() -> Tuple[bool, str]:
+    def available() -> tuple[bool, str]:
         """Check prerequisites; (True, "ok") or (False, what is missing and how to fix)."""
-        missing: List[str] = []
+        missing: list[str] = []
         if os.geteuid() != 0:
             missing.append("must run as root (network namespaces, nftables, tc)")
         for tool, pkg in (("ip", "iproute2"), ("tc", "iproute2"), ("nft", "nftables"),
@@ -263,13 +263,13 @@ class NetworkLab:
                                capture_output=True, text=True, timeout=30)
         if probe.returncode != 0:
             missing.append("python module netfilterqueue not importable by "
-                           f"{sys.executable} (apt-get install libnetfilter-queue-dev "
-                           "build-essential python3-dev; pip install netfilterqueue==1.1.0)")
+                           f"{sys.executable} (apt-get install libnetfilter-queue-dev gcc "
+                           "libc6-dev python3-dev; pip install netfilterqueue==1.1.0)")
         if missing:
             return False, "; ".join(missing)
         return True, "ok"
 
-    def start(self) -> "NetworkLab":
+    def start(self) -> NetworkLab:
         if self._started:
             raise LabError("lab already started")
         if self._closed:
@@ -320,7 +320,7 @@ class NetworkLab:
             return
         self._closed = True
         atexit.unregister(self.close)
-        errors: List[str] = []
+        errors: list[str] = []
         for proc in self._procs:
             _stop_process(proc)
         self._procs.clear()
@@ -338,27 +338,27 @@ class NetworkLab:
         if errors:
             raise LabError("close() incomplete: " + "; ".join(errors))
 
-    def __enter__(self) -> "NetworkLab":
+    def __enter__(self) -> NetworkLab:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     @classmethod
-    def cleanup_stale(cls, prefix: str = DEFAULT_PREFIX) -> List[str]:
+    def cleanup_stale(cls, prefix: str = DEFAULT_PREFIX) -> list[str]:
         """Remove namespaces (and /etc/netns dirs) left by crashed runs.
 
         Only names whose embedded creator pid is dead are touched, so labs of
         concurrently running tests survive. Returns the removed namespace names.
         """
         pattern = re.compile(rf"^{re.escape(prefix)}-(\d+)-[0-9a-f]+-[sc]$")
-        names = set(_list_netns())
+        names = set(list_netns())
         if NETNS_ETC_DIR.is_dir():
             names.update(p.name for p in NETNS_ETC_DIR.iterdir())
-        removed: List[str] = []
+        removed: list[str] = []
         for name in sorted(names):
             match = pattern.match(name)
-            if match and not _pid_alive(int(match.group(1))):
+            if match and not pid_alive(int(match.group(1))):
                 _remove_netns(name)
                 removed.append(name)
         return removed
@@ -374,7 +374,7 @@ class NetworkLab:
     def address(self, side: Side) -> str:
         return self.server_address if side == "server" else self.client_address
 
-    def exec_argv(self, side: Side, argv: Sequence[str]) -> List[str]:
+    def exec_argv(self, side: Side, argv: Sequence[str]) -> list[str]:
         """The argv that runs ``argv`` inside the namespace of ``side``."""
         return ["ip", "netns", "exec", self.ns(side), *argv]
 
@@ -484,7 +484,7 @@ class NetworkLab:
         self.clear_rate(side)
         self.set_delay(0, side)
 
-    def delayer_pids(self) -> Dict[Side, int]:
+    def delayer_pids(self) -> dict[Side, int]:
         """Pids of running delayers, keyed by the sender side they delay."""
         return {s: d.pid for s, d in self._delayers.items() if d.pid is not None}
 
@@ -500,7 +500,7 @@ class NetworkLab:
         self._require_running()
         _run(["ip", "netns", "exec", self.ns(side), "nft", "-f", "-"], input_text=script)
 
-    def _sides(self, side: SideSpec) -> Tuple[Side, ...]:
+    def _sides(self, side: SideSpec) -> tuple[Side, ...]:
         if side == "both":
             return ("server", "client")
         self.ns(side)  # validates
@@ -515,7 +515,7 @@ def _peer(side: Side) -> Side:
     return "client" if side == "server" else "server"
 
 
-def _list_netns() -> List[str]:
+def list_netns() -> list[str]:
     out = _run(["ip", "netns", "list"], check=False).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
@@ -526,7 +526,7 @@ def _remove_netns(ns: str) -> None:
     Processes must go first: a namespace (and its veth) lives on as long as any
     process is inside it, even after `ip netns del` removed its name.
     """
-    if ns in _list_netns():
+    if ns in list_netns():
         pids = _run(["ip", "netns", "pids", ns], check=False).stdout.split()
         for pid in pids:
             try:
@@ -535,7 +535,7 @@ def _remove_netns(ns: str) -> None:
                 pass
         deadline = time.monotonic() + 3.0
         while pids and time.monotonic() < deadline:
-            if not any(_pid_alive(int(p)) for p in pids if p.isdigit()):
+            if not any(pid_alive(int(p)) for p in pids if p.isdigit()):
                 break
             time.sleep(0.02)
         _run(["ip", "netns", "del", ns])
@@ -548,7 +548,7 @@ def _remove_netns(ns: str) -> None:
 # every loop is bounded by a duration/timeout.
 
 def _resolve(host: str) -> str:
-    return socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
+    return str(socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0])
 
 
 def _cli_udp_echo(args: argparse.Namespace) -> None:
@@ -560,7 +560,7 @@ def _cli_udp_echo(args: argparse.Namespace) -> None:
         sock.settimeout(min(remaining, 0.5))
         try:
             data, peer = sock.recvfrom(65535)
-        except socket.timeout:
+        except TimeoutError:
             continue
         sock.sendto(data, peer)
 
@@ -572,7 +572,7 @@ def _cli_tcp_echo(args: argparse.Namespace) -> None:
     srv.listen(8)
     print("ready", flush=True)
     deadline = time.monotonic() + args.duration
-    conns: List[socket.socket] = []
+    conns: list[socket.socket] = []
     try:
         while (remaining := deadline - time.monotonic()) > 0:
             readable, _, _ = select.select([srv, *conns], [], [], min(remaining, 0.5))
@@ -598,8 +598,8 @@ def _cli_udp_probe(args: argparse.Namespace) -> None:
     addr = (_resolve(args.host), args.port)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
-    sent_at: Dict[int, float] = {}
-    rtts: Dict[int, float] = {}
+    sent_at: dict[int, float] = {}
+    rtts: dict[int, float] = {}
     order = {"last": -1, "reordered": 0}
     pad = b"x" * max(0, args.size - 8)
 
@@ -636,7 +636,7 @@ def _cli_udp_probe(args: argparse.Namespace) -> None:
 def _cli_tcp_probe(args: argparse.Namespace) -> None:
     """Connect, send one message, expect it echoed; report success and RTT."""
     start = time.monotonic()
-    result: Dict[str, Any] = {"ok": False}
+    result: dict[str, Any] = {"ok": False}
     try:
         with socket.create_connection((args.host, args.port), timeout=args.timeout) as conn:
             message = b"ping-" + secrets.token_hex(4).encode()
@@ -702,7 +702,7 @@ def _cli_udp_sink(args: argparse.Namespace) -> None:
                       "rate_mbit": rate}))
 
 
-def main(argv: Optional[Iterable[str]] = None) -> int:
+def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="NetworkLab measurement helpers")
     sub = parser.add_subparsers(dest="tool", required=True)
     p = sub.add_parser("udp-echo")

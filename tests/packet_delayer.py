@@ -38,7 +38,7 @@ import signal
 import sys
 import time
 from types import FrameType
-from typing import Any, Deque, Optional, Tuple
+from typing import Any
 
 # Queued-but-unreleased packets the kernel keeps for us; ~1-2 Mbit/s of video is
 # a few hundred packets per second, so even a 1 s delay fits comfortably.
@@ -56,12 +56,12 @@ class PacketDelayer:
         self._jitter_s = 0.0
         self.set_delay(delay_ms, jitter_ms)
         # (release time, packet). Release times are non-decreasing: see module doc.
-        self._held: Deque[Tuple[float, Any]] = collections.deque()
+        self._held: collections.deque[tuple[float, Any]] = collections.deque()
         self._last_release = 0.0
         self.packets_seen = 0
         self._stop = False
 
-    def request_stop(self, signum: int = 0, frame: Optional[FrameType] = None) -> None:
+    def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         """Signal handler: only sets a flag. The wakeup fd (see run) wakes select()."""
         self._stop = True
 
@@ -96,7 +96,8 @@ class PacketDelayer:
                 pass  # queue already gone; the kernel drops what it still holds
 
     def run(self, stdin_control: bool, max_runtime_s: float) -> None:
-        from netfilterqueue import COPY_META, NetfilterQueue  # imported late: clear error
+        # Imported here, not at the top, so --help works without the module.
+        from netfilterqueue import COPY_META, NetfilterQueue
 
         nfq = NetfilterQueue()
         # COPY_META: we never look at payloads, so don't copy them to userspace.
@@ -159,7 +160,7 @@ class PacketDelayer:
             print(f"error unknown command {line!r}", flush=True)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queue-num", type=int, required=True)
     parser.add_argument("--delay-ms", type=float, required=True)

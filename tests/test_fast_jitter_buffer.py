@@ -8,6 +8,7 @@ wait". The last test runs a real aiortc loopback call.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -272,16 +273,20 @@ def feed(buffer: JitterBuffer, arrivals: list[RtpPacket]) -> tuple[list[bool], l
 def impaired_streams(draw: st.DrawFn, max_delay: int) -> tuple[list[list[RtpPacket]], list[RtpPacket]]:
     """A stream of frames, then its arrival order after loss, delay and duplication."""
     first = draw(st.one_of(st.integers(0, 65535), st.integers(65400, 65535)))
-    sizes = draw(
-        st.lists(
-            st.one_of(st.integers(1, 4), st.integers(5, 150)), min_size=1, max_size=30
-        )
-    )
-    loss = draw(st.sampled_from([0.0, 0.02, 0.1, 0.3]))
+    frame_count = draw(st.integers(1, 300))
+    big_frames = draw(st.sampled_from([0.0, 0.1, 0.5]))  # keyframe-like sizes
+    loss = draw(st.sampled_from([0.0, 0.01, 0.05, 0.2]))
     late = draw(st.sampled_from([0.0, 0.05, 0.2]))
     duplicate = draw(st.sampled_from([0.0, 0.05]))
-    rng = draw(st.randoms(use_true_random=False))
+    # Packet-level choices come from a seeded Random: drawing thousands of
+    # values from hypothesis exceeds its entropy budget, and it then discards
+    # exactly the long streams that overflow the buffer.
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
 
+    sizes = [
+        rng.randint(5, 100) if rng.random() < big_frames else rng.randint(1, 4)
+        for _ in range(frame_count)
+    ]
     frames = make_frames(first, sizes)
     scheduled: list[tuple[float, RtpPacket]] = []
     for index, packet in enumerate(p for frame in frames for p in frame):

@@ -8,7 +8,7 @@ import asyncio
 import time
 import urllib.error
 import urllib.request
-from typing import Awaitable, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -55,7 +55,7 @@ async def raw(port: int, payload: bytes, *, close_write: bool = True) -> bytes:
 
 def run_with_endpoint(
     body: Callable[[HealthEndpoint, TrackingMetrics, dict[str, bool]], Awaitable[T]],
-    **kwargs: float,
+    **kwargs: Any,
 ) -> T:
     """Start an endpoint on an ephemeral port, run ``body``, always stop it."""
 
@@ -154,7 +154,7 @@ def test_unknown_path_404_and_wrong_method_405() -> None:
 def test_head_has_headers_but_no_body() -> None:
     async def body(ep: HealthEndpoint, *_: object) -> None:
         answer = await raw(ep.port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        head, _, rest = answer.partition(b"\r\n\r\n")
+        head, _sep, rest = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
         assert b"Content-Length: 3" in head
         assert rest == b""

@@ -127,3 +127,11 @@ def test_instances_are_independent_and_global_registry_untouched() -> None:
     assert value(b, "balltracker_frames_sent_total") == 0
     after = {name for name in REGISTRY._names_to_collectors if name.startswith("balltracker")}
     assert before == after == set()
+
+
+def test_answer_without_a_ball_counts_but_records_only_latency() -> None:
+    m = TrackingMetrics()
+    m.frame_answered(None, 25.0)
+    assert value(m, "balltracker_frames_answered_total") == 1
+    assert value(m, "balltracker_tracking_error_pixels_count") == 0
+    assert value(m, "balltracker_latency_milliseconds_count") == 1

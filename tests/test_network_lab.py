@@ -14,18 +14,18 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from network_lab import (  # noqa: E402
+from tests.network_lab import (
     NETNS_ETC_DIR,
     NetworkLab,
     Side,
-    _list_netns,
-    _pid_alive,
+    list_netns,
+    pid_alive,
     wait_for_line,
 )
 
@@ -55,15 +55,16 @@ def _start_echo(lab: NetworkLab, side: Side, kind: str = "udp-echo",
 
 
 def _tool_json(lab: NetworkLab, side: Side, tool: str, *args: str,
-               timeout: float = 20.0) -> Dict[str, Any]:
+               timeout: float = 20.0) -> dict[str, Any]:
     proc = lab.python_tool(side, tool, *args)
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"{tool} failed: {err}"
-    return json.loads(out)
+    result: dict[str, Any] = json.loads(out)
+    return result
 
 
 def _udp_probe(lab: NetworkLab, side: Side, host: str, count: int = 20,
-               interval: float = 0.005, size: int = 64) -> Dict[str, Any]:
+               interval: float = 0.005, size: int = 64) -> dict[str, Any]:
     return _tool_json(lab, side, "udp-probe", "--host", host, "--port", str(UDP_PORT),
                       "--count", str(count), "--interval", str(interval),
                       "--size", str(size), "--timeout", "1.0")
@@ -178,25 +179,25 @@ def test_close_removes_everything() -> None:
     lab.set_loss(5)
     lab.set_rate(5)
     delayers = list(lab.delayer_pids().values())
-    assert len(delayers) == 2 and all(_pid_alive(p) for p in delayers)
+    assert len(delayers) == 2 and all(pid_alive(p) for p in delayers)
     names = [lab.server_ns, lab.client_ns]
-    assert set(names) <= set(_list_netns())
+    assert set(names) <= set(list_netns())
 
     lab.close()
     lab.close()  # idempotent
-    assert not set(names) & set(_list_netns())
+    assert not set(names) & set(list_netns())
     assert not any((NETNS_ETC_DIR / n).exists() for n in names)
     assert echo.poll() is not None
     deadline = time.monotonic() + 3
-    while any(_pid_alive(p) for p in delayers) and time.monotonic() < deadline:
+    while any(pid_alive(p) for p in delayers) and time.monotonic() < deadline:
         time.sleep(0.05)  # terminated children are reaped by Popen.wait in close()
-    assert not any(_pid_alive(p) for p in delayers)
+    assert not any(pid_alive(p) for p in delayers)
 
 
 _CRASHING_CHILD = textwrap.dedent("""
     import sys, time
-    sys.path.insert(0, {tests_dir!r})
-    from network_lab import NetworkLab
+    sys.path.insert(0, {repo_root!r})
+    from tests.network_lab import NetworkLab
     lab = NetworkLab().start()
     lab.set_delay(10)
     print(lab.server_ns, lab.client_ns, flush=True)
@@ -208,21 +209,21 @@ _CRASHING_CHILD = textwrap.dedent("""
 def test_cleanup_stale_removes_only_dead_owners_labs(lab: NetworkLab) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c",
-         _CRASHING_CHILD.format(tests_dir=str(Path(__file__).resolve().parent))],
+         _CRASHING_CHILD.format(repo_root=str(Path(__file__).resolve().parents[1]))],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = wait_for_line(child, "balllab-", timeout=20)
-        stale: List[str] = line.split()
+        stale: list[str] = line.split()
         os.kill(child.pid, signal.SIGKILL)  # a crash: no close(), no atexit
         child.wait(timeout=5)
-        assert set(stale) <= set(_list_netns())
+        assert set(stale) <= set(list_netns())
 
         removed = NetworkLab.cleanup_stale()
         assert set(stale) <= set(removed)
-        assert not set(stale) & set(_list_netns())
+        assert not set(stale) & set(list_netns())
         assert not any((NETNS_ETC_DIR / n).exists() for n in stale)
         # The live lab of this process was left alone and still works.
-        assert {lab.server_ns, lab.client_ns} <= set(_list_netns())
+        assert {lab.server_ns, lab.client_ns} <= set(list_netns())
         _start_echo(lab, "server")
         assert _udp_probe(lab, "client", lab.server_address)["received"] == 20
     finally:

