@@ -31,6 +31,10 @@ Usage: ./build.sh [options]
   --make-base           no registry? build a stand-in for python:3.11-slim-bookworm from
                         `debootstrap --variant=minbase bookworm` plus Debian's python3 and
                         tag it with that name (podman only; Debian's Python is 3.11.2)
+  --host-ca             trust this machine's CA bundle (${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt})
+                        during the build, for a network behind a TLS-intercepting proxy;
+                        podman only: mounted with a pip.conf for the RUN steps, so
+                        nothing of it ends up in an image layer that ships
   --smoke               after building, run `--help` in both images and check that the
                         server image's HEALTHCHECK passes against a running server
   -h, --help            this text
@@ -44,6 +48,7 @@ tag=latest
 podman_workarounds=0
 make_base=0
 smoke=0
+host_ca=0
 while (($#)); do
   case "$1" in
     --checks-only) do_build=0 ;;
@@ -53,11 +58,18 @@ while (($#)); do
     --podman-workarounds) podman_workarounds=1 ;;
     --make-base) make_base=1; podman_workarounds=1 ;;
     --smoke) smoke=1 ;;
+    --host-ca) host_ca=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "build.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
   shift
 done
+
+# Temporary config files, removed on any exit.
+cleanup_files=()
+# shellcheck disable=SC2317  # called through the trap
+cleanup() { rm -f "${cleanup_files[@]}"; }
+trap cleanup EXIT
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -110,9 +122,22 @@ default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 runtime = "runc"
 EOF
     export CONTAINERS_CONF="$conf"
-    trap 'rm -f "$conf"' EXIT
+    cleanup_files+=("$conf")
   fi
   podman_args+=(--isolation=chroot)
+}
+
+setup_host_ca() {
+  ((host_ca)) || return 0
+  [[ "$engine" == podman ]] || { echo "build.sh: --host-ca needs podman (build-time volumes)" >&2; exit 1; }
+  local bundle="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
+  [[ -r "$bundle" ]] || { echo "build.sh: no CA bundle at $bundle" >&2; exit 1; }
+  local pipconf
+  pipconf="$(mktemp -t balltracker-pip.XXXXXX.conf)"
+  cleanup_files+=("$pipconf")
+  # pip ignores the system store and uses its own certifi bundle unless told.
+  printf '[global]\ncert = /etc/balltracker-build-ca.crt\n' >"$pipconf"
+  podman_args+=(-v "$bundle:/etc/balltracker-build-ca.crt:ro" -v "$pipconf:/etc/pip.conf:ro")
 }
 
 make_base_image() {
@@ -145,7 +170,8 @@ build_images() {
   local build=("$engine" build)
   if [[ "$engine" == podman ]]; then
     setup_podman_workarounds
-    ((make_base)) && make_base_image
+    setup_host_ca
+    if ((make_base)); then make_base_image; fi
     # Docker format keeps HEALTHCHECK (the OCI format has no such field).
     build+=(--format docker "${podman_args[@]}")
   fi

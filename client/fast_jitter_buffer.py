@@ -16,19 +16,24 @@ slots, origin, reordering window, overflow handling and keyframe requests
   call that completes it.
 - Frames released early stay in the slots until aiortc's own logic removes
   them, so aiortc's overflow and reset decisions see the same state as stock.
-  When stock would then release such a frame, the frame is dropped quietly.
+  When stock then releases such a frame, that second copy is discarded.
 
 Intended differences from stock:
 
-- A frame can come out up to one frame interval earlier, never later.
-- If an overflow or a reset discards a frame that was released early, before
-  the first packet of the next frame arrives, that frame has still been
-  released. Stock would never release it. The frame was complete, so the
-  decoder gets valid data.
+- A frame comes out earlier, never later: one frame interval earlier in
+  general, a retransmission round trip earlier when the first packet of the
+  next frame is lost.
+- Some complete frames come out that stock never releases: those that an
+  overflow or a reset discards while stock still waits for the first packet
+  of the next frame, and the last frame before the stream stops.
 
 Kept from stock: ``add()`` returns at most one frame, because the receiver
 takes one. When a retransmission completes several frames at once, the
 others come out on later ``add()`` calls, one per call, as in stock.
+
+Assumed, as RFC 7741 and RFC 6184 require: only the last packet of a frame
+carries the marker bit. Frames without any marker bit end at the next
+timestamp, as in stock.
 
 This module depends on private parts of aiortc. ``install_fast_jitter_buffer``
 checks them and refuses to run against any version other than
@@ -83,8 +88,8 @@ class FastJitterBuffer(JitterBuffer):
         # add() calls this after storing the packet and after any reset or
         # overflow, so the slots are already in their final state.
         if self._released_ahead() == 0:
-            # Stock's choice, if any, is the oldest frame and it is still
-            # unreleased: this covers frames that end without a marker bit.
+            # Nothing was released ahead of stock, so a frame stock releases
+            # now (the oldest, once the next one has begun) is new: pass it on.
             frame = super()._remove_frame(sequence_number)
             if frame is not None:
                 return frame
@@ -201,7 +206,8 @@ def _check_buffer_shape(buffer: JitterBuffer) -> None:
     }
     for name, parameters in expected_parameters.items():
         method = getattr(JitterBuffer, name, None)
-        if not callable(method) or list(inspect.signature(method).parameters) != parameters:
+        actual = list(inspect.signature(method).parameters) if callable(method) else []
+        if actual != parameters:
             problems.append(f"JitterBuffer.{name} is not ({', '.join(parameters)})")
     # FastJitterBuffer hooks in where add() hands over to _remove_frame().
     if "_remove_frame" not in _code_names(getattr(JitterBuffer, "add", None)):
