@@ -21,10 +21,10 @@ if __package__ in (None, ""):
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
-import time
 from typing import Any, Optional, Sequence
 
 from client.detector_process import DetectorProcess
@@ -38,6 +38,8 @@ logger = logging.getLogger("client")
 EXIT_OK = 0
 EXIT_FAILED = 1  # unreachable, lost the server, detector died
 EXIT_REFUSED = 3  # the server is full
+
+DETECTOR_START_TIMEOUT_S = 30.0
 
 
 def build_parser() -> EnvironmentArgumentParser:
@@ -100,10 +102,15 @@ class TrackingClient:
             loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
         if args.duration is not None:
             loop.call_later(args.duration, self.stop, "duration reached")
-        self._detector.start()
-        if self._display is not None:
-            self._display.start()
         try:
+            self._detector.start()
+            # Spawning imports numpy and cv2 afresh (about a second); frames
+            # that arrive before it is ready would go unanswered.
+            if not await asyncio.to_thread(self._detector.wait_ready, DETECTOR_START_TIMEOUT_S):
+                print("error: the detector process did not start", file=sys.stderr)
+                return EXIT_FAILED
+            if self._display is not None:
+                self._display.start()
             return await self._run_sessions()
         finally:
             self._detector.stop()
@@ -161,22 +168,18 @@ class TrackingClient:
         return EXIT_OK
 
     def summary(self) -> dict[str, Any]:
-        detector = self._detector.statistics()
         return {
             "sessions": self._sessions,
             "frames_received": self._frames_received,
             "results_sent": self._results_sent,
-            "detector": detector,
+            "detector": dataclasses.asdict(self._detector.stats()),
         }
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    started = time.monotonic()
-    status = asyncio.run(TrackingClient(args).run())
-    logger.debug("client ran %.1f s", time.monotonic() - started)
-    return status
+    return asyncio.run(TrackingClient(args).run())
 
 
 if __name__ == "__main__":

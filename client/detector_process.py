@@ -149,7 +149,11 @@ class DetectorProcess:
 
     def __enter__(self) -> "DetectorProcess":
         if self._process is None:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                self.close()
+                raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import numpy as np
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -25,7 +24,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from client.detector_process import DetectorProcess
-from client.frame_exchange import DetectionResult
+from client.frame_exchange import DetectionResult, luma_view
 from client.display import ClientDisplay
 from client.fast_jitter_buffer import install_fast_jitter_buffer
 from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
@@ -168,9 +167,7 @@ class ClientSession:
             except MediaStreamError:
                 return
             self.frames_received += 1
-            plane = frame.planes[0]
-            rows = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)
-            luma = rows[:, : frame.width]
+            luma = luma_view(frame)
             self._detector.submit(int(frame.pts), luma)
             if self._display is not None:
                 self._display.show(luma, self._last_detection)

@@ -88,6 +88,7 @@ class TrackingSession:
         self._clock = clock
         self._report = SessionReport(report_dir, self.name) if report_dir else None
         self._ended = asyncio.Event()
+        self._answers_possible = asyncio.Event()
         self.end_reason: Optional[str] = None
         self.scoreboard = Scoreboard(
             config.fps,
@@ -116,7 +117,9 @@ class TrackingSession:
         scene = BallScene.from_seed(
             config.width, config.height, config.radius, config.speed, config.seed + self.number
         )
-        self._track = BallTrack(scene, config.fps, self._frame_sent, self._clock)
+        self._track = BallTrack(
+            scene, config.fps, self._frame_sent, self._clock, start_gate=self._answers_possible
+        )
         tasks: list[asyncio.Task[Any]] = []
         if self._report:
             self._report.open()
@@ -148,6 +151,7 @@ class TrackingSession:
         # unless the offer already has an m=application section.
         channel = pc.createDataChannel(CHANNEL_LABEL, ordered=False, maxRetransmits=0)
         channel.on("message", self._on_message)
+        channel.on("open", self._answers_possible.set)
 
         @pc.on("connectionstatechange")
         def on_state() -> None:

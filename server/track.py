@@ -35,8 +35,10 @@ class BallTrack(VideoStreamTrack):
         fps: float,
         on_frame: FrameListener,
         clock: Callable[[], float] = time.monotonic,
+        start_gate: Optional[asyncio.Event] = None,
     ) -> None:
         super().__init__()
+        self._start_gate = start_gate
         self._scene = scene
         self._fps = fps
         self._renderer = BallRenderer(scene.width, scene.height, scene.radius)
@@ -58,6 +60,10 @@ class BallTrack(VideoStreamTrack):
         return frame
 
     async def _wait_for_next_index(self) -> int:
+        if self._start is None and self._start_gate is not None:
+            # Frames sent before the client can answer would only count as
+            # unanswered: hold the first one until the data channel is open.
+            await self._start_gate.wait()
         now = self._clock()
         if self._start is None:
             # Time starts with the first frame the encoder asks for, so the
