@@ -64,7 +64,9 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument(
         "--reconnect", action="store_true", help="reconnect when the server goes away"
     )
-    parser.add_argument("--display", action="store_true", help="show the video and detection")
+    parser.add_argument("--display", action="store_true",
+        # Not DISPLAY: that is X11's, set in every desktop session.
+        environment_variable="SHOW_WINDOW", help="show the video and detection")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return parser
 

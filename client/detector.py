@@ -33,8 +33,8 @@ import numpy as np
 Rect = tuple[int, int, int, int]  # left, top, right, bottom: half-open, frame pixels
 Contour = np.ndarray  # (N, 1, 2) int32 points, frame coordinates
 
-#: Fewer edge pixels than this cannot pin a circle down against noise.
-_MIN_FIT_POINTS = 6
+#: Fewer edge pixels than this cannot pin a circle (three unknowns) down.
+_MIN_FIT_POINTS = 5
 #: From this many edge pixels on, the ramp width is fitted rather than assumed.
 _FREE_WIDTH_POINTS = 24
 #: Gauss-Newton iterations at most; it usually converges in three or four.
@@ -172,8 +172,8 @@ class CentroidDetector:
             return None
         left, top, w, h = cv2.boundingRect(best)
         rect = (left, top, left + w, top + h)
+        height, width = luma.shape
         if in_window:
-            height, width = luma.shape
             # A blob touching an inner window edge may continue outside it;
             # a much smaller blob than last time is likely a speck while the
             # ball has left the window. Either way the full frame decides.
@@ -183,7 +183,10 @@ class CentroidDetector:
                 return None
         pad = self.pad
         crowded = len(contours) > 1 or not (
-            left - pad >= x0 and top - pad >= y0 and rect[2] + pad <= x1 and rect[3] + pad <= y1
+            max(left - pad, 0) >= x0
+            and max(top - pad, 0) >= y0
+            and min(rect[2] + pad, width) <= x1
+            and min(rect[3] + pad, height) <= y1
         )
         return best, rect, best_area, crowded
 
@@ -230,32 +233,52 @@ class CentroidDetector:
         self.method = "centroid"
         return (x0 + moments["m10"] / moments["m00"], y0 + moments["m01"] / moments["m00"])
 
+    def _edge_points(
+        self, roi: np.ndarray, band: np.ndarray, top_level: float,
+        box: Rect, width: int, height: int,
+    ) -> Optional[np.ndarray]:
+        """Pixel coordinates ``(N, 2)`` in ``roi`` of the partly covered pixels.
+
+        Saturated pixels (inside the ball, or background) only say "closer or
+        farther than the edge", so they carry no distance. Pixels within
+        ``floor`` of either level are left out too, since noise alone puts
+        pixels there; a tiny arc left with too few points gets half that
+        margin. The frame's outermost rows and columns go while there are
+        enough others: codecs treat picture borders differently.
+        """
+        x0, y0, x1, y1 = box
+        on_frame_edge = x0 == 0 or y0 == 0 or x1 == width or y1 == height
+        for margin in (self.floor, self.floor // 2):
+            partial = cv2.inRange(roi, margin + 1, int(top_level) - margin - 1)
+            cv2.bitwise_and(partial, band, dst=partial)
+            candidates = [partial]
+            if on_frame_edge:
+                inner = partial.copy()
+                if x0 == 0:
+                    inner[:, 0] = 0
+                if y0 == 0:
+                    inner[0, :] = 0
+                if x1 == width:
+                    inner[:, -1] = 0
+                if y1 == height:
+                    inner[-1, :] = 0
+                candidates.insert(0, inner)
+            for candidate in candidates:
+                points = cv2.findNonZero(candidate)
+                if points is not None and len(points) >= _MIN_FIT_POINTS:
+                    return points.reshape(-1, 2)  # (N, 1, 2) in OpenCV 4, (N, 2) in 5
+        return None
+
     def _fit_circle(
         self, roi: np.ndarray, band: np.ndarray, rect: Rect,
         x0: int, y0: int, x1: int, y1: int, width: int, height: int,
     ) -> Optional[tuple[float, float]]:
-        # Pixels on the frame's outermost rows and columns are left out: the
-        # codec treats picture borders differently, and the ball's profile is
-        # what it is only away from them.
-        if x0 == 0:
-            band[:, 0] = 0
-        if y0 == 0:
-            band[0, :] = 0
-        if x1 == width:
-            band[:, -1] = 0
-        if y1 == height:
-            band[-1, :] = 0
         top_level = float(cv2.minMaxLoc(roi, band)[1])
         if top_level <= 2 * self.floor:
             return None
-        # Only partly covered pixels carry a distance; saturated ones (inside
-        # the ball, or background) only say "closer/farther than the edge".
-        selected = cv2.inRange(roi, self.floor + 1, int(top_level) - self.floor - 1)
-        cv2.bitwise_and(selected, band, dst=selected)
-        points = cv2.findNonZero(selected)
-        if points is None or len(points) < _MIN_FIT_POINTS:
+        points = self._edge_points(roi, band, top_level, (x0, y0, x1, y1), width, height)
+        if points is None:
             return None
-        points = points.reshape(-1, 2)  # (N, 1, 2) in OpenCV 4, (N, 2) in 5
         xs = points[:, 0]
         ys = points[:, 1]
         coverage = roi[ys, xs].astype(np.float64) / top_level
@@ -323,17 +346,19 @@ def _algebraic_circle(
     weights points unevenly, so noise and outliers move it: only a start.
     """
     target = u * u + v * v
+    design = np.empty((u.size, 5 if ramp is None else 4))
+    design[:, 0] = 2.0 * u
+    design[:, 1] = 2.0 * v
+    design[:, 2] = 1.0
     if ramp is None:
-        design = np.column_stack((2.0 * u, 2.0 * v, np.ones_like(u), -c, c * c))
+        design[:, 3] = -c
+        design[:, 4] = c * c
     else:
         wc = ramp * c
-        target = target - wc * wc
-        design = np.column_stack((2.0 * u, 2.0 * v, np.ones_like(u), -2.0 * wc))
-    try:
-        params = np.linalg.solve(design.T @ design, design.T @ target)
-    except np.linalg.LinAlgError:
-        return None
-    if not np.all(np.isfinite(params[:2])):
+        target -= wc * wc
+        design[:, 3] = -2.0 * wc
+    params = _solve(design.T @ design, design.T @ target)
+    if params is None:
         return None
     return float(params[0]), float(params[1])
 
@@ -376,9 +401,8 @@ def _refine_circle(
         if free_width:
             jacobian[:, 3] = c
         weighted = jacobian * weight[:, None]
-        try:
-            step = np.linalg.solve(weighted.T @ jacobian, -(weighted.T @ residual))
-        except np.linalg.LinAlgError:
+        step = _solve(weighted.T @ jacobian, -(weighted.T @ residual))
+        if step is None:
             return None
         cu += step[0]
         cv += step[1]
@@ -396,3 +420,15 @@ def _median(values: np.ndarray) -> float:
     """The (upper) median; ``np.median`` costs several times more for 100 values."""
     middle = values.size // 2
     return float(np.partition(values, middle)[middle])
+
+
+def _solve(matrix: np.ndarray, rhs: np.ndarray) -> Optional[np.ndarray]:
+    """Solve a small normal-equation system; None if singular or not finite.
+
+    ``cv2.solve`` because ``np.linalg.solve`` spends more on its checks than
+    on a 5 x 5 solve.
+    """
+    ok, solution = cv2.solve(matrix, rhs.reshape(-1, 1), flags=cv2.DECOMP_LU)
+    if not ok or not np.all(np.isfinite(solution)):
+        return None
+    return solution.ravel()

@@ -162,6 +162,11 @@ class DetectorProcess:
     # -- state ----------------------------------------------------------------
 
     @property
+    def shared_memory_name(self) -> str:
+        """The segment under /dev/shm, for leak hunting."""
+        return self._exchange.name
+
+    @property
     def pid(self) -> Optional[int]:
         return None if self._process is None or self._stopping else self._process.pid
 

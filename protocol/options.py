@@ -33,10 +33,12 @@ class EnvironmentArgumentParser(argparse.ArgumentParser):
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
 
     def add_argument(self, *names: Any, **kwargs: Any) -> argparse.Action:
+        """As argparse's, plus ``environment_variable=NAME`` to override the derived name."""
+        override = kwargs.pop("environment_variable", None)
         action = super().add_argument(*names, **kwargs)
         long_flags = [n for n in names if isinstance(n, str) and n.startswith("--")]
         if long_flags and action.dest != "help":
-            variable = environment_name(long_flags[0])
+            variable = override or environment_name(long_flags[0])
             suffix = f" [env {variable}]"
             if action.help is not None and action.help is not argparse.SUPPRESS:
                 action.help += suffix

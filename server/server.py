@@ -73,7 +73,9 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument("--report-dir", type=Path, default=None, help="write reports here")
     parser.add_argument("--stun", default=None, help="STUN server URL (default: none)")
     parser.add_argument(
-        "--display", action="store_true", help="show true and reported centres in a window"
+        "--display", action="store_true",
+        # Not DISPLAY: that is X11's, set in every desktop session.
+        environment_variable="SHOW_WINDOW", help="show true and reported centres in a window"
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return parser

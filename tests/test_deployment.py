@@ -491,6 +491,12 @@ def test_compose_ports_match_env(compose_config: dict[str, Any]) -> None:
     assert published == {(signaling, signaling), (http, http)} == {(1234, 1234), (8080, 8080)}
     test = server["healthcheck"]["test"]
     assert test[0] == "CMD" and "/healthz" in test[-1] and "HTTP_PORT" in test[-1]
+    # podman's Docker-compatible API splits healthcheck arguments on
+    # whitespace (containers/podman#26519): it broke `service_healthy` here.
+    assert not any(any(c.isspace() for c in arg) for arg in test)
+    final = final_stage(DOCKERFILES["server"])
+    image_test = json.loads([a for k, a in final if k == "HEALTHCHECK"][0].split("CMD", 1)[1])
+    assert test[1:] == image_test  # one probe, two places
 
 
 def test_compose_reports_volume(compose_config: dict[str, Any]) -> None:

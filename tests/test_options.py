@@ -73,3 +73,10 @@ def test_mapping_of_flags_to_variables() -> None:
 def test_converters_reject(convert: object, text: str) -> None:
     with pytest.raises((argparse.ArgumentTypeError, ValueError)):
         convert(text)  # type: ignore[operator]
+
+
+def test_variable_name_can_be_overridden() -> None:
+    p = EnvironmentArgumentParser(prog="t", environ={"DISPLAY": ":0", "SHOW_WINDOW": "1"})
+    p.add_argument("--display", action="store_true", environment_variable="SHOW_WINDOW")
+    assert p.parse_args([]).display is True
+    assert p.environment_variables() == {"display": "SHOW_WINDOW"}

@@ -1,0 +1,447 @@
+"""End-to-end latency benchmark: the real server and client, one run at a time.
+
+``PYTHONPATH=. .venv/bin/python bench/latency.py --seconds 10``
+
+For every configuration (resolution, frame rate, codec) the server and the
+client run as real processes, first with the client's ``fast`` jitter buffer,
+then with aiortc's ``stock`` one, and the script prints one markdown table:
+the server's session report (frames, answered ratio, error, latency), the CPU
+use of both sides and the client's detector time per frame.
+
+Runs never overlap: on a 2-core box two sessions at once would measure the
+contention, not the product.
+
+CPU % is CPU seconds / wall seconds x 100 over the streaming period only, so
+the imports and detector spawn at start-up do not dilute or inflate it. Each
+program is started in its own session (``start_new_session``), and every
+process of that session counts: for the client that is the spawned detector
+and multiprocessing's resource tracker too. ``/proc/<pid>/stat`` is sampled
+every half second and the last value seen of each process is kept, because a
+child exits (and its own counters vanish) before its parent does.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script: make the repository root importable (tests.programs),
+    # as server/server.py does, so PYTHONPATH=. is optional.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any, Iterable, Optional, Sequence
+
+from tests.programs import Program, free_port, read_reports, start_client, start_server
+
+JITTER_BUFFERS = ("fast", "stock")
+
+#: How often /proc is sampled; a process that dies between two samples loses
+#: at most this much of its CPU time from the count.
+SAMPLE_INTERVAL_S = 0.5
+
+#: Start-up (imports, detector spawn, ICE/DTLS) must fit in this.
+STARTUP_TIMEOUT_S = 60.0
+
+#: After the streaming period: the server's answer grace, bye, and teardown.
+SHUTDOWN_TIMEOUT_S = 30.0
+
+#: Flag variables the programs would otherwise inherit from this shell.
+#: ``DISPLAY`` matters most: X11 sets it to ":0", which both programs read as
+#: their ``--display`` flag and reject. Empty strings mean false / no STUN.
+NEUTRAL_ENVIRONMENT = {"DISPLAY": "", "VERBOSE": "", "RECONNECT": "", "STUN": ""}
+
+
+@dataclass(frozen=True)
+class Configuration:
+    name: str
+    width: int
+    height: int
+    fps: int
+    codec: str
+
+    def label(self) -> str:
+        return f"{self.width}x{self.height}@{self.fps} {self.codec.upper()}"
+
+    def server_flags(self) -> list[str]:
+        return [
+            "--width", str(self.width), "--height", str(self.height),
+            "--fps", str(self.fps), "--codec", self.codec,
+        ]
+
+
+CONFIGURATIONS = (
+    Configuration("vga30-vp8", 640, 480, 30, "vp8"),
+    Configuration("vga30-h264", 640, 480, 30, "h264"),
+    Configuration("vga60-vp8", 640, 480, 60, "vp8"),
+    Configuration("hd720-vp8", 1280, 720, 30, "vp8"),
+    Configuration("hd1080-vp8", 1920, 1080, 30, "vp8"),
+)
+
+
+# --- CPU accounting -------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProcessSample:
+    session: int
+    #: (pid, start time): a recycled pid is a different process.
+    key: tuple[int, int]
+    cpu_ticks: int  # utime + stime of the whole thread group
+
+
+def scan_processes() -> list[ProcessSample]:
+    """utime+stime of every process, with its session id (``/proc/*/stat``)."""
+    samples = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:  # exited while we looked
+            continue
+        # comm (field 2) may contain spaces and parentheses; fields after the
+        # last ')' are plain. fields[0] is field 3 (state).
+        fields = text[text.rindex(")") + 2:].split()
+        samples.append(
+            ProcessSample(
+                session=int(fields[3]),
+                key=(int(entry.name), int(fields[19])),
+                cpu_ticks=int(fields[11]) + int(fields[12]),
+            )
+        )
+    return samples
+
+
+class SessionCpu:
+    """CPU ticks used by every process of one session, dead ones included.
+
+    Keeps the last value seen per process rather than summing live processes
+    now: a process that has exited still counts with what it used up to its
+    last sample. (Its parent's cutime would hold it only once reaped, and the
+    detector's parent is alive until the very end.)
+    """
+
+    def __init__(self, session_id: int) -> None:
+        self._session_id = session_id
+        self._last_seen: dict[tuple[int, int], int] = {}
+
+    def update(self, samples: Iterable[ProcessSample]) -> None:
+        for sample in samples:
+            if sample.session == self._session_id:
+                self._last_seen[sample.key] = sample.cpu_ticks
+
+    def ticks(self) -> int:
+        return sum(self._last_seen.values())
+
+    def processes(self) -> int:
+        return len(self._last_seen)
+
+
+class CpuWindow:
+    """CPU % of a few process sessions between ``start()`` and ``stop()``."""
+
+    def __init__(self, sessions: dict[str, int]) -> None:
+        self._trackers = {name: SessionCpu(sid) for name, sid in sessions.items()}
+        self._begin: dict[str, int] = {}
+        self._begin_wall = 0.0
+        self.percent: dict[str, float] = {}
+        self.processes: dict[str, int] = {}
+        self.wall_s = 0.0
+
+    def sample(self) -> None:
+        samples = scan_processes()
+        for tracker in self._trackers.values():
+            tracker.update(samples)
+
+    def start(self) -> None:
+        self.sample()
+        self._begin_wall = time.monotonic()
+        self._begin = {name: t.ticks() for name, t in self._trackers.items()}
+
+    def stop(self) -> None:
+        self.sample()
+        self.wall_s = time.monotonic() - self._begin_wall
+        hertz = os.sysconf("SC_CLK_TCK")
+        for name, tracker in self._trackers.items():
+            cpu_s = (tracker.ticks() - self._begin[name]) / hertz
+            self.percent[name] = 100.0 * cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+            self.processes[name] = tracker.processes()
+
+
+# --- One run --------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    configuration: str
+    label: str
+    jitter_buffer: str
+    seconds: float
+    error: Optional[str] = None
+    server_report: dict[str, Any] = field(default_factory=dict)
+    client_summary: dict[str, Any] = field(default_factory=dict)
+    server_cpu_pct: Optional[float] = None
+    client_cpu_pct: Optional[float] = None
+    client_processes: Optional[int] = None
+    cpu_wall_s: Optional[float] = None
+    server_exit: Optional[int] = None
+    client_exit: Optional[int] = None
+    server_log: list[str] = field(default_factory=list)
+    client_log: list[str] = field(default_factory=list)
+
+
+class RunFailed(Exception):
+    pass
+
+
+def _wait_for(program: Program, text: str, deadline: float) -> None:
+    """Poll until ``text`` appears in the program's output, or fail."""
+    while text not in program.stderr:
+        if program.process.poll() is not None:
+            raise RunFailed(f"{Path(program.argv[1]).name} exited ({program.process.returncode}) "
+                            f"before {text!r}")
+        if time.monotonic() > deadline:
+            raise RunFailed(f"{text!r} not seen within {STARTUP_TIMEOUT_S:g} s")
+        time.sleep(0.05)
+
+
+def _measure(window: CpuWindow, seconds: float) -> None:
+    """Sample CPU until ``seconds`` of streaming have passed."""
+    window.start()
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(SAMPLE_INTERVAL_S, left))
+        window.sample()
+    window.stop()
+
+
+def _wait_exit(program: Program, deadline: float) -> int:
+    try:
+        return program.wait(max(deadline - time.monotonic(), 0.1))
+    except subprocess.TimeoutExpired as exc:
+        raise RunFailed(f"{Path(program.argv[1]).name} still running after the session") from exc
+
+
+def _log_lines(program: Optional[Program], limit: int = 40) -> list[str]:
+    return program.stderr.splitlines()[-limit:] if program is not None else []
+
+
+def run_once(configuration: Configuration, jitter: str, seconds: float) -> RunResult:
+    """One server + client run; always leaves no process behind."""
+    result = RunResult(configuration.name, configuration.label(), jitter, seconds)
+    server: Optional[Program] = None
+    client: Optional[Program] = None
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as report_dir:
+        try:
+            port = free_port()
+            server = start_server(
+                port, *configuration.server_flags(), "--once", "--duration", f"{seconds:g}",
+                "--report-dir", report_dir, env=NEUTRAL_ENVIRONMENT,
+            )
+            # --duration only as a backstop: the server's bye ends the client.
+            client = start_client(
+                port, "--jitter-buffer", jitter, "--duration", f"{seconds + STARTUP_TIMEOUT_S:g}",
+                env=NEUTRAL_ENVIRONMENT,
+            )
+            window = CpuWindow({"server": server.pid, "client": client.pid})
+            _wait_for(server, "streaming to", time.monotonic() + STARTUP_TIMEOUT_S)
+            _measure(window, seconds)
+            deadline = time.monotonic() + SHUTDOWN_TIMEOUT_S
+            result.server_exit = _wait_exit(server, deadline)
+            result.client_exit = _wait_exit(client, deadline)
+            result.server_cpu_pct = window.percent["server"]
+            result.client_cpu_pct = window.percent["client"]
+            result.client_processes = window.processes["client"]
+            result.cpu_wall_s = window.wall_s
+            reports = read_reports(Path(report_dir))
+            if not reports:
+                raise RunFailed("the server wrote no session report")
+            result.server_report = reports[-1]
+            documents = client.json_documents()
+            if not documents:
+                raise RunFailed("the client printed no summary")
+            result.client_summary = documents[-1]
+        except (RunFailed, AssertionError, OSError) as exc:
+            # AssertionError: tests.programs' way of saying "never started".
+            result.error = str(exc).splitlines()[0]
+        finally:
+            result.server_log = _log_lines(server)
+            result.client_log = _log_lines(client)
+            for program in (client, server):
+                if program is not None:
+                    program.close()
+    return result
+
+
+# --- Report ---------------------------------------------------------------
+
+COLUMNS = (
+    "configuration", "jitter buffer", "frames", "answered %", "error mean px", "error max px",
+    "latency p50 ms", "latency p95 ms", "latency p99 ms", "server CPU %",
+    "client CPU % (tree)", "detector ms/frame", "stock/fast p50",
+)
+
+
+def _number(value: Optional[float], digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _p50(result: RunResult) -> Optional[float]:
+    return result.server_report.get("latency_ms", {}).get("p50")
+
+
+def p50_ratio(results: Sequence[RunResult], configuration: str) -> Optional[float]:
+    p50 = {r.jitter_buffer: _p50(r) for r in results if r.configuration == configuration}
+    fast, stock = p50.get("fast"), p50.get("stock")
+    return stock / fast if fast and stock is not None else None
+
+
+def table_row(result: RunResult, results: Sequence[RunResult]) -> list[str]:
+    if result.error is not None:
+        return [result.label, result.jitter_buffer, f"FAILED: {result.error}"] + [""] * (
+            len(COLUMNS) - 3
+        )
+    report, detector = result.server_report, result.client_summary.get("detector", {})
+    error, latency = report["error_px"], report["latency_ms"]
+    ratio = p50_ratio(results, result.configuration) if result.jitter_buffer == "stock" else None
+    return [
+        result.label,
+        result.jitter_buffer,
+        str(report["frames_sent"]),
+        _number(100.0 * report["answered_ratio"], 1),
+        _number(error["mean"], 3),
+        _number(error["max"], 3),
+        _number(latency["p50"], 1),
+        _number(latency["p95"], 1),
+        _number(latency["p99"], 1),
+        _number(result.server_cpu_pct, 0),
+        _number(result.client_cpu_pct, 0),
+        _number(detector.get("mean_ms"), 2),
+        "" if ratio is None else f"{ratio:.2f}×",
+    ]
+
+
+def markdown_table(results: Sequence[RunResult]) -> str:
+    rows = [list(COLUMNS), ["---"] * len(COLUMNS)]
+    rows += [table_row(r, results) for r in results]
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def notes(results: Sequence[RunResult]) -> list[str]:
+    """Things a reader of the table should not miss."""
+    lines = []
+    for r in results:
+        name = f"{r.label} {r.jitter_buffer}"
+        if r.error is not None:
+            lines.append(f"- {name}: {r.error}; last server log: "
+                         f"{r.server_log[-1] if r.server_log else '(none)'}")
+            continue
+        skipped = r.server_report.get("frames_skipped", 0)
+        if skipped:
+            lines.append(f"- {name}: server skipped {skipped} frames (encoder behind schedule)")
+        detector = r.client_summary.get("detector", {})
+        if detector.get("dropped"):
+            lines.append(f"- {name}: detector dropped {detector['dropped']} frames")
+        if r.server_report.get("answered_ratio", 1.0) < 0.95:
+            lines.append(f"- {name}: only {100 * r.server_report['answered_ratio']:.1f}% answered")
+        if r.server_exit or r.client_exit:
+            lines.append(f"- {name}: exit status server {r.server_exit} client {r.client_exit}")
+    return lines
+
+
+def machine_description() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "?"
+
+    return (
+        f"{os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), {model}; "
+        f"Python {platform.python_version()}, aiortc {version('aiortc')}, av {version('av')}"
+    )
+
+
+# --- Command line ---------------------------------------------------------
+
+def select(only: Optional[Sequence[str]]) -> list[Configuration]:
+    if not only:
+        return list(CONFIGURATIONS)
+    names = [n for item in only for n in item.split(",") if n]
+    known = {c.name: c for c in CONFIGURATIONS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown configuration(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Benchmark end-to-end latency of server + client, fast vs stock jitter buffer.",
+    )
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="streaming seconds per run (default: 20)")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="run only these configurations (repeat or comma-separate): "
+                        + ", ".join(c.name for c in CONFIGURATIONS))
+    parser.add_argument("--jitter-buffer", action="append", choices=JITTER_BUFFERS,
+                        help="only this jitter buffer (default: both)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write raw results here")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.seconds <= 0:
+        raise SystemExit("--seconds must be positive")
+    configurations = select(args.only)
+    jitters = args.jitter_buffer or list(JITTER_BUFFERS)
+    # orig_argv: the interpreter as invoked too, so the line can be re-run as is.
+    command = shlex.join(sys.orig_argv if argv is None else ["bench/latency.py", *argv])
+    print(f"command: {command}", flush=True)
+    print(f"machine: {machine_description()}", flush=True)
+    results: list[RunResult] = []
+    for configuration in configurations:
+        for jitter in jitters:
+            # Progress on stderr so stdout stays a clean, pasteable report.
+            print(f"running {configuration.label()} {jitter} ...", file=sys.stderr, flush=True)
+            results.append(run_once(configuration, jitter, args.seconds))
+    print()
+    print(markdown_table(results))
+    ratios = [p50_ratio(results, c.name) for c in configurations]
+    valid = [r for r in ratios if r is not None]
+    if valid:
+        print(f"\nstock/fast p50 latency ratio: median {statistics.median(valid):.2f}× "
+              f"over {len(valid)} configuration(s)")
+    lines = notes(results)
+    if lines:
+        print("\nnotes:\n" + "\n".join(lines))
+    if args.json is not None:
+        args.json.write_text(json.dumps(
+            {"command": command, "machine": machine_description(),
+             "results": [asdict(r) for r in results]}, indent=2) + "\n")
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

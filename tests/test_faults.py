@@ -1,0 +1,345 @@
+"""Faults around real server and client processes: kills, restarts, overload.
+
+Everything here runs the real programs over real WebRTC on loopback. Where a
+test needs many sessions, the peer is ``run_peer``: a minimal aiortc answerer
+inside the test process that speaks the same signaling and data channel
+protocol as the client but skips the detector process, so a session costs a
+fraction of a second instead of several.
+
+The helpers (``run_peer``, ``PeerScript``, the /proc readers) are shared with
+``test_hostile_input.py``, ``test_impaired_network.py`` and ``bench/soak.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import pytest
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection
+from aiortc import RTCSessionDescription
+
+from client.detector import CentroidDetector
+from client.frame_exchange import luma_view
+from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
+from protocol.signaling import Bye, SignalingChannel
+from tests.programs import Program, free_port, read_reports, start_client, start_server
+from tests.test_end_to_end import assert_tracked
+
+#: Clock ticks per second for the utime/stime fields of /proc/PID/stat.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+Message = Union[str, bytes]
+
+
+# ---------------------------------------------------------------- /proc readers
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _status_field(pid: int, name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    raise KeyError(name)
+
+
+def thread_count(pid: int) -> int:
+    return _status_field(pid, "Threads")
+
+
+def rss_bytes(pid: int) -> int:
+    return _status_field(pid, "VmRSS") * 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    # The command name in field 2 may contain spaces: split after its ')'.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLOCK_TICKS
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (the client spawns a detector process)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, []))
+    return tree
+
+
+def tree_rss_bytes(pid: int) -> int:
+    total = 0
+    for member in process_tree(pid):
+        try:
+            total += rss_bytes(member)
+        except (OSError, KeyError):
+            pass  # a zombie has no VmRSS; an exited one no /proc entry
+    return total
+
+
+def idle_cpu_fraction(pid: int, seconds: float = 2.0) -> float:
+    """Share of one core the process burns over ``seconds`` of wall time."""
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) / seconds
+
+
+# ---------------------------------------------------------------- waiting
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def wait_for_reports(report_dir: Path, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    wait_until(lambda: len(read_reports(report_dir)) >= count, timeout)
+    reports = read_reports(report_dir)
+    assert len(reports) >= count, f"{len(reports)} of {count} reports after {timeout} s"
+    return reports
+
+
+def wait_for_count(program: Program, text: str, count: int, timeout: float) -> None:
+    """Wait until ``text`` occurs ``count`` times in the program's stderr log."""
+    if not wait_until(lambda: program.stderr.count(text) >= count, timeout):
+        raise AssertionError(f"{text!r} not seen {count} times:\n{program.describe()}")
+
+
+# ---------------------------------------------------------------- in-test peer
+
+
+@dataclass
+class PeerScript:
+    """What ``run_peer`` does once the session streams.
+
+    It answers ``answer_frames`` frames with the detector's real estimate and,
+    after each valid answer, sends its share of ``hostile`` messages, so the
+    bad ones land between good ones while the session is live.
+    """
+
+    answer_frames: int = 5
+    hostile: Sequence[Message] = ()
+    say_bye: bool = True
+    #: Time for the last data channel messages to arrive before BYE: they
+    #: travel over SCTP/UDP, BYE over TCP, and BYE must not overtake them.
+    settle_s: float = 0.3
+    timeout_s: float = 15.0
+
+
+@dataclass
+class PeerOutcome:
+    refused: Optional[str] = None  # the server's BYE reason instead of an offer
+    frames_received: int = 0
+    valid_sent: int = 0
+    found_sent: int = 0
+    hostile_sent: int = 0
+    answers: list[str] = field(default_factory=list)
+
+
+async def run_peer(host: str, port: int, script: PeerScript = PeerScript()) -> PeerOutcome:
+    """One session as a minimal aiortc answerer; see ``PeerScript``."""
+    outcome = PeerOutcome()
+    signaling = await asyncio.wait_for(SignalingChannel.connect(host, port), script.timeout_s)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    loop = asyncio.get_running_loop()
+    channel_ready: asyncio.Future[RTCDataChannel] = loop.create_future()
+    track_ready: asyncio.Future[MediaStreamTrack] = loop.create_future()
+
+    @pc.on("datachannel")
+    def on_datachannel(channel: RTCDataChannel) -> None:
+        if channel.label == CHANNEL_LABEL and not channel_ready.done():
+            channel_ready.set_result(channel)
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        if track.kind == "video" and not track_ready.done():
+            track_ready.set_result(track)
+
+    try:
+        offer = await signaling.receive(script.timeout_s)
+        if isinstance(offer, Bye):
+            outcome.refused = offer.reason or ""
+            return outcome
+        assert isinstance(offer, RTCSessionDescription) and offer.type == "offer", offer
+        await pc.setRemoteDescription(offer)
+        await pc.setLocalDescription(await pc.createAnswer())
+        await signaling.send(pc.localDescription)
+        channel = await asyncio.wait_for(channel_ready, script.timeout_s)
+        track = await asyncio.wait_for(track_ready, script.timeout_s)
+        await _answer_frames(channel, track, script, outcome)
+        await _settle(channel, script.settle_s)
+        if script.say_bye:
+            await signaling.send(Bye())
+    finally:
+        await pc.close()
+        await signaling.close()
+    return outcome
+
+
+async def _answer_frames(
+    channel: RTCDataChannel, track: MediaStreamTrack, script: PeerScript, outcome: PeerOutcome
+) -> None:
+    detector = CentroidDetector()
+    hostile = list(script.hostile)
+    share = math.ceil(len(hostile) / script.answer_frames) if script.answer_frames else 0
+    while outcome.valid_sent < script.answer_frames:
+        frame = await asyncio.wait_for(track.recv(), script.timeout_s)
+        outcome.frames_received += 1
+        centre = detector.detect(luma_view(frame))
+        x, y = centre if centre is not None else (None, None)
+        # Received pts equal sent pts when the first frame received is frame 0,
+        # which the server guarantees by holding frames until the channel opens.
+        message = encode_report(CoordinateReport(int(frame.pts), x, y))
+        channel.send(message)
+        outcome.answers.append(message)
+        outcome.valid_sent += 1
+        outcome.found_sent += centre is not None
+        for bad in hostile[:share]:
+            channel.send(bad)
+            outcome.hostile_sent += 1
+        del hostile[:share]
+
+
+async def _settle(channel: RTCDataChannel, seconds: float) -> None:
+    deadline = time.monotonic() + 5.0
+    while channel.bufferedAmount and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(seconds)
+
+
+def run_peers(port: int, count: int, script: PeerScript = PeerScript(),
+              host: str = "127.0.0.1") -> list[PeerOutcome]:
+    """``count`` peers at once, each in its own session; their outcomes."""
+
+    async def together() -> list[PeerOutcome]:
+        return list(await asyncio.gather(*(run_peer(host, port, script) for _ in range(count))))
+
+    return asyncio.run(together())
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def report_dir(tmp_path: Path) -> Path:
+    return tmp_path / "reports"
+
+
+def _kill(program: Program) -> None:
+    program.signal(signal.SIGKILL)
+    program.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- tests
+
+
+@pytest.mark.timeout(90)
+def test_killed_client_frees_every_server_resource(report_dir: Path) -> None:
+    port = free_port()
+    server = start_server(port, "--report-dir", str(report_dir))
+    try:
+        # Thread pools inside asyncio and aiortc start lazily with the first
+        # session and then stay for reuse. A warm-up session makes the
+        # baseline what an idle server that has served someone looks like.
+        [warm_up] = run_peers(port, 1)
+        assert warm_up.valid_sent == 5
+        wait_for_reports(report_dir, 1)
+        fds, threads = open_fds(server.pid), thread_count(server.pid)
+        victim = start_client(port)
+        try:
+            wait_for_count(server, "answered", 2, timeout=30)
+            assert open_fds(server.pid) > fds  # the session holds sockets
+            _kill(victim)
+            killed_at = time.monotonic()
+            killed = wait_for_reports(report_dir, 2, timeout=10)[1]
+            assert time.monotonic() - killed_at < 10
+        finally:
+            victim.close()
+        assert killed["end_reason"] in ("client disconnected", "connection failed"), killed
+        assert killed["frames_answered"] > 0
+        # Everything the session held is released: sockets, timers, threads.
+        assert wait_until(lambda: open_fds(server.pid) <= fds + 1, timeout=5), (
+            f"fds {open_fds(server.pid)} vs baseline {fds}")
+        assert wait_until(lambda: thread_count(server.pid) <= threads + 1, timeout=5), (
+            f"threads {thread_count(server.pid)} vs baseline {threads}")
+        cpu = idle_cpu_fraction(server.pid)
+        assert cpu < 0.05, f"idle server uses {cpu:.1%} of a core"
+        assert server.process.poll() is None
+    finally:
+        server.close()
+
+
+#: Sessions before memory is measured: caches, thread pools and the
+#: allocator's arenas fill up during the first sessions and then stay.
+WARM_UP_SESSIONS = 10
+SESSIONS_IN_A_ROW = 100
+PEERS_AT_ONCE = 2
+#: A leak of a peer connection (encoder, DTLS context, frame buffers) costs
+#: megabytes per session, so 90 leaked sessions would show hundreds of MB;
+#: 20 MB leaves room for allocator noise while catching any real leak.
+RSS_GROWTH_LIMIT = 20 << 20
+#: Each session holds a TCP socket and UDP sockets per candidate; a leaked
+#: one would add 90+ fds. ±3 covers a session that is still closing.
+FD_SLACK = 3
+
+
+@pytest.mark.timeout(150)
+def test_hundred_sessions_in_a_row_keep_memory_and_fds_flat(report_dir: Path) -> None:
+    port = free_port()
+    server = start_server(port, "--report-dir", str(report_dir))
+    samples: list[tuple[int, int, int]] = []  # (sessions done, rss, fds)
+
+    def sample(done: int) -> None:
+        # Let the last session's teardown finish before counting.
+        wait_until(lambda: len(read_reports(report_dir)) >= done, timeout=5)
+        samples.append((done, rss_bytes(server.pid), open_fds(server.pid)))
+
+    try:
+        started = time.monotonic()
+        for batch in range(SESSIONS_IN_A_ROW // PEERS_AT_ONCE):
+            outcomes = run_peers(port, PEERS_AT_ONCE)
+            assert all(o.valid_sent == 5 and o.refused is None for o in outcomes), outcomes
+            done = (batch + 1) * PEERS_AT_ONCE
+            if done % WARM_UP_SESSIONS == 0:
+                sample(done)
+        elapsed = time.monotonic() - started
+        print(f"\n{SESSIONS_IN_A_ROW} sessions in {elapsed:.1f} s")
+        for done, rss, fds in samples:
+            print(f"  after {done:3d} sessions: rss {rss / 2**20:6.1f} MB, fds {fds}")
+        _, rss_warm, fds_warm = samples[0]
+        _, rss_end, fds_end = samples[-1]
+        assert rss_end - rss_warm < RSS_GROWTH_LIMIT, samples
+        assert abs(fds_end - fds_warm) <= FD_SLACK, samples
+        reports = read_reports(report_dir)
+        assert len(reports) == SESSIONS_IN_A_ROW
+        for report in reports:
+            assert report["end_reason"] == "client said bye", report
+            assert report["frames_answered"] == 5 and report["invalid_messages"] == 0, report
+    finally:
+        server.close()
