@@ -35,8 +35,10 @@ Usage: ./build.sh [options]
                         during the build, for a network behind a TLS-intercepting proxy;
                         podman only: mounted with a pip.conf for the RUN steps, so
                         nothing of it ends up in an image layer that ships
-  --smoke               after building, run `--help` in both images and check that the
-                        server image's HEALTHCHECK passes against a running server
+  --smoke               after building (if any): `--help` in both images, then
+                        `compose up --scale client=3` (clients stream 6 s); expects exit 0
+                        and three session reports. podman is driven through its Docker API
+                        socket, and its healthchecks are run by hand (no systemd timers)
   -h, --help            this text
 EOF
 }
@@ -65,10 +67,18 @@ while (($#)); do
   shift
 done
 
-# Temporary config files, removed on any exit.
+# Temporary files, folders and background processes of ours, removed or
+# stopped on any exit (each process by its own pid).
 cleanup_files=()
+cleanup_dirs=()
+cleanup_pids=()
 # shellcheck disable=SC2317  # called through the trap
-cleanup() { rm -f "${cleanup_files[@]}"; }
+cleanup() {
+  local pid
+  for pid in "${cleanup_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -f "${cleanup_files[@]}"
+  rm -rf "${cleanup_dirs[@]}"
+}
 trap cleanup EXIT
 
 log() { printf '\n==> %s\n' "$*" >&2; }
@@ -110,6 +120,7 @@ pick_engine() {
 podman_args=()
 setup_podman_workarounds() {
   ((podman_workarounds)) || return 0
+  podman_workarounds=0  # once: both the build and --smoke ask
   if [[ -z "${CONTAINERS_CONF:-}" ]]; then
     conf="$(mktemp -t balltracker-containers.XXXXXX.conf)"
     # runc instead of the default crun, and explicit ulimits: the sandbox's
@@ -150,6 +161,7 @@ make_base_image() {
   log "building a local stand-in for $BASE_IMAGE with debootstrap"
   local root
   root="$(mktemp -d -t balltracker-rootfs.XXXXXX)"
+  cleanup_dirs+=("$root")
   # minbase + Debian's python3 and venv; python-is-python3 provides `python`
   # like the official image does. passwd (useradd) is in minbase.
   debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
@@ -182,25 +194,82 @@ build_images() {
 }
 
 smoke_test() {
-  local server="balltracker-server:$tag" client="balltracker-client:$tag" name status=""
-  local run=("$engine" run --rm)
+  pick_engine
+  if [[ "$engine" == podman ]]; then setup_podman_workarounds; fi
+  local server="balltracker-server:$tag" client="balltracker-client:$tag"
   log "smoke: --help in both images"
-  "${run[@]}" "$server" --help >/dev/null
-  "${run[@]}" "$client" --help >/dev/null
-  log "smoke: server /healthz via the image's HEALTHCHECK command"
-  name="balltracker-smoke-$$"
-  "$engine" run -d --name "$name" --network host -e HTTP_PORT=18080 -e SIGNALING_PORT=11234 \
-    -e SIGNALING_HOST=127.0.0.1 "$server" >/dev/null
-  # shellcheck disable=SC2064  # expand now: $name is local
-  trap "$engine rm -f $name >/dev/null 2>&1 || true" RETURN
-  for _ in $(seq 1 30); do
-    if "$engine" exec "$name" python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:18080/healthz', timeout=2)" 2>/dev/null; then
-      status=ok; break
-    fi
-    sleep 1
-  done
-  [[ "$status" == ok ]] || { "$engine" logs "$name" >&2; echo "build.sh: server never became healthy" >&2; return 1; }
-  log "smoke: server healthy"
+  "$engine" run --rm "$server" --help >/dev/null
+  "$engine" run --rm "$client" --help >/dev/null
+
+  # The real thing: `compose up --scale client=3` with the repository's
+  # docker-compose.yml, clients limited to a few seconds; then one report
+  # per session must have been written by the non-root server.
+  local compose work project="balltracker-smoke-$$" status=0 reports
+  compose="$(compose_binary)"
+  work="$(mktemp -d -t balltracker-smoke.XXXXXX)"
+  cleanup_dirs+=("$work")
+  mkdir "$work/reports"
+  if [[ "$(id -u)" == 0 ]]; then
+    # As root, HOST_UID would make the server root: keep the image's user.
+    chown 10001:10001 "$work/reports"
+    unset HOST_UID HOST_GID
+  else
+    HOST_UID="$(id -u)"
+    HOST_GID="$(id -g)"
+    export HOST_UID HOST_GID
+  fi
+  cat >"$work/override.yml" <<EOF
+services:
+  server:
+    volumes:
+      - $work/reports:/reports
+  client:
+    environment:
+      DURATION: "6"
+EOF
+  if [[ "$engine" == podman ]]; then
+    # Compose speaks the Docker API; podman serves it on a socket of our own.
+    podman system service --time=0 "unix://$work/podman.sock" &
+    cleanup_pids+=($!)
+    export DOCKER_HOST="unix://$work/podman.sock"
+    for _ in $(seq 1 50); do [[ -S "$work/podman.sock" ]] && break; sleep 0.1; done
+    # podman runs HEALTHCHECKs from systemd timers; without systemd (in a
+    # container or sandbox) nothing marks the server healthy and
+    # depends_on: service_healthy waits forever, so tick them by hand.
+    (while sleep 2; do podman healthcheck run "$project-server-1" >/dev/null 2>&1 || true; done) &
+    cleanup_pids+=($!)
+  fi
+  local dc=("$compose" -p "$project" -f docker-compose.yml -f "$work/override.yml")
+  log "smoke: compose up --scale client=3 (project $project)"
+  # `up -d` returns once the clients are started, i.e. after the server
+  # turned healthy. (--exit-code-from would stop all clients when the first
+  # one exits.)
+  timeout 120 "${dc[@]}" up -d --no-build --scale client=3 || status=$?
+  local ids=() states="" _
+  if ((status == 0)); then
+    mapfile -t ids < <("${dc[@]}" ps -a -q client)
+    for _ in $(seq 1 60); do
+      states="$("$engine" inspect --format '{{.State.Status}}:{{.State.ExitCode}}' "${ids[@]}" | sort | uniq -c | xargs)"
+      [[ "$states" == "${#ids[@]} exited:0" || "$states" != *running* && "$states" != *created* ]] && break
+      sleep 1
+    done
+    log "smoke: clients: $states"
+    [[ "${#ids[@]}" == 3 && "$states" == "3 exited:0" ]] || status=1
+  fi
+  "${dc[@]}" logs --no-color >"$work/compose.log" 2>&1 || true
+  # Stopping sends SIGTERM: the server must exit 0 (it writes reports on the way).
+  "${dc[@]}" stop --timeout 20 server >/dev/null 2>&1 || true
+  local server_exit
+  server_exit="$("$engine" inspect --format '{{.State.ExitCode}}' "$("${dc[@]}" ps -a -q server)" 2>/dev/null || echo '?')"
+  "${dc[@]}" down --timeout 20 >/dev/null 2>&1 || true
+  reports="$(find "$work/reports" -name '*.json' | wc -l)"
+  log "smoke: server exit status $server_exit, $reports session report(s)"
+  if [[ "$status" != 0 || "$server_exit" != 0 || "$reports" -lt 3 ]]; then
+    tail -n 60 "$work/compose.log" >&2
+    echo "build.sh: compose smoke test failed" >&2
+    return 1
+  fi
+  log "smoke: passed"
 }
 
 # ---------------------------------------------------------------- checks
@@ -229,7 +298,7 @@ run_checks() {
   log "checks passed"
 }
 
-((do_build)) && build_images
-((do_build && smoke)) && smoke_test
-((do_checks)) && run_checks
+if ((do_build)); then build_images; fi
+if ((smoke)); then smoke_test; fi
+if ((do_checks)); then run_checks; fi
 exit 0

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any, Iterable, Optional, Sequence
 
-from tests.programs import Program, free_port, read_reports, start_client, start_server
+from tests.programs import PYTHON, Program, free_port, read_reports, start_client
 
 JITTER_BUFFERS = ("fast", "stock")
 
@@ -148,12 +148,27 @@ class SessionCpu:
         return len(self._last_seen)
 
 
+def machine_busy_ticks() -> int:
+    """CPU ticks all cores spent on anything but idle (first line of /proc/stat).
+
+    Steal counts as busy: on a VM it is time our processes could not run.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return user + nice + system + irq + softirq + steal
+
+
 class CpuWindow:
-    """CPU % of a few process sessions between ``start()`` and ``stop()``."""
+    """CPU % of a few process sessions between ``start()`` and ``stop()``.
+
+    Also ``percent["other"]``: everything else the machine ran meanwhile, so a
+    run disturbed by some other job (tests, a build) shows up as such.
+    """
 
     def __init__(self, sessions: dict[str, int]) -> None:
         self._trackers = {name: SessionCpu(sid) for name, sid in sessions.items()}
         self._begin: dict[str, int] = {}
+        self._begin_busy = 0
         self._begin_wall = 0.0
         self.percent: dict[str, float] = {}
         self.processes: dict[str, int] = {}
@@ -166,17 +181,22 @@ class CpuWindow:
 
     def start(self) -> None:
         self.sample()
+        self._begin_busy = machine_busy_ticks()
         self._begin_wall = time.monotonic()
         self._begin = {name: t.ticks() for name, t in self._trackers.items()}
 
     def stop(self) -> None:
         self.sample()
+        busy = machine_busy_ticks() - self._begin_busy
         self.wall_s = time.monotonic() - self._begin_wall
-        hertz = os.sysconf("SC_CLK_TCK")
+        ticks_per_core_s = os.sysconf("SC_CLK_TCK") * self.wall_s
+        ours = 0
         for name, tracker in self._trackers.items():
-            cpu_s = (tracker.ticks() - self._begin[name]) / hertz
-            self.percent[name] = 100.0 * cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+            used = tracker.ticks() - self._begin[name]
+            ours += used
+            self.percent[name] = 100.0 * used / ticks_per_core_s
             self.processes[name] = tracker.processes()
+        self.percent["other"] = max(100.0 * (busy - ours) / ticks_per_core_s, 0.0)
 
 
 # --- One run --------------------------------------------------------------
@@ -192,6 +212,7 @@ class RunResult:
     client_summary: dict[str, Any] = field(default_factory=dict)
     server_cpu_pct: Optional[float] = None
     client_cpu_pct: Optional[float] = None
+    other_cpu_pct: Optional[float] = None
     client_processes: Optional[int] = None
     cpu_wall_s: Optional[float] = None
     server_exit: Optional[int] = None
@@ -204,14 +225,26 @@ class RunFailed(Exception):
     pass
 
 
-def _wait_for(program: Program, text: str, deadline: float) -> None:
-    """Poll until ``text`` appears in the program's output, or fail."""
+def _name(program: Program) -> str:
+    return Path(program.argv[1]).stem
+
+
+def _last_line(program: Program) -> str:
+    lines = program.stderr.strip().splitlines()
+    return lines[-1] if lines else "(no output)"
+
+
+def _wait_for(program: Program, text: str, deadline: float, *others: Program) -> None:
+    """Poll until ``text`` appears in ``program``'s log; fail early if any of
+    them exits, since then it never will."""
     while text not in program.stderr:
-        if program.process.poll() is not None:
-            raise RunFailed(f"{Path(program.argv[1]).name} exited ({program.process.returncode}) "
-                            f"before {text!r}")
+        for each in (program, *others):
+            if each.process.poll() is not None:
+                raise RunFailed(f"{_name(each)} exited ({each.process.returncode}) before "
+                                f"{text!r}: {_last_line(each)}")
         if time.monotonic() > deadline:
-            raise RunFailed(f"{text!r} not seen within {STARTUP_TIMEOUT_S:g} s")
+            raise RunFailed(f"{text!r} not seen within {STARTUP_TIMEOUT_S:g} s: "
+                            f"{_last_line(program)}")
         time.sleep(0.05)
 
 
@@ -229,7 +262,7 @@ def _wait_exit(program: Program, deadline: float) -> int:
     try:
         return program.wait(max(deadline - time.monotonic(), 0.1))
     except subprocess.TimeoutExpired as exc:
-        raise RunFailed(f"{Path(program.argv[1]).name} still running after the session") from exc
+        raise RunFailed(f"{_name(program)} still running after the session") from exc
 
 
 def _log_lines(program: Optional[Program], limit: int = 40) -> list[str]:
@@ -244,23 +277,30 @@ def run_once(configuration: Configuration, jitter: str, seconds: float) -> RunRe
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as report_dir:
         try:
             port = free_port()
-            server = start_server(
-                port, *configuration.server_flags(), "--once", "--duration", f"{seconds:g}",
-                "--report-dir", report_dir, env=NEUTRAL_ENVIRONMENT,
+            # Not tests.programs.start_server: it waits before returning the
+            # Program, so a server that never listens would escape cleanup.
+            server = Program(
+                [PYTHON, "server/server.py", "--signaling-host", "127.0.0.1",
+                 "--signaling-port", str(port), "--http-port", "0",
+                 *configuration.server_flags(), "--once", "--duration", f"{seconds:g}",
+                 "--report-dir", report_dir],
+                env=NEUTRAL_ENVIRONMENT,
             )
+            _wait_for(server, "signaling on", time.monotonic() + STARTUP_TIMEOUT_S)
             # --duration only as a backstop: the server's bye ends the client.
             client = start_client(
                 port, "--jitter-buffer", jitter, "--duration", f"{seconds + STARTUP_TIMEOUT_S:g}",
                 env=NEUTRAL_ENVIRONMENT,
             )
             window = CpuWindow({"server": server.pid, "client": client.pid})
-            _wait_for(server, "streaming to", time.monotonic() + STARTUP_TIMEOUT_S)
+            _wait_for(server, "streaming to", time.monotonic() + STARTUP_TIMEOUT_S, client)
             _measure(window, seconds)
             deadline = time.monotonic() + SHUTDOWN_TIMEOUT_S
             result.server_exit = _wait_exit(server, deadline)
             result.client_exit = _wait_exit(client, deadline)
             result.server_cpu_pct = window.percent["server"]
             result.client_cpu_pct = window.percent["client"]
+            result.other_cpu_pct = window.percent["other"]
             result.client_processes = window.processes["client"]
             result.cpu_wall_s = window.wall_s
             reports = read_reports(Path(report_dir))
@@ -271,8 +311,7 @@ def run_once(configuration: Configuration, jitter: str, seconds: float) -> RunRe
             if not documents:
                 raise RunFailed("the client printed no summary")
             result.client_summary = documents[-1]
-        except (RunFailed, AssertionError, OSError) as exc:
-            # AssertionError: tests.programs' way of saying "never started".
+        except (RunFailed, OSError) as exc:
             result.error = str(exc).splitlines()[0]
         finally:
             result.server_log = _log_lines(server)
@@ -297,7 +336,8 @@ def _number(value: Optional[float], digits: int) -> str:
 
 
 def _p50(result: RunResult) -> Optional[float]:
-    return result.server_report.get("latency_ms", {}).get("p50")
+    p50 = result.server_report.get("latency_ms", {}).get("p50")
+    return None if p50 is None else float(p50)
 
 
 def p50_ratio(results: Sequence[RunResult], configuration: str) -> Optional[float]:
@@ -337,26 +377,33 @@ def markdown_table(results: Sequence[RunResult]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
+#: Background CPU (% of one core) above which a run is flagged as disturbed.
+OTHER_CPU_WARNING_PCT = 15.0
+
+
+def run_notes(r: RunResult) -> list[str]:
+    """What a reader of one table row should not miss."""
+    if r.error is not None:
+        return [r.error]
+    found = []
+    if r.other_cpu_pct is not None and r.other_cpu_pct > OTHER_CPU_WARNING_PCT:
+        found.append(f"other processes used {r.other_cpu_pct:.0f}% of a core meanwhile")
+    skipped = r.server_report.get("frames_skipped", 0)
+    if skipped:
+        found.append(f"server skipped {skipped} frames (frame production behind schedule)")
+    dropped = r.client_summary.get("detector", {}).get("dropped", 0)
+    if dropped:
+        found.append(f"detector dropped {dropped} frames")
+    if r.server_report.get("answered_ratio", 1.0) < 0.95:
+        found.append(f"only {100 * r.server_report['answered_ratio']:.1f}% answered")
+    if r.server_exit or r.client_exit:
+        found.append(f"exit status server {r.server_exit}, client {r.client_exit}")
+    return found
+
+
 def notes(results: Sequence[RunResult]) -> list[str]:
-    """Things a reader of the table should not miss."""
-    lines = []
-    for r in results:
-        name = f"{r.label} {r.jitter_buffer}"
-        if r.error is not None:
-            lines.append(f"- {name}: {r.error}; last server log: "
-                         f"{r.server_log[-1] if r.server_log else '(none)'}")
-            continue
-        skipped = r.server_report.get("frames_skipped", 0)
-        if skipped:
-            lines.append(f"- {name}: server skipped {skipped} frames (encoder behind schedule)")
-        detector = r.client_summary.get("detector", {})
-        if detector.get("dropped"):
-            lines.append(f"- {name}: detector dropped {detector['dropped']} frames")
-        if r.server_report.get("answered_ratio", 1.0) < 0.95:
-            lines.append(f"- {name}: only {100 * r.server_report['answered_ratio']:.1f}% answered")
-        if r.server_exit or r.client_exit:
-            lines.append(f"- {name}: exit status server {r.server_exit} client {r.client_exit}")
-    return lines
+    return [f"- {r.label} {r.jitter_buffer}: " + "; ".join(found)
+            for r in results if (found := run_notes(r))]
 
 
 def machine_description() -> str:

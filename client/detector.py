@@ -211,9 +211,9 @@ class CentroidDetector:
             cv2.drawContours(mask, (contour,), -1, 255, cv2.FILLED, offset=(-x0, -y0))
             cv2.dilate(mask, kernel, dst=mask)
             weights = np.zeros(roi.shape, dtype=np.uint8)
-            cv2.subtract(roi, self.floor, dst=weights, mask=mask)
+            cv2.subtract(roi, self.floor, dst=weights, mask=mask)  # type: ignore[call-overload]
         else:
-            weights = cv2.subtract(roi, self.floor)
+            weights = cv2.subtract(roi, self.floor)  # type: ignore[call-overload]
 
         if _touches_frame_edge(weights, x0, y0, x1, y1, width, height):
             # The edge band: pixels within ``pad`` of a background pixel.

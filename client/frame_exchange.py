@@ -125,21 +125,27 @@ class FrameExchange:
         self._unlinked = False
         self._closed = False
         self._lock = get_context("spawn").Lock()
-        self._shm = SharedMemory(
-            name=f"balltrack_{os.getpid()}_{secrets.token_hex(4)}",
-            create=True,
-            size=_SLOTS_OFFSET + SLOTS * max_width * max_height,
-        )
-        self._map_views()
-        self._header[:] = 0
-        self._header[_LATEST_SLOT] = -1
-        self._header[_READING_SLOT] = -1
         # Producer ends stay here; consumer ends are handed to the child and
         # closed here by ``detach_consumer()``.
         self._doorbell_r, self._doorbell_w = os.pipe()
         self._results_r, self._results_w = os.pipe()
-        for fd in (self._doorbell_r, self._doorbell_w, self._results_r, self._results_w):
+        fds = (self._doorbell_r, self._doorbell_w, self._results_r, self._results_w)
+        try:
+            self._shm = SharedMemory(
+                name=f"balltrack_{os.getpid()}_{secrets.token_hex(4)}",
+                create=True,
+                size=_SLOTS_OFFSET + SLOTS * max_width * max_height,
+            )
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        for fd in fds:
             os.set_blocking(fd, False)
+        self._map_views()
+        self._header[:] = 0
+        self._header[_LATEST_SLOT] = -1
+        self._header[_READING_SLOT] = -1
         self._producer_gone = False
         self._consumer_gone = False
         self._collected = 0

@@ -168,7 +168,10 @@ def parser_env_names(parser: Any) -> dict[str, str]:
     for action in parser._actions:
         longs = [o for o in action.option_strings if o.startswith("--")]
         if longs and action.dest != "help":
-            names[longs[0].lstrip("-").replace("-", "_").upper()] = action.dest
+            # protocol.options records the name it reads (a flag may override
+            # the derived one, e.g. --display reads SHOW_WINDOW, not DISPLAY).
+            derived = longs[0].lstrip("-").replace("-", "_").upper()
+            names[getattr(action, "environment_variable", derived)] = action.dest
     return names
 
 
