@@ -199,6 +199,25 @@ class CpuWindow:
         self.percent["other"] = max(100.0 * (busy - ours) / ticks_per_core_s, 0.0)
 
 
+def background_load_pct(interval_s: float = 1.0) -> float:
+    """Machine CPU use over ``interval_s``, in % of one core."""
+    before, start = machine_busy_ticks(), time.monotonic()
+    time.sleep(interval_s)
+    busy, wall = machine_busy_ticks() - before, time.monotonic() - start
+    return 100.0 * busy / (os.sysconf("SC_CLK_TCK") * wall)
+
+
+def wait_until_quiet(threshold_pct: float, patience_s: float) -> float:
+    """Wait (at most ``patience_s``) for other jobs on a shared box to calm
+    down, so they disturb the run less; returns the last load seen."""
+    deadline = time.monotonic() + patience_s
+    load = background_load_pct()
+    while load > threshold_pct and time.monotonic() < deadline:
+        print(f"  machine busy ({load:.0f}% of a core), waiting ...", file=sys.stderr, flush=True)
+        load = background_load_pct()
+    return load
+
+
 # --- One run --------------------------------------------------------------
 
 @dataclass
@@ -454,6 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jitter-buffer", action="append", choices=JITTER_BUFFERS,
                         help="only this jitter buffer (default: both)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write raw results here")
+    parser.add_argument("--quiet-below", type=float, default=30.0, metavar="PCT",
+                        help="before each run, wait until other processes use less than this "
+                        "%% of a core (default: 30; 0 turns waiting off)")
+    parser.add_argument("--quiet-wait", type=float, default=60.0, metavar="S",
+                        help="wait at most this long for that, then run anyway (default: 60)")
     return parser
 
 
@@ -472,6 +496,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for jitter in jitters:
             # Progress on stderr so stdout stays a clean, pasteable report.
             print(f"running {configuration.label()} {jitter} ...", file=sys.stderr, flush=True)
+            if args.quiet_below > 0:
+                wait_until_quiet(args.quiet_below, args.quiet_wait)
             results.append(run_once(configuration, jitter, args.seconds))
     print()
     print(markdown_table(results))

@@ -23,7 +23,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from client.detector_process import DetectorProcess
+from client.detector_process import DetectorFailed, DetectorProcess
 from client.frame_exchange import DetectionResult, luma_view
 from client.display import ClientDisplay
 from client.fast_jitter_buffer import install_fast_jitter_buffer
@@ -168,12 +168,23 @@ class ClientSession:
                 return
             self.frames_received += 1
             luma = luma_view(frame)
-            self._detector.submit(int(frame.pts), luma)
+            try:
+                self._detector.submit(int(frame.pts), luma)
+            except DetectorFailed as exc:
+                self._end(SessionEnd.LOST, str(exc))
+                return
             if self._display is not None:
                 self._display.show(luma, self._last_detection)
 
     def _send_results(self) -> None:
-        for result in self._detector.collect():
+        try:
+            results = self._detector.collect()
+        except DetectorFailed as exc:
+            # The pipe stays readable at EOF: stop watching it or the loop spins.
+            asyncio.get_running_loop().remove_reader(self._detector.result_fd)
+            self._end(SessionEnd.LOST, str(exc))
+            return
+        for result in results:
             self._last_detection = result
             channel = self._channel
             if channel is None or channel.readyState != "open":

@@ -121,12 +121,12 @@ def compose_config() -> dict[str, Any]:
     return compose_resolved({})
 
 
-def compose_resolved(extra_env: dict[str, str]) -> dict[str, Any]:
-    # HOST_UID/HOST_GID from the caller's shell would change `user:`.
-    env = {k: v for k, v in os.environ.items() if k not in ("HOST_UID", "HOST_GID")}
-    env.update(extra_env)
-    cmd = [compose_binary(), "-f", str(COMPOSE_FILE), "config", "--format", "json"]
-    result = run(cmd, cwd=ROOT, env=env)
+def compose_resolved(extra_env: dict[str, str], *override_files: Path) -> dict[str, Any]:
+    env = {**os.environ, **extra_env}
+    cmd = [compose_binary(), "-f", str(COMPOSE_FILE)]
+    for override in override_files:
+        cmd += ["-f", str(override)]
+    result = run([*cmd, "config", "--format", "json"], cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -503,15 +503,45 @@ def test_compose_ports_match_env(compose_config: dict[str, Any]) -> None:
 
 
 def test_compose_reports_volume(compose_config: dict[str, Any]) -> None:
+    """`docker compose up` works without preparation: the reports go to a
+    named volume, which Docker seeds from the image's /reports (owned by the
+    image's user), not to a bind mount that Docker would create root-owned."""
     server = compose_config["services"]["server"]
     targets = {v["target"]: v for v in server["volumes"]}
     report_dir = server["environment"]["REPORT_DIR"]
-    assert report_dir in targets and targets[report_dir]["type"] == "bind"
-    assert Path(targets[report_dir]["source"]).name == "reports"
-    # Non-root by default, overridable with the host's uid so files are yours.
-    assert server["user"] == f"{IMAGE_UID}:{IMAGE_UID}"
-    mine = compose_resolved({"HOST_UID": "1234", "HOST_GID": "5678"})
-    assert mine["services"]["server"]["user"] == "1234:5678"
+    assert report_dir in targets and targets[report_dir]["type"] == "volume"
+    assert not targets[report_dir].get("volume", {}).get("nocopy")  # nocopy would skip the seeding
+    assert targets[report_dir]["source"] in compose_config["volumes"]
+    assert "user" not in server  # the image's USER, the owner of /reports
+    # No bind mounts anywhere: nothing on the host to create or chown first.
+    for service in compose_config["services"].values():
+        assert all(v["type"] != "bind" for v in service.get("volumes", []))
+    # The image creates the directory the volume is seeded from, owned by its user.
+    final = final_stage(DOCKERFILES["server"])
+    assert dockerfile_env(DOCKERFILES["server"])["REPORT_DIR"] == report_dir
+    assert any(
+        k == "RUN" and f"install -d -o {IMAGE_UID} -g {IMAGE_UID}" in a and a.rstrip().endswith(report_dir)
+        for k, a in final
+    )
+
+
+def test_compose_documented_bind_mount_override_works(tmp_path: Path) -> None:
+    """The override example in docker-compose.yml's header comment replaces
+    the named volume with a bind mount (Compose merges volumes by target)."""
+    lines = COMPOSE_FILE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "docker-compose.override.yml" in line)
+    example: list[str] = []
+    for line in lines[start + 1:]:
+        if not line.startswith("#   ") or not line[4:].strip():
+            if example:
+                break
+            continue
+        example.append(line[4:])
+    override = tmp_path / "docker-compose.override.yml"
+    override.write_text("\n".join(example) + "\n")
+    server = compose_resolved({}, override)["services"]["server"]
+    (mount,) = [v for v in server["volumes"] if v["target"] == server["environment"]["REPORT_DIR"]]
+    assert mount["type"] == "bind" and Path(mount["source"]) == ROOT / "reports"
 
 
 # ---------------------------------------------------------------- kubernetes

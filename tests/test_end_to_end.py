@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -152,6 +153,26 @@ def test_sigterm_ends_client_cleanly(report_dir: Path) -> None:
         server.signal(signal.SIGTERM)
         assert server.wait(timeout=15) == 0, server.describe()
         assert len(read_reports(report_dir)) == 1
+    finally:
+        client.close()
+        server.close()
+
+
+def test_detector_process_death_ends_the_client_with_a_clear_error() -> None:
+    port = free_port()
+    server = start_server(port)
+    client = start_client(port, "--reconnect")
+    try:
+        server.wait_for_output("answered", timeout=30)
+        children = Path(f"/proc/{client.pid}/task/{client.pid}/children").read_text().split()
+        detectors = [
+            int(child) for child in children
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        ]
+        assert len(detectors) == 1, "the client should have one detector process"
+        os.kill(detectors[0], signal.SIGKILL)
+        assert client.wait(timeout=15) == 1, client.describe()
+        assert "detector" in client.stderr and "Traceback" not in client.stderr
     finally:
         client.close()
         server.close()

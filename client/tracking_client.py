@@ -1,0 +1,129 @@
+"""The client process: connects, runs sessions, and decides the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import signal
+import sys
+from typing import Any, Optional
+
+from client.detector_process import DetectorProcess
+from client.display import ClientDisplay
+from client.session import ClientSession, SessionEnd, SessionOutcome
+from client.signaling_client import ServerUnreachable, connect_with_retry
+
+logger = logging.getLogger("client")
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # unreachable, lost the server, detector died
+EXIT_REFUSED = 3  # the server is full
+
+DETECTOR_START_TIMEOUT_S = 30.0
+
+
+class TrackingClient:
+    """Connects, runs sessions (again after a loss with ``reconnect``), and exits."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+        self._detector = DetectorProcess()
+        self._display = ClientDisplay() if args.display else None
+        self._session: Optional[ClientSession] = None
+        self._stop_reason: Optional[str] = None
+        self._sessions = 0
+        self._frames_received = 0
+        self._results_sent = 0
+
+    def stop(self, reason: str) -> None:
+        self._stop_reason = self._stop_reason or reason
+        if self._session is not None:
+            self._session.stop(reason)
+
+    async def run(self) -> int:
+        args = self._args
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
+        if args.duration is not None:
+            loop.call_later(args.duration, self.stop, "duration reached")
+        try:
+            self._detector.start()
+            # Spawning imports numpy and cv2 afresh (about a second); frames
+            # that arrive before it is ready would go unanswered.
+            if not await asyncio.to_thread(self._detector.wait_ready, DETECTOR_START_TIMEOUT_S):
+                print("error: the detector process did not start", file=sys.stderr)
+                return EXIT_FAILED
+            if self._display is not None:
+                self._display.start()
+            return await self._run_sessions()
+        finally:
+            self._detector.stop()
+            self._detector.close()
+            if self._display is not None:
+                self._display.close()
+            print(json.dumps(self.summary(), indent=2), flush=True)
+
+    async def _run_sessions(self) -> int:
+        args = self._args
+        while True:
+            try:
+                signaling = await self._connect()
+            except ServerUnreachable as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            if signaling is None:  # stopped while connecting
+                return EXIT_OK
+            logger.info("connected to %s", signaling.peer)
+            self._session = ClientSession(
+                signaling, self._detector, args.jitter_buffer, self._display
+            )
+            if self._stop_reason:
+                self._session.stop(self._stop_reason)
+            outcome = await self._session.run()
+            self._sessions += 1
+            self._frames_received += self._session.frames_received
+            self._results_sent += self._session.results_sent
+            self._session = None
+            logger.info("session ended: %s", outcome.reason)
+            if (
+                outcome.end is SessionEnd.LOST
+                and args.reconnect
+                and not self._stop_reason
+                and not self._detector.failed
+            ):
+                logger.warning("%s; reconnecting", outcome.reason)
+                continue
+            return self._exit_status(outcome)
+
+    async def _connect(self) -> Any:
+        args = self._args
+        connecting = asyncio.create_task(
+            connect_with_retry(args.signaling_host, args.signaling_port, args.connect_timeout)
+        )
+        while not connecting.done():
+            await asyncio.wait({connecting}, timeout=0.1)
+            if self._stop_reason and not connecting.done():
+                connecting.cancel()
+                return None
+        return connecting.result()
+
+    def _exit_status(self, outcome: SessionOutcome) -> int:
+        if outcome.end is SessionEnd.REFUSED:
+            print(f"error: the server refused the session: {outcome.reason}", file=sys.stderr)
+            return EXIT_REFUSED
+        if outcome.end is SessionEnd.LOST:
+            print(f"error: {outcome.reason}", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_OK
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "sessions": self._sessions,
+            "frames_received": self._frames_received,
+            "results_sent": self._results_sent,
+            "detector": dataclasses.asdict(self._detector.stats()),
+        }
