@@ -37,8 +37,10 @@ Usage: ./build.sh [options]
                         nothing of it ends up in an image layer that ships
   --smoke               after building (if any): `--help` in both images, then
                         `compose up --scale client=3` (clients stream 6 s); expects exit 0
-                        and three session reports. podman is driven through its Docker API
-                        socket, and its healthchecks are run by hand (no systemd timers)
+                        and three session reports in the `reports` named volume, copied out
+                        with `compose cp` from the stopped server. podman is driven through
+                        its Docker API socket, and its healthchecks are run by hand (no
+                        systemd timers)
   -h, --help            this text
 EOF
 }
@@ -202,27 +204,15 @@ smoke_test() {
   "$engine" run --rm "$client" --help >/dev/null
 
   # The real thing: `compose up --scale client=3` with the repository's
-  # docker-compose.yml, clients limited to a few seconds; then one report
+  # docker-compose.yml as shipped (reports go to its named volume, no host
+  # folder to prepare), clients limited to a few seconds; then one report
   # per session must have been written by the non-root server.
   local compose work project="balltracker-smoke-$$" status=0 reports
   compose="$(compose_binary)"
   work="$(mktemp -d -t balltracker-smoke.XXXXXX)"
   cleanup_dirs+=("$work")
-  mkdir "$work/reports"
-  if [[ "$(id -u)" == 0 ]]; then
-    # As root, HOST_UID would make the server root: keep the image's user.
-    chown 10001:10001 "$work/reports"
-    unset HOST_UID HOST_GID
-  else
-    HOST_UID="$(id -u)"
-    HOST_GID="$(id -g)"
-    export HOST_UID HOST_GID
-  fi
   cat >"$work/override.yml" <<EOF
 services:
-  server:
-    volumes:
-      - $work/reports:/reports
   client:
     environment:
       DURATION: "6"
@@ -256,14 +246,24 @@ EOF
     log "smoke: clients: $states"
     [[ "${#ids[@]}" == 3 && "$states" == "3 exited:0" ]] || status=1
   fi
-  "${dc[@]}" logs --no-color >"$work/compose.log" 2>&1 || true
   # Stopping sends SIGTERM: the server must exit 0 (it writes reports on the way).
   "${dc[@]}" stop --timeout 20 server >/dev/null 2>&1 || true
+  "${dc[@]}" logs --no-color >"$work/compose.log" 2>&1 || true
   local server_exit
   server_exit="$("$engine" inspect --format '{{.State.ExitCode}}' "$("${dc[@]}" ps -a -q server)" 2>/dev/null || echo '?')"
-  "${dc[@]}" down --timeout 20 >/dev/null 2>&1 || true
+  # Get the reports out of the named volume the way docker-compose.yml tells
+  # users to: `compose cp` from the (now stopped) server container.
+  "$engine" volume inspect "${project}_reports" >/dev/null || status=1
+  log "smoke: volume ${project}_reports as the server image sees it"
+  "$engine" run --rm --network none -v "${project}_reports:/reports:ro" --entrypoint python "$server" \
+    -c 'import os; s = os.stat("/reports"); print(f"/reports owner {s.st_uid}:{s.st_gid}, files:", sorted(os.listdir("/reports")))' >&2 \
+    || status=1
+  mkdir "$work/reports"
+  "${dc[@]}" cp server:/reports/. "$work/reports" || status=1
+  # -v: the project's named volume goes too.
+  "${dc[@]}" down -v --timeout 20 >/dev/null 2>&1 || true
   reports="$(find "$work/reports" -name '*.json' | wc -l)"
-  log "smoke: server exit status $server_exit, $reports session report(s)"
+  log "smoke: server exit status $server_exit, $reports session report(s) copied out of volume ${project}_reports"
   if [[ "$status" != 0 || "$server_exit" != 0 || "$reports" -lt 3 ]]; then
     tail -n 60 "$work/compose.log" >&2
     echo "build.sh: compose smoke test failed" >&2

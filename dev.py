@@ -68,7 +68,8 @@ def ensure_system_packages(packages: dict[str, str]) -> None:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         sys.exit(
-            "error: missing system packages: " + " ".join(missing)
+            "error: missing system packages: "
+            + " ".join(missing)
             + "\n(install them, or run as root on Debian/Ubuntu to have them installed)"
         )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -98,8 +99,18 @@ def demo(seconds: float, port: int) -> int:
     ensure_venv(ROOT / "requirements.txt")
     common = ["--signaling-port", str(port)]
     server = subprocess.Popen(
-        [str(PYTHON), "server/server.py", *common, "--http-port", "0", "--once",
-         "--duration", str(seconds), "--report-dir", "reports"],
+        [
+            str(PYTHON),
+            "server/server.py",
+            *common,
+            "--http-port",
+            "0",
+            "--once",
+            "--duration",
+            str(seconds),
+            "--report-dir",
+            "reports",
+        ],
         cwd=ROOT,
     )
     client = subprocess.Popen([str(PYTHON), "client/client.py", *common], cwd=ROOT)

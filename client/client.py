@@ -20,10 +20,14 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import asyncio
-import logging
 from typing import Optional, Sequence
 
-from protocol.options import EnvironmentArgumentParser, port_number, positive_float
+from protocol.options import (
+    EnvironmentArgumentParser,
+    configure_logging,
+    port_number,
+    positive_float,
+)
 
 
 def build_parser() -> EnvironmentArgumentParser:
@@ -34,33 +38,35 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument("--signaling-host", default="127.0.0.1", help="server host name or IP")
     parser.add_argument("--signaling-port", type=port_number, default=1234, help="TCP port")
     parser.add_argument(
-        "--connect-timeout", type=positive_float, default=30.0,
+        "--connect-timeout",
+        type=positive_float,
+        default=30.0,
         help="keep retrying the server for this many seconds",
     )
     parser.add_argument(
-        "--duration", type=positive_float, default=None,
+        "--duration",
+        type=positive_float,
+        default=None,
         help="stream this many seconds, then say bye and exit 0",
     )
     parser.add_argument(
-        "--jitter-buffer", choices=("fast", "stock"), default="fast",
+        "--jitter-buffer",
+        choices=("fast", "stock"),
+        default="fast",
         help="fast releases each frame once complete; stock is aiortc's own",
     )
     parser.add_argument(
         "--reconnect", action="store_true", help="reconnect when the server goes away"
     )
-    parser.add_argument("--display", action="store_true",
+    parser.add_argument(
+        "--display",
+        action="store_true",
         # Not DISPLAY: that is X11's, set in every desktop session.
-        environment_variable="SHOW_WINDOW", help="show the video and detection")
+        environment_variable="SHOW_WINDOW",
+        help="show the video and detection",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return parser
-
-
-def configure_logging(verbosity: int) -> None:
-    level = logging.INFO if verbosity == 0 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if verbosity < 2:
-        for name in ("aiortc", "aioice"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

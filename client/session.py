@@ -24,9 +24,9 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from client.detector_process import DetectorFailed, DetectorProcess
-from client.frame_exchange import DetectionResult, luma_view
 from client.display import ClientDisplay
 from client.fast_jitter_buffer import install_fast_jitter_buffer
+from client.frame_exchange import DetectionResult, luma_view
 from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
 from protocol.signaling import Bye, SignalingChannel, SignalingError
 
@@ -158,7 +158,9 @@ class ClientSession:
         if message is None:
             self._end(SessionEnd.LOST, "lost the connection to the server")
         else:
-            self._end(SessionEnd.SERVER_ENDED, f"server ended the session: {message.reason or 'bye'}")
+            self._end(
+                SessionEnd.SERVER_ENDED, f"server ended the session: {message.reason or 'bye'}"
+            )
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         while True:

@@ -1,4 +1,6 @@
-"""Command-line flags that can also be set from the environment.
+"""Command-line conventions both programs share.
+
+Flags that can also be set from the environment, and what ``-v`` means.
 
 Containers configure programs through environment variables, people through
 flags. Every long flag ``--signaling-host`` reads ``SIGNALING_HOST`` as its
@@ -8,6 +10,7 @@ default, so both work with one parser and the command line always wins.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any, Mapping, Optional, Sequence
@@ -44,7 +47,7 @@ class EnvironmentArgumentParser(argparse.ArgumentParser):
                 action.help += suffix
             elif action.help is None:
                 action.help = suffix.strip()
-            setattr(action, "environment_variable", variable)
+            action.environment_variable = variable
         return action
 
     def parse_args(  # type: ignore[override]
@@ -116,3 +119,12 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def configure_logging(verbosity: int) -> None:
+    """INFO by default, DEBUG with ``-v``; aiortc's own DEBUG only with ``-vv``."""
+    level = logging.INFO if verbosity == 0 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbosity < 2:
+        for name in ("aiortc", "aioice"):
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -47,7 +47,9 @@ class ServerDisplay:
             return canvas
         scale = 1 << SUBPIXEL_BITS
         truth = (round(record.true_x * scale), round(record.true_y * scale))
-        cv2.circle(canvas, truth, round(self._radius * scale), TRUTH_COLOUR, 1, cv2.LINE_AA, SUBPIXEL_BITS)
+        cv2.circle(
+            canvas, truth, round(self._radius * scale), TRUTH_COLOUR, 1, cv2.LINE_AA, SUBPIXEL_BITS
+        )
         text = f"frame {record.index}: truth ({record.true_x:.2f}, {record.true_y:.2f})"
         if record.reported_x is not None and record.reported_y is not None:
             answer = (round(record.reported_x), round(record.reported_y))

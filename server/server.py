@@ -21,12 +21,12 @@ if __package__ in (None, ""):
 
 import argparse
 import asyncio
-import logging
 import signal
 from typing import Awaitable, Optional, Sequence
 
 from protocol.options import (
     EnvironmentArgumentParser,
+    configure_logging,
     port_number,
     positive_float,
     positive_int,
@@ -37,8 +37,6 @@ from server.metrics import TrackingMetrics
 from server.session import SessionConfig
 from server.tracking_server import TrackingServer
 
-logger = logging.getLogger("server")
-
 
 def build_parser() -> EnvironmentArgumentParser:
     parser = EnvironmentArgumentParser(
@@ -48,7 +46,9 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument("--signaling-host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--signaling-port", type=port_number, default=1234, help="TCP port")
     parser.add_argument(
-        "--http-port", type=port_number, default=8080,
+        "--http-port",
+        type=port_number,
+        default=8080,
         help="port for /healthz and /metrics; 0 turns it off",
     )
     parser.add_argument("--width", type=positive_int, default=640, help="frame width (even)")
@@ -59,7 +59,9 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the start position")
     parser.add_argument("--codec", choices=("vp8", "h264"), default="vp8", help="video codec")
     parser.add_argument(
-        "--duration", type=positive_float, default=None,
+        "--duration",
+        type=positive_float,
+        default=None,
         help="end each session after this many seconds (default: when the client leaves)",
     )
     parser.add_argument("--once", action="store_true", help="exit after the first session")
@@ -67,15 +69,19 @@ def build_parser() -> EnvironmentArgumentParser:
         "--max-sessions", type=positive_int, default=4, help="concurrent sessions allowed"
     )
     parser.add_argument(
-        "--handshake-timeout", type=positive_float, default=10.0,
+        "--handshake-timeout",
+        type=positive_float,
+        default=10.0,
         help="seconds a client has to answer the offer",
     )
     parser.add_argument("--report-dir", type=Path, default=None, help="write reports here")
     parser.add_argument("--stun", default=None, help="STUN server URL (default: none)")
     parser.add_argument(
-        "--display", action="store_true",
+        "--display",
+        action="store_true",
         # Not DISPLAY: that is X11's, set in every desktop session.
-        environment_variable="SHOW_WINDOW", help="show true and reported centres in a window"
+        environment_variable="SHOW_WINDOW",
+        help="show true and reported centres in a window",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return parser
@@ -88,15 +94,6 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--radius must leave the ball room to move")
     if args.speed < 0:
         parser.error("--speed must not be negative")
-
-
-def configure_logging(verbosity: int) -> None:
-    level = logging.INFO if verbosity == 0 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if verbosity < 2:
-        # aiortc and aioice are chatty at DEBUG; -vv shows them.
-        for name in ("aiortc", "aioice"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 async def serve(args: argparse.Namespace) -> int:

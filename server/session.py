@@ -21,7 +21,6 @@ from aiortc import (
     RTCIceServer,
     RTCPeerConnection,
     RTCRtpSender,
-    RTCSessionDescription,
 )
 
 from protocol.coordinates import CHANNEL_LABEL
@@ -170,7 +169,12 @@ class TrackingSession:
                 continue
             if message.type != "answer":
                 raise SignalingError(f"expected an answer, got {message.type}")
-            await pc.setRemoteDescription(message)
+            try:
+                await pc.setRemoteDescription(message)
+            except AssertionError:
+                # aiortc's SDP parser asserts on some malformed lines (such as
+                # "m=video x"): the client's fault, to end like any bad answer.
+                raise ValueError("malformed SDP in the answer") from None
             return
 
     async def _watch_signaling(self) -> None:

@@ -21,9 +21,7 @@ SessionRunner = Callable[[int, SignalingChannel], Awaitable[Any]]
 
 
 class SignalingServer:
-    def __init__(
-        self, host: str, port: int, max_sessions: int, run_session: SessionRunner
-    ) -> None:
+    def __init__(self, host: str, port: int, max_sessions: int, run_session: SessionRunner) -> None:
         self._host = host
         self._port = port
         self._max_sessions = max_sessions

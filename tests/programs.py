@@ -30,7 +30,9 @@ def free_port() -> int:
 class Program:
     """One running program with its stdout and stderr captured to files."""
 
-    def __init__(self, argv: Sequence[str], prefix: Sequence[str] = (), env: Optional[dict[str, str]] = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], prefix: Sequence[str] = (), env: Optional[dict[str, str]] = None
+    ) -> None:
         self.argv = [*prefix, *argv]
         self._output = tempfile.TemporaryDirectory(prefix="balltracker-")
         self._stdout_path = Path(self._output.name) / "stdout"
@@ -39,8 +41,13 @@ class Program:
         environment.update(env or {})
         with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
             self.process = subprocess.Popen(
-                self.argv, cwd=ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                env=environment, start_new_session=True,
+                self.argv,
+                cwd=ROOT,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=environment,
+                start_new_session=True,
             )
 
     @property
@@ -110,28 +117,64 @@ class Program:
 
 
 def start_server(
-    port: int, *flags: str, prefix: Sequence[str] = (), host: str = "127.0.0.1",
-    http_port: int = 0, env: Optional[dict[str, str]] = None,
+    port: int,
+    *flags: str,
+    prefix: Sequence[str] = (),
+    host: str = "127.0.0.1",
+    http_port: int = 0,
+    env: Optional[dict[str, str]] = None,
 ) -> Program:
     """Start the server and wait until its signaling port listens."""
     server = Program(
-        [PYTHON, "server/server.py", "--signaling-host", host, "--signaling-port", str(port),
-         "--http-port", str(http_port), *flags],
-        prefix, env,
+        [
+            PYTHON,
+            "server/server.py",
+            "--signaling-host",
+            host,
+            "--signaling-port",
+            str(port),
+            "--http-port",
+            str(http_port),
+            *flags,
+        ],
+        prefix,
+        env,
     )
     server.wait_for_output("signaling on", timeout=30)
     return server
 
 
 def start_client(
-    port: int, *flags: str, prefix: Sequence[str] = (), host: str = "127.0.0.1",
+    port: int,
+    *flags: str,
+    prefix: Sequence[str] = (),
+    host: str = "127.0.0.1",
     env: Optional[dict[str, str]] = None,
 ) -> Program:
     return Program(
-        [PYTHON, "client/client.py", "--signaling-host", host, "--signaling-port", str(port), *flags],
-        prefix, env,
+        [
+            PYTHON,
+            "client/client.py",
+            "--signaling-host",
+            host,
+            "--signaling-port",
+            str(port),
+            *flags,
+        ],
+        prefix,
+        env,
     )
 
 
 def read_reports(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(directory.glob("session-*.json"))]
+
+
+def wait_for_reports(directory: Path, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The session reports once at least ``count`` exist (or whatever exists at the deadline)."""
+    deadline = time.monotonic() + timeout
+    reports = read_reports(directory)
+    while len(reports) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+        reports = read_reports(directory)
+    return reports

@@ -51,8 +51,14 @@ def test_unreachable_server() -> None:
 
 def test_unknown_host() -> None:
     program = run(
-        [PYTHON, "client/client.py", "--signaling-host", "no-such-host.invalid",
-         "--connect-timeout", "1"]
+        [
+            PYTHON,
+            "client/client.py",
+            "--signaling-host",
+            "no-such-host.invalid",
+            "--connect-timeout",
+            "1",
+        ]
     )
     assert program.process.returncode == 1
     assert "unknown host" in program.stderr and "Traceback" not in program.stderr
@@ -63,7 +69,9 @@ def test_port_in_use() -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        program = run([PYTHON, "server/server.py", "--signaling-port", str(port), "--http-port", "0"])
+        program = run(
+            [PYTHON, "server/server.py", "--signaling-port", str(port), "--http-port", "0"]
+        )
     assert program.process.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in program.stderr
     assert "Traceback" not in program.stderr

@@ -636,6 +636,41 @@ def test_k8s_network_policy(manifests: dict[tuple[str, str], Any]) -> None:
     assert {"podSelector": {}} in http_sources
 
 
+_QUANTITY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
+
+
+def quantity_bytes(value: str | int) -> int:
+    """A Kubernetes memory quantity (``64Mi``) or a byte count, in bytes."""
+    text = str(value)
+    for suffix, factor in _QUANTITY_SUFFIXES.items():
+        if text.endswith(suffix):
+            return int(text[: -len(suffix)]) * factor
+    return int(text)
+
+
+def test_client_shared_memory_fits_in_dev_shm(manifests: dict[tuple[str, str], Any], compose_config: dict[str, Any]) -> None:
+    """The detector's SharedMemory segment (3 frame slots up to 3840x2160
+    luma, about 25 MB) lives in /dev/shm: the compose shm_size and the k8s
+    memory-backed emptyDir must hold it with room to spare (64 MiB)."""
+    if not (ROOT / "client" / "frame_exchange.py").exists():
+        pytest.skip("client/frame_exchange.py not written yet")
+    from client import frame_exchange as fx
+
+    segment = fx._SLOTS_OFFSET + fx.SLOTS * fx.MAX_WIDTH * fx.MAX_HEIGHT
+    needed = max(64 * 2**20, 2 * segment)
+    assert quantity_bytes(compose_config["services"]["client"]["shm_size"]) >= needed
+
+    spec = pod_spec(manifests, "balltracker-client")
+    (container,) = spec["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    dshm = {v["name"]: v for v in spec["volumes"]}[mounts["/dev/shm"]]["emptyDir"]
+    assert dshm["medium"] == "Memory"
+    assert quantity_bytes(dshm["sizeLimit"]) >= needed
+    # A memory-backed emptyDir counts against the container's memory limit,
+    # which must leave the processes themselves most of it.
+    assert quantity_bytes(container["resources"]["limits"]["memory"]) >= 2 * quantity_bytes(dshm["sizeLimit"])
+
+
 # ---------------------------------------------------------------- the programs' parsers
 
 

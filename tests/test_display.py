@@ -57,7 +57,9 @@ def test_client_window_shows_the_ball_and_the_detection(tmp_path: Path) -> None:
 def test_server_window_shows_truth_and_answer(tmp_path: Path) -> None:
     port = free_port()
     with VirtualDisplay() as screen:
-        server = start_server(port, "--duration", "6", "--once", "--display", env=screen.environment())
+        server = start_server(
+            port, "--duration", "6", "--once", "--display", env=screen.environment()
+        )
         client = start_client(port)
         try:
             server.wait_for_output("answered", timeout=30)

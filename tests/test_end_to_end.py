@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.programs import Program, free_port, read_reports, start_client, start_server
+from tests.programs import (
+    free_port,
+    read_reports,
+    start_client,
+    start_server,
+    wait_for_reports,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -33,7 +38,9 @@ def report_dir(tmp_path: Path) -> Path:
 
 def test_one_session_is_tracked_frame_exactly(report_dir: Path) -> None:
     port = free_port()
-    server = start_server(port, "--once", "--duration", str(STREAM_S), "--report-dir", str(report_dir))
+    server = start_server(
+        port, "--once", "--duration", str(STREAM_S), "--report-dir", str(report_dir)
+    )
     client = start_client(port)
     try:
         assert client.wait(timeout=60) == 0, client.describe()
@@ -41,8 +48,16 @@ def test_one_session_is_tracked_frame_exactly(report_dir: Path) -> None:
         [report] = read_reports(report_dir)
         assert_tracked(report)
         assert report["end_reason"] == "duration reached"
-        for key in ("frames_sent", "frames_answered", "invalid_messages", "fps", "width",
-                    "height", "codec", "duration_s"):
+        for key in (
+            "frames_sent",
+            "frames_answered",
+            "invalid_messages",
+            "fps",
+            "width",
+            "height",
+            "codec",
+            "duration_s",
+        ):
             assert key in report
         assert set(report["error_px"]) >= {"mean", "p50", "p95", "max"}
         assert set(report["latency_ms"]) >= {"p50", "p95", "p99", "max"}
@@ -67,10 +82,7 @@ def test_client_duration_ends_with_bye_and_exit_zero(report_dir: Path) -> None:
     client = start_client(port, "--duration", "3")
     try:
         assert client.wait(timeout=60) == 0, client.describe()
-        deadline = time.monotonic() + 10
-        while not read_reports(report_dir) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        [report] = read_reports(report_dir)
+        [report] = wait_for_reports(report_dir, 1)
         assert report["end_reason"] == "client said bye"
         assert_tracked(report, min_answered=0.9)
         assert server.process.poll() is None  # serves on
@@ -123,20 +135,14 @@ def test_client_killed_mid_stream_leaves_next_session_unharmed(report_dir: Path)
         server.wait_for_output("answered", timeout=30)
         victim.signal(signal.SIGKILL)
         victim.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while not read_reports(report_dir) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        [killed] = read_reports(report_dir)
+        [killed] = wait_for_reports(report_dir, 1)
         assert killed["end_reason"] in ("client disconnected", "connection failed")
         survivor = start_client(port, "--duration", "3")
         try:
             assert survivor.wait(timeout=60) == 0, survivor.describe()
         finally:
             survivor.close()
-        deadline = time.monotonic() + 10
-        while len(read_reports(report_dir)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert_tracked(read_reports(report_dir)[1], min_answered=0.9)
+        assert_tracked(wait_for_reports(report_dir, 2)[1], min_answered=0.9)
     finally:
         victim.close()
         server.close()
@@ -166,7 +172,8 @@ def test_detector_process_death_ends_the_client_with_a_clear_error() -> None:
         server.wait_for_output("answered", timeout=30)
         children = Path(f"/proc/{client.pid}/task/{client.pid}/children").read_text().split()
         detectors = [
-            int(child) for child in children
+            int(child)
+            for child in children
             if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
         ]
         assert len(detectors) == 1, "the client should have one detector process"

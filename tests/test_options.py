@@ -47,7 +47,8 @@ def test_false_values_for_switches() -> None:
 
 
 @pytest.mark.parametrize(
-    "environ", [{"SIGNALING_PORT": "abc"}, {"SIGNALING_PORT": "70000"}, {"CODEC": "av1"}, {"ONCE": "maybe"}]
+    "environ",
+    [{"SIGNALING_PORT": "abc"}, {"SIGNALING_PORT": "70000"}, {"CODEC": "av1"}, {"ONCE": "maybe"}],
 )
 def test_bad_environment_is_a_usage_error(
     environ: dict[str, str], capsys: pytest.CaptureFixture[str]
@@ -68,7 +69,8 @@ def test_mapping_of_flags_to_variables() -> None:
 
 
 @pytest.mark.parametrize(
-    "convert,text", [(port_number, "-1"), (positive_float, "0"), (positive_float, "nan"), (positive_int, "0")]
+    "convert,text",
+    [(port_number, "-1"), (positive_float, "0"), (positive_float, "nan"), (positive_int, "0")],
 )
 def test_converters_reject(convert: object, text: str) -> None:
     with pytest.raises((argparse.ArgumentTypeError, ValueError)):

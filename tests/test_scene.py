@@ -22,7 +22,12 @@ def test_reflect_degenerate_span() -> None:
 
 def make_scene(**overrides: float) -> BallScene:
     values = dict(
-        width=640, height=480, radius=20.0, speed=300.0, start_x=100.25, start_y=200.75,
+        width=640,
+        height=480,
+        radius=20.0,
+        speed=300.0,
+        start_x=100.25,
+        start_y=200.75,
         heading=math.radians(30),
     )
     values.update(overrides)

@@ -21,13 +21,16 @@ class VirtualDisplay:
     def start(self) -> None:
         for tool in ("Xvfb", "xwd", "convert"):
             if shutil.which(tool) is None:
-                raise RuntimeError(f"{tool} is missing: run `python3 dev.py setup` (installs xvfb, x11-apps, imagemagick)")
+                raise RuntimeError(
+                    f"{tool} is missing: `python3 dev.py setup` installs it"
+                )
         for number in range(90, 140):
             if Path(f"/tmp/.X{number}-lock").exists():
                 continue
             self._process = subprocess.Popen(
                 ["Xvfb", f":{number}", "-screen", "0", self._geometry, "-nolisten", "tcp"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             self.name = f":{number}"
             if self._wait_ready():
@@ -43,7 +46,8 @@ class VirtualDisplay:
                 return False
             probe = subprocess.run(
                 ["xwd", "-root", "-display", self.name, "-silent"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             if probe.returncode == 0:
                 return True

@@ -1,0 +1,294 @@
+"""Hostile peers against one real server process: garbage on signaling and on
+the data channel, oversized lines, silent and idle connections.
+
+Each abuse must cost the attacker only its own connection or messages: the
+server stays up, its memory stays bounded, and real sessions keep working.
+After every test an in-test aiortc peer (``run_peer``) must still be served;
+the idle-connection test ends with a session of the real client.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pytest
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
+
+from protocol.coordinates import InvalidReport, decode_report
+from protocol.signaling import MAX_LINE_BYTES
+from tests.programs import (
+    Program,
+    free_port,
+    read_reports,
+    start_client,
+    start_server,
+    wait_for_reports,
+)
+from tests.test_end_to_end import assert_tracked
+from tests.test_faults import (
+    Message,
+    PeerScript,
+    open_fds,
+    rss_bytes,
+    run_peers,
+    wait_until,
+)
+
+HANDSHAKE_TIMEOUT_S = 2.0
+MAX_SESSIONS = 4
+
+#: Hypothesis runs every example against the live server: no shrinking (a
+#: failure would rerun dozens of real sessions past the test's timeout) and
+#: no deadline (a session takes a good fraction of a second by design).
+LIVE_SETTINGS = settings(
+    deadline=None,
+    phases=(Phase.explicit, Phase.reuse, Phase.generate),
+    suppress_health_check=(
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,  # the per-test liveness check, see below
+    ),
+)
+
+
+class Server:
+    """The module's server process and where its reports go."""
+
+    def __init__(self, program: Program, port: int, report_dir: Path) -> None:
+        self.program = program
+        self.port = port
+        self.report_dir = report_dir
+
+    def report_of(self, peer: str) -> dict[str, Any]:
+        """The report of the (one) session with the client at ``peer``."""
+        wait_until(lambda: any(r["peer"] == peer for r in read_reports(self.report_dir)), 10)
+        [report] = [r for r in read_reports(self.report_dir) if r["peer"] == peer]
+        return report
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    report_dir = tmp_path_factory.mktemp("hostile") / "reports"
+    port = free_port()
+    program = start_server(
+        port, "--report-dir", str(report_dir), "--max-sessions", str(MAX_SESSIONS),
+        "--handshake-timeout", str(HANDSHAKE_TIMEOUT_S),
+    )
+    try:
+        yield Server(program, port, report_dir)
+    finally:
+        program.close()
+
+
+@pytest.fixture(autouse=True)
+def still_serving(server: Server) -> Iterator[None]:
+    """After each test: the server is alive and a real WebRTC peer is served."""
+    yield
+    assert server.program.process.poll() is None, server.program.describe()
+    [outcome] = run_peers(server.port, 1)
+    assert outcome.refused is None and outcome.valid_sent == 5, outcome
+
+
+# ---------------------------------------------------------------- raw signaling
+
+
+class RawConnection:
+    """A plain TCP client of the signaling port that can misbehave at will."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        # How the server names this client in its report.
+        self.peer = "%s:%d" % self.sock.getsockname()
+        self._buffer = b""
+
+    def read_line(self) -> Optional[dict[str, Any]]:
+        """The server's next message, or None once it closed the connection."""
+        while b"\n" not in self._buffer:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server hung up on us mid-send: what we are testing for
+
+    def messages_until_closed(self) -> list[dict[str, Any]]:
+        """Everything the server still says before it closes the connection.
+
+        Raises ``socket.timeout`` if the server keeps it open.
+        """
+        messages = []
+        while (message := self.read_line()) is not None:
+            messages.append(message)
+        return messages
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _dropped_after(server: Server, payload: bytes) -> dict[str, Any]:
+    """Send ``payload`` where the answer belongs; return the server's BYE.
+
+    The server must hang up within the handshake timeout plus slack, saying
+    why, and write a report whose end reason says the same.
+    """
+    connection = RawConnection(server.port)
+    try:
+        offer = connection.read_line()
+        assert offer is not None and offer["type"] == "offer", offer
+        started = time.monotonic()
+        connection.send(payload)
+        messages = connection.messages_until_closed()
+        assert time.monotonic() - started < HANDSHAKE_TIMEOUT_S + 3
+    finally:
+        connection.close()
+    assert messages and messages[-1]["type"] == "bye", messages
+    bye = messages[-1]
+    assert bye.get("reason"), f"BYE without a reason: {bye}"
+    report = server.report_of(connection.peer)
+    assert report["end_reason"] == bye["reason"], report
+    assert report["frames_sent"] == 0, report
+    return bye
+
+
+def _json_line(value: Any) -> bytes:
+    return json.dumps(value).encode() + b"\n"
+
+
+#: Any JSON document, nested a little.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=10,
+)
+
+candidate_tokens = st.sampled_from(["1", "udp", "tcp", "x", "9", "-1", "typ", "host", "relay"])
+
+#: What a confused or malicious peer might send instead of its answer.
+signaling_garbage = st.one_of(
+    st.binary(min_size=1, max_size=2000).map(lambda b: b + b"\n"),
+    st.text(max_size=200).map(lambda t: t.encode("utf8", "surrogatepass") + b"\n"),
+    json_values.map(_json_line),
+    # Well-formed messages of the wrong kind or with a broken SDP.
+    st.builds(
+        lambda kind, body: _json_line({"type": kind, "sdp": "v=0\r\n" + body}),
+        st.sampled_from(["offer", "answer", "pranswer", "rollback"]),
+        st.text(max_size=300),
+    ),
+    st.builds(
+        lambda lines: _json_line({"type": "answer", "sdp": "v=0\r\n" + "\r\n".join(lines)}),
+        st.lists(st.sampled_from([
+            "m=video 9 UDP/TLS/RTP/SAVPF 96", "m=video x", "m=application 9 x",
+            "a=ice-ufrag:abcd", "a=ice-pwd:abcdefghijabcdefghij12", "a=mid:0",
+            "a=setup:active", "a=fingerprint:sha-256 00:11", "c=IN IP4 0.0.0.0",
+        ]), max_size=10),
+    ),
+    # Candidates with fuzzed fields around a fixed host 127.0.0.1, so that even
+    # a candidate the server accepted could never send traffic off this machine.
+    st.builds(
+        lambda head, tail, mid, label: _json_line({
+            "type": "candidate",
+            "candidate": f"candidate:{' '.join(head)} 127.0.0.1 {' '.join(tail)}",
+            "id": mid, "label": label,
+        }),
+        st.lists(candidate_tokens, max_size=4),
+        st.lists(candidate_tokens, max_size=4),
+        json_values, json_values,
+    ),
+)
+
+
+@pytest.mark.timeout(120)
+@settings(LIVE_SETTINGS, max_examples=40)
+@example(payload=_json_line({"type": "offer", "sdp": "v=0\r\n"}))
+@example(payload=_json_line({"type": "answer", "sdp": "v=0\r\nm=video x\r\n"}))
+@example(payload=b"{not json\n")
+@example(payload=b"\xff\xfe\x00\n")
+@example(payload=b"[1, 2, 3]\n")
+@example(payload=_json_line({"type": "bogus"}))
+@given(payload=signaling_garbage)
+def test_signaling_garbage_drops_only_that_connection(server: Server, payload: bytes) -> None:
+    _dropped_after(server, payload)
+
+
+@pytest.mark.timeout(60)
+def test_client_that_never_answers_is_timed_out(server: Server) -> None:
+    started = time.monotonic()
+    bye = _dropped_after(server, b"")
+    assert bye["reason"] == f"no answer within {HANDSHAKE_TIMEOUT_S:g} s"
+    assert HANDSHAKE_TIMEOUT_S - 0.5 < time.monotonic() - started < HANDSHAKE_TIMEOUT_S + 3
+
+
+#: What an over-long line may cost the server: it reads at most a couple of
+#: line limits (64 KiB) before giving up, so anything near the size sent
+#: (16 MiB, or twice that once decoded) means it buffered the line.
+LINE_MEMORY_LIMIT = 10 << 20
+HUGE_LINE = 16 << 20
+
+
+@pytest.mark.timeout(60)
+def test_lines_of_many_megabytes_are_cut_off(server: Server) -> None:
+    run_peers(server.port, 1)  # a warm server, so RSS measures only the lines
+    baseline = rss_bytes(server.program.pid)
+    for terminated in (False, True, False):
+        payload = b"x" * HUGE_LINE + (b"\n" if terminated else b"")
+        bye = _dropped_after(server, payload)
+        assert bye["reason"] == f"signaling error: line longer than {MAX_LINE_BYTES} bytes"
+    growth = rss_bytes(server.program.pid) - baseline
+    print(f"\nRSS growth after 3 x {HUGE_LINE >> 20} MiB lines: {growth / 2**20:.1f} MiB")
+    assert growth < LINE_MEMORY_LIMIT
+
+
+IDLE_CONNECTIONS = 50
+
+
+@pytest.mark.timeout(90)
+def test_many_idle_connections_are_bounded_and_then_real_client_is_served(
+    server: Server,
+) -> None:
+    baseline_fds = open_fds(server.program.pid)
+    idle = [RawConnection(server.port) for _ in range(IDLE_CONNECTIONS)]
+    try:
+        first = [connection.read_line() for connection in idle]
+        offered = [c for c, m in zip(idle, first) if m is not None and m["type"] == "offer"]
+        refused = [m for m in first if m is not None and m["type"] == "bye"]
+        # Only max-sessions connections get a session; every other one is told
+        # why and dropped at once instead of holding a socket.
+        assert len(offered) == MAX_SESSIONS, first
+        assert len(refused) == IDLE_CONNECTIONS - MAX_SESSIONS, first
+        assert all("server busy" in m["reason"] for m in refused), refused
+        held = open_fds(server.program.pid) - baseline_fds
+        print(f"\n{IDLE_CONNECTIONS} idle connections hold {held} server fds")
+        assert held <= MAX_SESSIONS * 8, held  # a TCP and a few UDP sockets each
+        for connection in offered:  # the sessions time out like a silent client
+            messages = connection.messages_until_closed()
+            assert messages[-1]["reason"].startswith("no answer within"), messages
+    finally:
+        for connection in idle:
+            connection.close()
+    assert wait_until(lambda: open_fds(server.program.pid) <= baseline_fds + 1, timeout=5)
+    reports_before = len(read_reports(server.report_dir))
+    client = start_client(server.port, "--duration", "3")
+    try:
+        assert client.wait(timeout=60) == 0, client.describe()
+    finally:
+        client.close()
+    report = wait_for_reports(server.report_dir, reports_before + 1)[-1]
+    assert report["end_reason"] == "client said bye", report
+    assert_tracked(report, min_answered=0.9)
