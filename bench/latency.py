@@ -57,10 +57,10 @@ STARTUP_TIMEOUT_S = 60.0
 #: After the streaming period: the server's answer grace, bye, and teardown.
 SHUTDOWN_TIMEOUT_S = 30.0
 
-#: Flag variables the programs would otherwise inherit from this shell.
-#: ``DISPLAY`` matters most: X11 sets it to ":0", which both programs read as
-#: their ``--display`` flag and reject. Empty strings mean false / no STUN.
-NEUTRAL_ENVIRONMENT = {"DISPLAY": "", "VERBOSE": "", "RECONNECT": "", "STUN": ""}
+#: Flag variables the programs would otherwise inherit from this shell (every
+#: long flag reads one, e.g. SHOW_WINDOW for --display); empty means false /
+#: no STUN, so a developer's environment cannot change what is measured.
+NEUTRAL_ENVIRONMENT = {"SHOW_WINDOW": "", "VERBOSE": "", "RECONNECT": "", "STUN": ""}
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,14 @@ class Configuration:
 
     def server_flags(self) -> list[str]:
         return [
-            "--width", str(self.width), "--height", str(self.height),
-            "--fps", str(self.fps), "--codec", self.codec,
+            "--width",
+            str(self.width),
+            "--height",
+            str(self.height),
+            "--fps",
+            str(self.fps),
+            "--codec",
+            self.codec,
         ]
 
 
@@ -91,6 +97,7 @@ CONFIGURATIONS = (
 
 
 # --- CPU accounting -------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ProcessSample:
@@ -112,7 +119,7 @@ def scan_processes() -> list[ProcessSample]:
             continue
         # comm (field 2) may contain spaces and parentheses; fields after the
         # last ')' are plain. fields[0] is field 3 (state).
-        fields = text[text.rindex(")") + 2:].split()
+        fields = text[text.rindex(")") + 2 :].split()
         samples.append(
             ProcessSample(
                 session=int(fields[3]),
@@ -220,6 +227,7 @@ def wait_until_quiet(threshold_pct: float, patience_s: float) -> float:
 
 # --- One run --------------------------------------------------------------
 
+
 @dataclass
 class RunResult:
     configuration: str
@@ -259,11 +267,14 @@ def _wait_for(program: Program, text: str, deadline: float, *others: Program) ->
     while text not in program.stderr:
         for each in (program, *others):
             if each.process.poll() is not None:
-                raise RunFailed(f"{_name(each)} exited ({each.process.returncode}) before "
-                                f"{text!r}: {_last_line(each)}")
+                raise RunFailed(
+                    f"{_name(each)} exited ({each.process.returncode}) before "
+                    f"{text!r}: {_last_line(each)}"
+                )
         if time.monotonic() > deadline:
-            raise RunFailed(f"{text!r} not seen within {STARTUP_TIMEOUT_S:g} s: "
-                            f"{_last_line(program)}")
+            raise RunFailed(
+                f"{text!r} not seen within {STARTUP_TIMEOUT_S:g} s: {_last_line(program)}"
+            )
         time.sleep(0.05)
 
 
@@ -299,16 +310,32 @@ def run_once(configuration: Configuration, jitter: str, seconds: float) -> RunRe
             # Not tests.programs.start_server: it waits before returning the
             # Program, so a server that never listens would escape cleanup.
             server = Program(
-                [PYTHON, "server/server.py", "--signaling-host", "127.0.0.1",
-                 "--signaling-port", str(port), "--http-port", "0",
-                 *configuration.server_flags(), "--once", "--duration", f"{seconds:g}",
-                 "--report-dir", report_dir],
+                [
+                    PYTHON,
+                    "server/server.py",
+                    "--signaling-host",
+                    "127.0.0.1",
+                    "--signaling-port",
+                    str(port),
+                    "--http-port",
+                    "0",
+                    *configuration.server_flags(),
+                    "--once",
+                    "--duration",
+                    f"{seconds:g}",
+                    "--report-dir",
+                    report_dir,
+                ],
                 env=NEUTRAL_ENVIRONMENT,
             )
             _wait_for(server, "signaling on", time.monotonic() + STARTUP_TIMEOUT_S)
             # --duration only as a backstop: the server's bye ends the client.
             client = start_client(
-                port, "--jitter-buffer", jitter, "--duration", f"{seconds + STARTUP_TIMEOUT_S:g}",
+                port,
+                "--jitter-buffer",
+                jitter,
+                "--duration",
+                f"{seconds + STARTUP_TIMEOUT_S:g}",
                 env=NEUTRAL_ENVIRONMENT,
             )
             window = CpuWindow({"server": server.pid, "client": client.pid})
@@ -330,7 +357,7 @@ def run_once(configuration: Configuration, jitter: str, seconds: float) -> RunRe
             if not documents:
                 raise RunFailed("the client printed no summary")
             result.client_summary = documents[-1]
-        except (RunFailed, OSError) as exc:
+        except (RunFailed, OSError, ValueError) as exc:  # ValueError: bad report JSON
             result.error = str(exc).splitlines()[0]
         finally:
             result.server_log = _log_lines(server)
@@ -344,9 +371,19 @@ def run_once(configuration: Configuration, jitter: str, seconds: float) -> RunRe
 # --- Report ---------------------------------------------------------------
 
 COLUMNS = (
-    "configuration", "jitter buffer", "frames", "answered %", "error mean px", "error max px",
-    "latency p50 ms", "latency p95 ms", "latency p99 ms", "server CPU %",
-    "client CPU % (tree)", "detector ms/frame", "stock/fast p50",
+    "configuration",
+    "jitter buffer",
+    "frames",
+    "answered %",
+    "error mean px",
+    "error max px",
+    "latency p50 ms",
+    "latency p95 ms",
+    "latency p99 ms",
+    "server CPU %",
+    "client CPU % (tree)",
+    "detector ms/frame",
+    "stock/fast p50",
 )
 
 
@@ -421,8 +458,11 @@ def run_notes(r: RunResult) -> list[str]:
 
 
 def notes(results: Sequence[RunResult]) -> list[str]:
-    return [f"- {r.label} {r.jitter_buffer}: " + "; ".join(found)
-            for r in results if (found := run_notes(r))]
+    return [
+        f"- {r.label} {r.jitter_buffer}: " + "; ".join(found)
+        for r in results
+        if (found := run_notes(r))
+    ]
 
 
 def machine_description() -> str:
@@ -449,6 +489,7 @@ def machine_description() -> str:
 
 # --- Command line ---------------------------------------------------------
 
+
 def select(only: Optional[Sequence[str]]) -> list[Configuration]:
     if not only:
         return list(CONFIGURATIONS)
@@ -456,8 +497,9 @@ def select(only: Optional[Sequence[str]]) -> list[Configuration]:
     known = {c.name: c for c in CONFIGURATIONS}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"unknown configuration(s) {', '.join(unknown)}; "
-                         f"choose from {', '.join(known)}")
+        raise SystemExit(
+            f"unknown configuration(s) {', '.join(unknown)}; choose from {', '.join(known)}"
+        )
     return [known[n] for n in names]
 
 
@@ -465,19 +507,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Benchmark end-to-end latency of server + client, fast vs stock jitter buffer.",
     )
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="streaming seconds per run (default: 20)")
-    parser.add_argument("--only", action="append", metavar="NAME",
-                        help="run only these configurations (repeat or comma-separate): "
-                        + ", ".join(c.name for c in CONFIGURATIONS))
-    parser.add_argument("--jitter-buffer", action="append", choices=JITTER_BUFFERS,
-                        help="only this jitter buffer (default: both)")
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="streaming seconds per run (default: 20)"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only these configurations (repeat or comma-separate): "
+        + ", ".join(c.name for c in CONFIGURATIONS),
+    )
+    parser.add_argument(
+        "--jitter-buffer",
+        action="append",
+        choices=JITTER_BUFFERS,
+        help="only this jitter buffer (default: both)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write raw results here")
-    parser.add_argument("--quiet-below", type=float, default=30.0, metavar="PCT",
-                        help="before each run, wait until other processes use less than this "
-                        "%% of a core (default: 30; 0 turns waiting off)")
-    parser.add_argument("--quiet-wait", type=float, default=60.0, metavar="S",
-                        help="wait at most this long for that, then run anyway (default: 60)")
+    parser.add_argument(
+        "--quiet-below",
+        type=float,
+        default=30.0,
+        metavar="PCT",
+        help="before each run, wait until other processes use less than this "
+        "%% of a core (default: 30; 0 turns waiting off)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="wait at most this long for that, then run anyway (default: 60)",
+    )
     return parser
 
 
@@ -504,15 +565,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ratios = [p50_ratio(results, c.name) for c in configurations]
     valid = [r for r in ratios if r is not None]
     if valid:
-        print(f"\nstock/fast p50 latency ratio: median {statistics.median(valid):.2f}× "
-              f"over {len(valid)} configuration(s)")
+        print(
+            f"\nstock/fast p50 latency ratio: median {statistics.median(valid):.2f}× "
+            f"over {len(valid)} configuration(s)"
+        )
     lines = notes(results)
     if lines:
         print("\nnotes:\n" + "\n".join(lines))
     if args.json is not None:
-        args.json.write_text(json.dumps(
-            {"command": command, "machine": machine_description(),
-             "results": [asdict(r) for r in results]}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": command,
+                    "machine": machine_description(),
+                    "results": [asdict(r) for r in results],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 1 if any(r.error for r in results) else 0
 
 

@@ -19,7 +19,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import pytest
 from aiortc import (
@@ -33,7 +33,7 @@ from aiortc import (
 from client.detector import CentroidDetector
 from client.frame_exchange import luma_view
 from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
-from protocol.signaling import Bye, SignalingChannel
+from protocol.signaling import MAX_LINE_BYTES, Bye, SignalingChannel
 from tests.programs import (
     Program,
     free_port,
@@ -150,6 +150,8 @@ class PeerScript:
 
     answer_frames: int = 5
     hostile: Sequence[Message] = ()
+    #: Valid answers sent a second time at the end, which must count as duplicates.
+    repeat_answers: int = 0
     say_bye: bool = True
     #: Time for the last data channel messages to arrive before BYE: they
     #: travel over SCTP/UDP, BYE over TCP, and BYE must not overtake them.
@@ -159,6 +161,7 @@ class PeerScript:
 
 @dataclass
 class PeerOutcome:
+    local: str = ""  # our signaling address, which the server's report names as "peer"
     refused: Optional[str] = None  # the server's BYE reason instead of an offer
     frames_received: int = 0
     valid_sent: int = 0
@@ -167,10 +170,15 @@ class PeerOutcome:
     answers: list[str] = field(default_factory=list)
 
 
-async def run_peer(host: str, port: int, script: PeerScript = PeerScript()) -> PeerOutcome:
+async def run_peer(host: str, port: int, script: Optional[PeerScript] = None) -> PeerOutcome:
     """One session as a minimal aiortc answerer; see ``PeerScript``."""
+    script = script or PeerScript()
     outcome = PeerOutcome()
-    signaling = await asyncio.wait_for(SignalingChannel.connect(host, port), script.timeout_s)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, limit=MAX_LINE_BYTES), script.timeout_s
+    )
+    signaling = SignalingChannel(reader, writer)
+    outcome.local = "%s:%d" % writer.get_extra_info("sockname")[:2]
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     loop = asyncio.get_running_loop()
     channel_ready: asyncio.Future[RTCDataChannel] = loop.create_future()
@@ -229,6 +237,9 @@ async def _answer_frames(
             channel.send(bad)
             outcome.hostile_sent += 1
         del hostile[:share]
+    for answer in outcome.answers[: script.repeat_answers]:
+        channel.send(answer)
+        outcome.hostile_sent += 1
 
 
 async def _settle(channel: RTCDataChannel, seconds: float) -> None:
@@ -238,8 +249,9 @@ async def _settle(channel: RTCDataChannel, seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-def run_peers(port: int, count: int, script: PeerScript = PeerScript(),
-              host: str = "127.0.0.1") -> list[PeerOutcome]:
+def run_peers(
+    port: int, count: int, script: Optional[PeerScript] = None, host: str = "127.0.0.1"
+) -> list[PeerOutcome]:
     """``count`` peers at once, each in its own session; their outcomes."""
 
     async def together() -> list[PeerOutcome]:
@@ -290,9 +302,11 @@ def test_killed_client_frees_every_server_resource(report_dir: Path) -> None:
         assert killed["frames_answered"] > 0
         # Everything the session held is released: sockets, timers, threads.
         assert wait_until(lambda: open_fds(server.pid) <= fds + 1, timeout=5), (
-            f"fds {open_fds(server.pid)} vs baseline {fds}")
+            f"fds {open_fds(server.pid)} vs baseline {fds}"
+        )
         assert wait_until(lambda: thread_count(server.pid) <= threads + 1, timeout=5), (
-            f"threads {thread_count(server.pid)} vs baseline {threads}")
+            f"threads {thread_count(server.pid)} vs baseline {threads}"
+        )
         cpu = idle_cpu_fraction(server.pid)
         assert cpu < 0.05, f"idle server uses {cpu:.1%} of a core"
         assert server.process.poll() is None

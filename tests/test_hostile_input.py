@@ -13,6 +13,7 @@ import json
 import math
 import socket
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -77,8 +78,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     report_dir = tmp_path_factory.mktemp("hostile") / "reports"
     port = free_port()
     program = start_server(
-        port, "--report-dir", str(report_dir), "--max-sessions", str(MAX_SESSIONS),
-        "--handshake-timeout", str(HANDSHAKE_TIMEOUT_S),
+        port,
+        "--report-dir",
+        str(report_dir),
+        "--max-sessions",
+        str(MAX_SESSIONS),
+        "--handshake-timeout",
+        str(HANDSHAKE_TIMEOUT_S),
     )
     try:
         yield Server(program, port, report_dir)
@@ -173,8 +179,9 @@ def _json_line(value: Any) -> bytes:
 #: Any JSON document, nested a little.
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=10,
 )
 
@@ -193,23 +200,38 @@ signaling_garbage = st.one_of(
     ),
     st.builds(
         lambda lines: _json_line({"type": "answer", "sdp": "v=0\r\n" + "\r\n".join(lines)}),
-        st.lists(st.sampled_from([
-            "m=video 9 UDP/TLS/RTP/SAVPF 96", "m=video x", "m=application 9 x",
-            "a=ice-ufrag:abcd", "a=ice-pwd:abcdefghijabcdefghij12", "a=mid:0",
-            "a=setup:active", "a=fingerprint:sha-256 00:11", "c=IN IP4 0.0.0.0",
-        ]), max_size=10),
+        st.lists(
+            st.sampled_from(
+                [
+                    "m=video 9 UDP/TLS/RTP/SAVPF 96",
+                    "m=video x",
+                    "m=application 9 x",
+                    "a=ice-ufrag:abcd",
+                    "a=ice-pwd:abcdefghijabcdefghij12",
+                    "a=mid:0",
+                    "a=setup:active",
+                    "a=fingerprint:sha-256 00:11",
+                    "c=IN IP4 0.0.0.0",
+                ]
+            ),
+            max_size=10,
+        ),
     ),
     # Candidates with fuzzed fields around a fixed host 127.0.0.1, so that even
     # a candidate the server accepted could never send traffic off this machine.
     st.builds(
-        lambda head, tail, mid, label: _json_line({
-            "type": "candidate",
-            "candidate": f"candidate:{' '.join(head)} 127.0.0.1 {' '.join(tail)}",
-            "id": mid, "label": label,
-        }),
+        lambda head, tail, mid, label: _json_line(
+            {
+                "type": "candidate",
+                "candidate": f"candidate:{' '.join(head)} 127.0.0.1 {' '.join(tail)}",
+                "id": mid,
+                "label": label,
+            }
+        ),
         st.lists(candidate_tokens, max_size=4),
         st.lists(candidate_tokens, max_size=4),
-        json_values, json_values,
+        json_values,
+        json_values,
     ),
 )
 
@@ -263,11 +285,12 @@ def test_many_idle_connections_are_bounded_and_then_real_client_is_served(
     server: Server,
 ) -> None:
     baseline_fds = open_fds(server.program.pid)
+    reports_before = len(read_reports(server.report_dir))
     idle = [RawConnection(server.port) for _ in range(IDLE_CONNECTIONS)]
     try:
-        first = [connection.read_line() for connection in idle]
-        offered = [c for c, m in zip(idle, first) if m is not None and m["type"] == "offer"]
-        refused = [m for m in first if m is not None and m["type"] == "bye"]
+        first = [connection.read_line() or {"type": "closed"} for connection in idle]
+        offered = [c for c, m in zip(idle, first, strict=True) if m["type"] == "offer"]
+        refused = [m for m in first if m["type"] == "bye"]
         # Only max-sessions connections get a session; every other one is told
         # why and dropped at once instead of holding a socket.
         assert len(offered) == MAX_SESSIONS, first
@@ -283,12 +306,129 @@ def test_many_idle_connections_are_bounded_and_then_real_client_is_served(
         for connection in idle:
             connection.close()
     assert wait_until(lambda: open_fds(server.program.pid) <= baseline_fds + 1, timeout=5)
-    reports_before = len(read_reports(server.report_dir))
+    # Refused connections never become sessions, so they leave no report.
+    assert len(wait_for_reports(server.report_dir, reports_before + MAX_SESSIONS)) == (
+        reports_before + MAX_SESSIONS
+    )
     client = start_client(server.port, "--duration", "3")
     try:
         assert client.wait(timeout=60) == 0, client.describe()
     finally:
         client.close()
-    report = wait_for_reports(server.report_dir, reports_before + 1)[-1]
+    report = wait_for_reports(server.report_dir, reports_before + MAX_SESSIONS + 1)[-1]
     assert report["end_reason"] == "client said bye", report
     assert_tracked(report, min_answered=0.9)
+
+
+# ---------------------------------------------------------------- data channel
+
+
+def _rejected(message: Message) -> bool:
+    try:
+        decode_report(message)
+    except InvalidReport:
+        return True
+    return False
+
+
+def _report_json(pts: Any, x: Any, y: Any, **extra: Any) -> str:
+    # json.dumps writes NaN and Infinity as bare literals, as a sloppy peer would.
+    return json.dumps({"pts": pts, "x": x, "y": y, **extra})
+
+
+valid_pts = st.integers(min_value=0, max_value=10**6)
+coordinate = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+bad_coordinate = st.one_of(
+    st.sampled_from([math.nan, math.inf, -math.inf, "1.5", True, [1.0], {}]),
+    st.floats(min_value=1e6, exclude_min=True, allow_infinity=False),
+    st.integers(min_value=10**7) | st.integers(max_value=-(10**7)),
+)
+bad_pts = st.one_of(
+    st.integers(max_value=-1),
+    st.integers(min_value=2**63),
+    st.floats(allow_nan=True),
+    st.sampled_from(["0", True, False, None, [0]]),
+)
+
+#: Messages the decoder must reject ("malformed").
+malformed_messages: st.SearchStrategy[Message] = st.one_of(
+    st.text(max_size=300).filter(_rejected),
+    st.binary(max_size=300).filter(_rejected),
+    st.builds(_report_json, bad_pts, coordinate, coordinate),
+    st.builds(_report_json, valid_pts, bad_coordinate, coordinate),
+    st.builds(_report_json, valid_pts, coordinate, bad_coordinate),
+    st.builds(_report_json, valid_pts, coordinate, st.none()),  # half a position
+    st.builds(lambda pts: _report_json(pts, None, None, extra=1), valid_pts),
+    st.builds(lambda pts: json.dumps({"pts": pts, "x": None}), valid_pts),
+    json_values.map(json.dumps).filter(_rejected),
+    # Oversized: a valid report padded past the 256-byte limit.
+    st.integers(min_value=257, max_value=20000).map(
+        lambda size: _report_json(0, 1.0, 1.0).ljust(size)
+    ),
+)
+
+#: Well-formed reports naming a frame never sent ("unknown_pts").
+unknown_pts_messages: st.SearchStrategy[Message] = st.builds(
+    lambda pts, x, y: _report_json(pts, x, y),
+    st.integers(min_value=10**10, max_value=2**63 - 1),
+    coordinate,
+    coordinate,
+)
+
+tagged_messages = st.one_of(
+    malformed_messages.map(lambda m: ("malformed", m)),
+    unknown_pts_messages.map(lambda m: ("unknown_pts", m)),
+)
+
+#: Each case the hypothesis strategies cover, written out once for sure.
+HANDCRAFTED: list[tuple[str, Message]] = [
+    ("malformed", '{"pts": 0, "x": NaN, "y": 1.0}'),
+    ("malformed", '{"pts": 0, "x": Infinity, "y": -Infinity}'),
+    ("malformed", '{"pts": 0, "x": 1e400, "y": 1.0}'),
+    ("malformed", '{"pts": 0, "x": ' + "9" * 400 + ', "y": 1.0}'),
+    ("malformed", '{"pts": 1.5, "x": 1.0, "y": 1.0}'),
+    ("malformed", '{"pts": "0", "x": 1.0, "y": 1.0}'),
+    ("malformed", '{"pts": true, "x": 1.0, "y": 1.0}'),
+    ("malformed", '{"pts": -3000, "x": 1.0, "y": 1.0}'),
+    ("malformed", '{"pts": 9223372036854775808, "x": 1.0, "y": 1.0}'),
+    ("malformed", '{"pts": 0, "x": "1", "y": 1.0}'),
+    ("malformed", '{"pts": 0, "x": 1.0}'),
+    ("malformed", "[" * 10000),
+    ("malformed", ""),
+    ("malformed", b""),
+    ("malformed", b"\xff\xfe\xfd"),
+    ("malformed", b'{"pts": 0, "x": 1.0, "y": 1.0}' + b" " * 100_000),
+    ("malformed", "x" * 60_000),
+    ("unknown_pts", '{"pts": 9223372036854775807, "x": 1.0, "y": 1.0}'),
+    ("unknown_pts", '{"pts": 1500, "x": 1.0, "y": 1.0}'),  # half-way between frames
+]
+
+ANSWERED_FRAMES = 15
+DUPLICATES = 3
+
+
+@pytest.mark.timeout(120)
+@settings(LIVE_SETTINGS, max_examples=4)
+@example(messages=HANDCRAFTED)
+@given(messages=st.lists(tagged_messages, min_size=10, max_size=40))
+def test_hostile_data_channel_messages_are_counted_not_scored(
+    server: Server, messages: list[tuple[str, Message]]
+) -> None:
+    script = PeerScript(
+        answer_frames=ANSWERED_FRAMES,
+        hostile=[message for _, message in messages],
+        repeat_answers=DUPLICATES,
+    )
+    [outcome] = run_peers(server.port, 1, script)
+    report = server.report_of(outcome.local)
+    expected = Counter(reason for reason, _ in messages)
+    expected["duplicate"] = DUPLICATES
+    assert report["end_reason"] == "client said bye", report  # the session carried on
+    assert report["invalid_messages"] == outcome.hostile_sent == len(messages) + DUPLICATES
+    assert report["invalid_by_reason"] == dict(expected), report
+    # Only the valid answers were scored, so the detector's sub-pixel accuracy
+    # shows through: one NaN or 1e6 px counted as an error would wreck it.
+    assert report["frames_answered"] == outcome.valid_sent == ANSWERED_FRAMES, report
+    assert report["frames_found"] == outcome.found_sent, report
+    assert report["error_px"]["max"] < 1.0, report
+    assert report["error_px"]["mean"] < 0.1, report

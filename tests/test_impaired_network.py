@@ -1,0 +1,204 @@
+"""The real server and client across an impaired network.
+
+The server runs in one network namespace of a ``NetworkLab``, listening on
+0.0.0.0; the client runs in the other and finds it by the host name
+``ball-server``, as in a deployment: nothing here goes over loopback (each
+report's peer must be the client's lab address).
+
+One server serves every condition in turn; each condition is a fresh client
+session of about 10 s of streaming. The per-frame CSV (rows in frame order)
+gives the latency of the first and second half of a session, which shows a
+growing backlog. ``pytest -s`` prints a table of all conditions at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import pytest
+
+from tests.network_lab import NetworkLab
+from tests.programs import Program, read_reports, start_client, start_server, wait_for_reports
+
+SIGNALING_PORT = 1234
+#: The client's --duration includes its start (detector spawn, about 2-3 s),
+#: so this leaves about 10 s of streaming per condition.
+CLIENT_DURATION_S = 13
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One condition's session, from its report and per-frame CSV."""
+
+    name: str
+    frames_sent: int
+    answered: float
+    error_mean: float
+    error_p95: float
+    latency_p50: float
+    latency_p95: float
+    first_half_p50: float
+    second_half_p50: float
+
+    def row(self) -> str:
+        return (
+            f"{self.name:<16} {self.frames_sent:>6} {self.answered:>8.1%} "
+            f"{self.error_mean:>8.3f} {self.error_p95:>8.3f} {self.latency_p50:>7.1f} "
+            f"{self.latency_p95:>7.1f} {self.first_half_p50:>7.1f} {self.second_half_p50:>7.1f}"
+        )
+
+
+TABLE_HEADER = (
+    f"{'condition':<16} {'frames':>6} {'answered':>8} {'err mean':>8} {'err p95':>8} "
+    f"{'lat p50':>7} {'lat p95':>7} {'1st p50':>7} {'2nd p50':>7}"
+)
+
+#: Every condition measured in this module, printed as one table at the end.
+RESULTS: dict[str, Measured] = {}
+
+
+def _half_medians(csv_path: Path) -> tuple[float, float]:
+    """Median latency of the answered frames in each half of the session."""
+    with open(csv_path, newline="") as rows:
+        latencies = [row["latency_ms"] for row in csv.DictReader(rows)]
+    middle = len(latencies) // 2
+    halves = (latencies[:middle], latencies[middle:])
+    return tuple(statistics.median(float(v) for v in half if v) for half in halves)  # type: ignore[return-value]
+
+
+def _measured(name: str, report: dict[str, Any], csv_path: Path) -> Measured:
+    first, second = _half_medians(csv_path)
+    return Measured(
+        name=name,
+        frames_sent=report["frames_sent"],
+        answered=report["answered_ratio"],
+        error_mean=report["error_px"]["mean"],
+        error_p95=report["error_px"]["p95"],
+        latency_p50=report["latency_ms"]["p50"],
+        latency_p95=report["latency_ms"]["p95"],
+        first_half_p50=first,
+        second_half_p50=second,
+    )
+
+
+class LabServer:
+    """The server inside the lab, and how to run one client session against it."""
+
+    def __init__(self, lab: NetworkLab, report_dir: Path) -> None:
+        self.lab = lab
+        self.report_dir = report_dir
+        self.program = start_server(
+            SIGNALING_PORT,
+            "--report-dir",
+            str(report_dir),
+            prefix=lab.exec_argv("server", []),
+            host="0.0.0.0",
+        )
+
+    def measure(self, name: str, impair: Callable[[NetworkLab], None]) -> Measured:
+        """One client session under ``impair``; the lab is cleared afterwards."""
+        reports_before = len(read_reports(self.report_dir))
+        impair(self.lab)
+        client: Optional[Program] = None
+        try:
+            client = start_client(
+                SIGNALING_PORT,
+                "--duration",
+                str(CLIENT_DURATION_S),
+                prefix=self.lab.exec_argv("client", []),
+                host="ball-server",
+            )
+            assert client.wait(timeout=CLIENT_DURATION_S + 30) == 0, client.describe()
+        finally:
+            if client is not None:
+                client.close()
+            self.lab.clear()
+        report = wait_for_reports(self.report_dir, reports_before + 1)[-1]
+        assert report["end_reason"] == "client said bye", report
+        assert report["peer"].split(":")[0] == self.lab.address("client"), report
+        measured = _measured(name, report, self.report_dir / f"{report['session']}.csv")
+        RESULTS[name] = measured
+        print(f"\n{TABLE_HEADER}\n{measured.row()}")
+        return measured
+
+    def close(self) -> None:
+        self.program.close()
+
+
+@pytest.fixture(scope="module")
+def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    available, why = NetworkLab.available()
+    if not available:
+        # As in test_network_lab.py: the project's setup installs these, so
+        # their absence is a setup bug to see, not a reason to skip.
+        pytest.fail(f"NetworkLab prerequisites missing: {why}", pytrace=False)
+    with NetworkLab() as lab:
+        server = LabServer(lab, tmp_path_factory.mktemp("impaired") / "reports")
+        try:
+            yield server
+        finally:
+            server.close()
+            if RESULTS:
+                print(f"\n\n{TABLE_HEADER}")
+                for measured in RESULTS.values():
+                    print(measured.row())
+
+
+@pytest.fixture(scope="module")
+def baseline(lab_server: LabServer) -> Measured:
+    return lab_server.measure("baseline", lambda lab: None)
+
+
+@pytest.mark.timeout(90)
+def test_baseline_tracks_across_the_lab(baseline: Measured) -> None:
+    assert baseline.answered >= 0.95, baseline
+    assert baseline.error_p95 <= 1.0, baseline
+    assert baseline.latency_p50 < 50, baseline
+
+
+@pytest.mark.timeout(90)
+def test_five_percent_loss(lab_server: LabServer) -> None:
+    # 5 % of the packets each way: video (recovered by NACK/RTX, or a frame
+    # lost), answers (unordered, no retransmits: lost for good) and signaling.
+    # Answer loss alone caps "answered" at about 95 %.
+    measured = lab_server.measure("5% loss", lambda lab: lab.set_loss(5))
+    assert measured.answered >= 0.90, measured
+    assert measured.error_p95 <= 1.0, measured
+
+
+DELAY_MS = 50
+
+
+@pytest.mark.timeout(120)
+def test_fifty_ms_delay_adds_its_latency_and_no_more(
+    lab_server: LabServer, baseline: Measured
+) -> None:
+    # One way, on the video: the round trip frame -> answer grows by 50 ms.
+    measured = lab_server.measure(
+        f"{DELAY_MS} ms delay", lambda lab: lab.set_delay(DELAY_MS, side="server")
+    )
+    assert measured.answered >= 0.95, measured
+    low, high = baseline.latency_p50 + DELAY_MS - 10, baseline.latency_p50 + DELAY_MS + 40
+    assert low <= measured.latency_p50 <= high, measured
+    # Flat over time: a constant delay, not a queue building up behind it.
+    assert abs(measured.second_half_p50 - measured.first_half_p50) < 15, measured
+
+
+RATE_MBIT = 1.0
+
+
+@pytest.mark.timeout(90)
+def test_one_mbit_cap_keeps_tracking_without_backlog(lab_server: LabServer) -> None:
+    # The video direction is the one that needs bandwidth (VP8 at ~500 kbps).
+    measured = lab_server.measure(
+        f"{RATE_MBIT:g} Mbit/s cap", lambda lab: lab.set_rate(RATE_MBIT, side="server")
+    )
+    assert measured.answered >= 0.80, measured
+    assert measured.error_p95 <= 1.0, measured
+    # No growing backlog: the second half is not slower than the first.
+    assert measured.second_half_p50 <= measured.first_half_p50 + 20, measured
+    assert measured.latency_p95 < 300, measured
