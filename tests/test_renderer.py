@@ -58,3 +58,11 @@ def test_renderer_clears_previous_ball_and_keeps_chroma_neutral() -> None:
 def test_renderer_needs_even_size() -> None:
     with pytest.raises(ValueError):
         BallRenderer(63, 48, 5.0)
+
+
+@pytest.mark.parametrize("width", [64, 642])  # 642: FFmpeg pads its rows
+def test_renderer_output_matches_plain_render_for_padded_widths(width: int) -> None:
+    renderer = BallRenderer(width, 48, 5.0)
+    planes = renderer.render(20.25, 30.5).to_ndarray()
+    assert np.array_equal(planes[:48], render_luma(width, 48, 20.25, 30.5, 5.0))
+    assert (planes[48:] == 128).all()
