@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 
@@ -53,6 +54,7 @@ def _describe(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, socket.gaierror):
         return f"unknown host ({exc.strerror})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
+    if isinstance(exc, OSError) and exc.errno:
+        # asyncio's message is "Connect call failed (...)"; errno says why.
+        return os.strerror(exc.errno).lower()
     return str(exc) or type(exc).__name__

@@ -1,0 +1,92 @@
+import asyncio
+import fractions
+
+import numpy as np
+import pytest
+from aiortc.mediastreams import MediaStreamError
+
+from server.scene import BallScene
+from server.track import BallTrack
+
+
+class FakeClock:
+    """Time that only moves when the track sleeps, or when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_track(fps: float, frames: int, stall_at: int = -1, stall_s: float = 0.0) -> list[tuple]:
+    scene = BallScene(640, 480, 20.0, 300.0, 320.0, 240.0, 0.5)
+    clock = FakeClock()
+    produced: list[tuple] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    async def scenario() -> list[tuple]:
+        original = asyncio.sleep
+        asyncio.sleep = fake_sleep  # type: ignore[assignment]
+        try:
+            track = BallTrack(scene, fps, lambda *args: produced.append(args), clock)
+            out = []
+            for n in range(frames):
+                if n == stall_at:
+                    clock.now += stall_s
+                frame = await track.recv()
+                out.append((frame.pts, frame.time_base, frame.to_ndarray()))
+            track.stop()
+            with pytest.raises(MediaStreamError):
+                await track.recv()
+            return out
+        finally:
+            asyncio.sleep = original  # type: ignore[assignment]
+
+    frames_out = asyncio.run(scenario())
+    return [(f, p) for f, p in zip(frames_out, produced)]
+
+
+def test_pts_start_at_zero_and_follow_fps() -> None:
+    results = run_track(60, 4)
+    assert [frame[0] for frame, _ in results] == [0, 1500, 3000, 4500]
+    assert results[0][0][1] == fractions.Fraction(1, 90000)
+
+
+def test_each_frame_shows_the_scene_at_its_nominal_time() -> None:
+    scene = BallScene(640, 480, 20.0, 300.0, 320.0, 240.0, 0.5)
+    for (pts, _, planes), (index, x, y, produced_at) in [
+        (frame, produced) for frame, produced in run_track(30, 5)
+    ]:
+        assert (x, y) == scene.position(index / 30)
+        assert pts == index * 3000
+        luma = planes[:480].astype(np.float64)
+        rows, cols = np.indices(luma.shape)
+        assert (cols * luma).sum() / luma.sum() == pytest.approx(x, abs=0.02)
+        assert produced_at == pytest.approx(100.0 + index / 30)
+
+
+def test_falling_behind_skips_to_the_frame_that_is_due() -> None:
+    results = run_track(30, 4, stall_at=2, stall_s=0.2)
+    indices = [produced[0] for _, produced in results]
+    assert indices[:2] == [0, 1]
+    assert indices[2] == 7  # 0.2 s late at 30 fps: frames 2..6 were never rendered
+
+
+def test_start_gate_holds_the_first_frame() -> None:
+    scene = BallScene(64, 48, 5.0, 10.0, 30.0, 20.0, 0.5)
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        track = BallTrack(scene, 30, lambda *args: None, start_gate=gate)
+        first = asyncio.ensure_future(track.recv())
+        await asyncio.sleep(0.05)
+        assert not first.done()
+        gate.set()
+        frame = await asyncio.wait_for(first, 1.0)
+        assert frame.pts == 0
+        track.stop()
+
+    asyncio.run(scenario())
