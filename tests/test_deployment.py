@@ -441,8 +441,8 @@ def test_healthcheck_command_really_probes(tmp_path: Path) -> None:
 
 
 def test_dockerignore_is_an_allow_list() -> None:
-    lines = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines()]
-    rules = [l for l in lines if l and not l.startswith("#")]
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
     assert rules[0] == "*"
     allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
     assert allowed == {"requirements.txt", "protocol", "server", "client"}

@@ -1,0 +1,25 @@
+"""The code base stays lint-clean and formatted (ruff, configured in ruff.toml)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ruff(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True
+    )
+
+
+def test_lint_clean() -> None:
+    result = ruff("check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_formatted() -> None:
+    result = ruff("format", "--check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
