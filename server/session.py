@@ -33,6 +33,10 @@ from server.track import BallTrack
 
 logger = logging.getLogger("server.session")
 
+# End reasons after which the client is gone and needs no BYE.
+CLIENT_SAID_BYE = "client said bye"
+CLIENT_DISCONNECTED = "client disconnected"
+
 #: How long answers may still arrive after the server stops sending.
 ANSWER_GRACE_S = 0.3
 
@@ -185,10 +189,10 @@ class TrackingSession:
                 self._end(f"signaling error: {exc}")
                 return
             if message is None:
-                self._end("client disconnected")
+                self._end(CLIENT_DISCONNECTED)
                 return
             if isinstance(message, Bye):
-                self._end("client said bye")
+                self._end(CLIENT_SAID_BYE)
                 return
 
     async def _stop_after(self, duration: float) -> None:
@@ -213,15 +217,14 @@ class TrackingSession:
 
     def _on_message(self, message: Union[str, bytes]) -> None:
         entry = self.scoreboard.answer(message, self._clock())
-        if self._observer is None:
-            pass
-        elif entry is None:
-            self._observer.invalid_message()
-        else:
+        if entry is None:
+            if self._observer:
+                self._observer.invalid_message()
+            return
+        self.last_answer = entry
+        if self._observer:
             assert entry.latency_ms is not None
             self._observer.frame_answered(entry.error_px, entry.latency_ms)
-        if entry is not None:
-            self.last_answer = entry
 
     async def _finish(self, pc: RTCPeerConnection, tasks: list[asyncio.Task[Any]]) -> None:
         for task in tasks:
@@ -229,7 +232,7 @@ class TrackingSession:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._streaming_until is None:
             self._streaming_until = self._clock()
-        if self.end_reason != "client said bye" and self.end_reason != "client disconnected":
+        if self.end_reason not in (CLIENT_SAID_BYE, CLIENT_DISCONNECTED):
             try:
                 await asyncio.wait_for(self._signaling.send(Bye(self.end_reason)), 1.0)
             except (ConnectionError, asyncio.TimeoutError):
