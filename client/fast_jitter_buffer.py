@@ -27,9 +27,13 @@ Intended differences from stock:
   overflow or a reset discards while stock still waits for the first packet
   of the next frame, and the last frame before the stream stops.
 
-Kept from stock: ``add()`` returns at most one frame, because the receiver
-takes one. When a retransmission completes several frames at once, the
-others come out on later ``add()`` calls, one per call, as in stock.
+``add()`` returns at most one frame, because the receiver takes one. When a
+retransmission completes several frames at once, stock hands the others out
+one per later packet. With one packet per frame (a ball on black compresses
+that well) that backlog never drains: each new packet adds a frame and
+releases one, and latency stays up by the length of the gap for the rest of
+the session. ``release_ready_frames()`` hands out the rest at once, and
+``install_fast_jitter_buffer`` wires it into the receiver's decoder queue.
 
 Assumed, as RFC 7741 and RFC 6184 require: only the last packet of a frame
 carries the marker bit. Frames without any marker bit end at the next
@@ -43,7 +47,8 @@ checks them and refuses to run against any version other than
 from __future__ import annotations
 
 import inspect
-from typing import Optional
+import queue
+from typing import Any, Optional
 
 import aiortc
 from aiortc import RTCRtpReceiver
@@ -55,8 +60,11 @@ from aiortc.utils import uint16_add
 #: module was written against. Keep equal to the pin in requirements.txt.
 SUPPORTED_AIORTC_VERSION = "1.16.0"
 
-#: ``RTCRtpReceiver.__jitter_buffer`` after Python's name mangling.
+# RTCRtpReceiver's private attributes, after Python's name mangling.
 _RECEIVER_BUFFER_ATTRIBUTE = "_RTCRtpReceiver__jitter_buffer"
+_RECEIVER_DECODER_QUEUE_ATTRIBUTE = "_RTCRtpReceiver__decoder_queue"
+_RECEIVER_DECODER_THREAD_ATTRIBUTE = "_RTCRtpReceiver__decoder_thread"
+_RECEIVER_TIMESTAMP_MAPPER_ATTRIBUTE = "_RTCRtpReceiver__timestamp_mapper"
 
 
 class IncompatibleAiortcError(RuntimeError):
@@ -74,9 +82,7 @@ class FastJitterBuffer(JitterBuffer):
     :param is_video: Request a keyframe (``pli_flag``) when packets are dropped.
     """
 
-    def __init__(
-        self, capacity: int, prefetch: int = 0, is_video: bool = False
-    ) -> None:
+    def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False) -> None:
         if prefetch != 0:
             raise ValueError("FastJitterBuffer does not support prefetch")
         super().__init__(capacity, prefetch=prefetch, is_video=is_video)
@@ -98,6 +104,21 @@ class FastJitterBuffer(JitterBuffer):
             # already, so let stock drop its packets and discard the result.
             super()._remove_frame(sequence_number)
         return self._release_next_complete_frame()
+
+    def release_ready_frames(self) -> list[JitterFrame]:
+        """
+        Release every frame that is already complete, in order.
+
+        For each one, stock's logic drops one frame it still holds, just as
+        on an ``add()`` that releases a frame, so the packets kept for stock
+        do not pile up after every burst.
+        """
+        frames = []
+        while (frame := self._release_next_complete_frame()) is not None:
+            frames.append(frame)
+            if self._released_ahead():
+                super()._remove_frame(0)  # stock ignores the argument
+        return frames
 
     def _released_ahead(self) -> int:
         """
@@ -149,6 +170,30 @@ class FastJitterBuffer(JitterBuffer):
         )
 
 
+class _DrainingDecoderQueue(queue.Queue):  # type: ignore[type-arg]
+    """
+    The receiver's decoder queue, which follows every frame the receiver
+    puts with the frames the buffer has ready behind it.
+
+    The receiver puts ``(codec, frame)`` with the frame's RTP timestamp already
+    mapped, and ``None`` to stop the decoder thread.
+    """
+
+    def __init__(self, buffer: FastJitterBuffer, timestamp_mapper: Any) -> None:
+        super().__init__()
+        self._buffer = buffer
+        self._timestamp_mapper = timestamp_mapper
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        super().put(item, block, timeout)
+        if item is None:
+            return
+        codec = item[0]
+        for frame in self._buffer.release_ready_frames():
+            frame.timestamp = self._timestamp_mapper.map(frame.timestamp)
+            super().put((codec, frame), block, timeout)
+
+
 def install_fast_jitter_buffer(receiver: RTCRtpReceiver) -> None:
     """
     Replace the video jitter buffer of `receiver` with a :class:`FastJitterBuffer`.
@@ -167,8 +212,7 @@ def install_fast_jitter_buffer(receiver: RTCRtpReceiver) -> None:
         return
     if not isinstance(buffer, JitterBuffer):
         raise IncompatibleAiortcError(
-            f"{type(receiver).__name__} has no aiortc JitterBuffer in "
-            f"{_RECEIVER_BUFFER_ATTRIBUTE}"
+            f"{type(receiver).__name__} has no aiortc JitterBuffer in {_RECEIVER_BUFFER_ATTRIBUTE}"
         )
     _check_buffer_shape(buffer)
     if not buffer._is_video:
@@ -176,10 +220,13 @@ def install_fast_jitter_buffer(receiver: RTCRtpReceiver) -> None:
     if buffer._origin is not None:
         # Swapping now would lose the packets already buffered.
         raise RuntimeError("install_fast_jitter_buffer must run before RTP arrives")
+    _check_receiver_shape(receiver)
+    fast = FastJitterBuffer(capacity=buffer.capacity, is_video=True)
+    setattr(receiver, _RECEIVER_BUFFER_ATTRIBUTE, fast)
     setattr(
         receiver,
-        _RECEIVER_BUFFER_ATTRIBUTE,
-        FastJitterBuffer(capacity=buffer.capacity, is_video=True),
+        _RECEIVER_DECODER_QUEUE_ATTRIBUTE,
+        _DrainingDecoderQueue(fast, getattr(receiver, _RECEIVER_TIMESTAMP_MAPPER_ATTRIBUTE)),
     )
 
 
@@ -216,8 +263,29 @@ def _check_buffer_shape(buffer: JitterBuffer) -> None:
         if not hasattr(buffer, name):
             problems.append(f"JitterBuffer has no attribute {name}")
     if problems:
+        raise IncompatibleAiortcError("aiortc's JitterBuffer changed shape: " + "; ".join(problems))
+
+
+def _check_receiver_shape(receiver: RTCRtpReceiver) -> None:
+    """Check the receiver parts that carry frames from the buffer to the decoder."""
+    problems = []
+    decoder_queue = getattr(receiver, _RECEIVER_DECODER_QUEUE_ATTRIBUTE, None)
+    if type(decoder_queue) is not queue.Queue:
+        problems.append(f"{_RECEIVER_DECODER_QUEUE_ATTRIBUTE} is not a queue.Queue")
+    if not hasattr(receiver, _RECEIVER_DECODER_THREAD_ATTRIBUTE):
+        problems.append(f"no {_RECEIVER_DECODER_THREAD_ATTRIBUTE}")
+    elif getattr(receiver, _RECEIVER_DECODER_THREAD_ATTRIBUTE) is not None:
+        # The thread holds on to the queue it was started with.
+        raise RuntimeError("install_fast_jitter_buffer must run before the receiver starts")
+    mapper = getattr(receiver, _RECEIVER_TIMESTAMP_MAPPER_ATTRIBUTE, None)
+    if not callable(getattr(mapper, "map", None)):
+        problems.append(f"{_RECEIVER_TIMESTAMP_MAPPER_ATTRIBUTE} has no map()")
+    names = _code_names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None))
+    if _RECEIVER_DECODER_QUEUE_ATTRIBUTE not in names or "put" not in names:
+        problems.append("RTCRtpReceiver._handle_rtp_packet no longer puts on its decoder queue")
+    if problems:
         raise IncompatibleAiortcError(
-            "aiortc's JitterBuffer changed shape: " + "; ".join(problems)
+            "aiortc's RTCRtpReceiver changed shape: " + "; ".join(problems)
         )
 
 

@@ -100,9 +100,7 @@ class SideBySide:
         self.stock = JitterBuffer(capacity=CAPACITY, is_video=True)
         self.fast = FastJitterBuffer(capacity=CAPACITY, is_video=True)
 
-    def add(
-        self, packet: RtpPacket
-    ) -> tuple[bool, Optional[JitterFrame], Optional[JitterFrame]]:
+    def add(self, packet: RtpPacket) -> tuple[bool, Optional[JitterFrame], Optional[JitterFrame]]:
         stock_pli, stock_frame = self.stock.add(packet)
         fast_pli, fast_frame = self.fast.add(packet)
         assert fast_pli == stock_pli
@@ -291,9 +289,7 @@ def test_overflow_does_not_withhold_frame_released_early() -> None:
 # --- differential test against stock --------------------------------------------
 
 
-def feed(
-    buffer: JitterBuffer, arrivals: list[RtpPacket]
-) -> tuple[list[bool], list[Release]]:
+def feed(buffer: JitterBuffer, arrivals: list[RtpPacket]) -> tuple[list[bool], list[Release]]:
     plis: list[bool] = []
     releases: list[Release] = []
     for index, packet in enumerate(arrivals):
@@ -394,15 +390,68 @@ def test_matches_stock_with_very_late_packets(stream: Stream) -> None:
     st.integers(0, 65535),
     st.lists(st.integers(1, 20), min_size=1, max_size=30),
 )
-def test_clean_stream_every_frame_leaves_on_its_marker(
-    first: int, sizes: list[int]
-) -> None:
+def test_clean_stream_every_frame_leaves_on_its_marker(first: int, sizes: list[int]) -> None:
     frames = make_frames(first, sizes)
     arrivals = [packet for frame in frames for packet in frame]
     _, releases = feed(FastJitterBuffer(capacity=CAPACITY, is_video=True), arrivals)
     marker_calls = [i for i, packet in enumerate(arrivals) if packet.marker]
     assert [call for call, _, _ in releases] == marker_calls
     assert [data for _, _, data in releases] == [frame_data(f) for f in frames]
+
+
+def one_packet_frames(first_sequence: int, count: int) -> list[RtpPacket]:
+    """Frames of one packet each, as a ball on black encodes."""
+    return [make_packet(first_sequence + i, 3000 * i, marker=True) for i in range(count)]
+
+
+def test_backlog_behind_a_retransmission_is_released_at_once() -> None:
+    buffer = FastJitterBuffer(capacity=CAPACITY, is_video=True)
+    packets = one_packet_frames(100, 14)
+    lost = packets[1]
+    assert buffer.add(packets[0])[1] is not None
+    for packet in packets[2:12]:
+        assert buffer.add(packet)[1] is None  # all wait behind the hole
+    assert buffer.add(lost)[1].timestamp == lost.timestamp
+    backlog = buffer.release_ready_frames()
+    assert [f.timestamp for f in backlog] == [p.timestamp for p in packets[2:12]]
+    assert buffer.release_ready_frames() == []
+    # From then on each frame leaves on its own packet, and stock's copies of
+    # the burst were dropped rather than kept until the buffer overflows.
+    for packet in packets[12:]:
+        assert buffer.add(packet)[1].timestamp == packet.timestamp
+        assert buffer._released_ahead() <= 1
+
+
+def test_decoder_queue_receives_the_backlog_after_the_receivers_frame() -> None:
+    receiver = make_receiver("video")
+    install_fast_jitter_buffer(receiver)
+    buffer = jitter_buffer_of(receiver)
+    decoder_queue = receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+    mapper = receiver._RTCRtpReceiver__timestamp_mapper  # type: ignore[attr-defined]
+    packets = one_packet_frames(7, 6)
+    for packet in [packets[0], *packets[2:]]:
+        _, frame = buffer.add(packet)
+        if frame is not None:  # what _handle_rtp_packet does with a frame
+            frame.timestamp = mapper.map(frame.timestamp)
+            decoder_queue.put(("vp8", frame))
+    _, frame = buffer.add(packets[1])
+    frame.timestamp = mapper.map(frame.timestamp)
+    decoder_queue.put(("vp8", frame))
+    decoder_queue.put(None)
+    items = []
+    while not decoder_queue.empty():
+        items.append(decoder_queue.get_nowait())
+    assert items[-1] is None
+    assert [(codec, f.timestamp) for codec, f in items[:-1]] == [
+        ("vp8", p.timestamp) for p in packets
+    ]
+
+
+def test_install_refuses_a_started_receiver() -> None:
+    receiver = make_receiver("video")
+    receiver._RTCRtpReceiver__decoder_thread = object()  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="before the receiver starts"):
+        install_fast_jitter_buffer(receiver)
 
 
 # --- installing on a receiver, and the version guard ------------------------------
@@ -500,9 +549,7 @@ async def receive_over_loopback(frame_count: int) -> tuple[JitterBuffer, int, in
         offerer.addTrack(MovingBarTrack())
         await offerer.setLocalDescription(await offerer.createOffer())
         await answerer.setRemoteDescription(offerer.localDescription)
-        receivers = [
-            t.receiver for t in answerer.getTransceivers() if t.kind == "video"
-        ]
+        receivers = [t.receiver for t in answerer.getTransceivers() if t.kind == "video"]
         assert receivers
         for receiver in receivers:
             install_fast_jitter_buffer(receiver)

@@ -273,6 +273,13 @@ def _kill(program: Program) -> None:
     program.wait(timeout=10)
 
 
+def close_all(*programs: Optional[Program]) -> None:
+    """Stop every program that was started (None: never got that far)."""
+    for program in programs:
+        if program is not None:
+            program.close()
+
+
 # ---------------------------------------------------------------- tests
 
 
@@ -286,7 +293,7 @@ def test_killed_client_frees_every_server_resource(report_dir: Path) -> None:
         # baseline what an idle server that has served someone looks like.
         [warm_up] = run_peers(port, 1)
         assert warm_up.valid_sent == 5
-        wait_for_reports(report_dir, 1)
+        assert len(wait_for_reports(report_dir, 1)) == 1
         fds, threads = open_fds(server.pid), thread_count(server.pid)
         victim = start_client(port)
         try:
@@ -294,7 +301,9 @@ def test_killed_client_frees_every_server_resource(report_dir: Path) -> None:
             assert open_fds(server.pid) > fds  # the session holds sockets
             _kill(victim)
             killed_at = time.monotonic()
-            killed = wait_for_reports(report_dir, 2, timeout=10)[1]
+            reports = wait_for_reports(report_dir, 2, timeout=10)
+            assert len(reports) == 2, "no report within 10 s of the kill"
+            killed = reports[1]
             assert time.monotonic() - killed_at < 10
         finally:
             victim.close()
@@ -397,9 +406,7 @@ def test_killed_server_fails_client_or_reconnects_it(report_dir: Path) -> None:
         assert_tracked(report, min_answered=0.9)
         assert patient.json_documents()[-1]["sessions"] == 2
     finally:
-        for program in (plain, patient, first, second):
-            if program is not None:
-                program.close()
+        close_all(plain, patient, first, second)
 
 
 @pytest.mark.timeout(90)
@@ -415,9 +422,7 @@ def test_client_started_before_server_connects_when_it_comes_up(report_dir: Path
         [report] = wait_for_reports(report_dir, 1)
         assert_tracked(report)
     finally:
-        client.close()
-        if server is not None:
-            server.close()
+        close_all(client, server)
 
 
 MAX_SESSIONS = 2
@@ -445,9 +450,7 @@ def test_client_beyond_max_sessions_is_refused_others_unaffected(report_dir: Pat
             assert report["end_reason"] == "duration reached"
             assert_tracked(report, min_answered=0.9)
     finally:
-        for program in (*clients, extra, server):
-            if program is not None:
-                program.close()
+        close_all(*clients, extra, server)
 
 
 @pytest.mark.timeout(90)
@@ -472,5 +475,4 @@ def test_sigterm_ends_every_session_cleanly(report_dir: Path) -> None:
             assert client.wait(timeout=15) == 0, client.describe()
             assert "server ended the session" in client.stderr
     finally:
-        for program in (*clients, server):
-            program.close()
+        close_all(*clients, server)

@@ -99,6 +99,8 @@ def still_serving(server: Server) -> Iterator[None]:
     assert server.program.process.poll() is None, server.program.describe()
     [outcome] = run_peers(server.port, 1)
     assert outcome.refused is None and outcome.valid_sent == 5, outcome
+    # Wait for its report too, so the next test starts with every report written.
+    assert server.report_of(outcome.local)["frames_answered"] == 5
 
 
 # ---------------------------------------------------------------- raw signaling
@@ -277,49 +279,6 @@ def test_lines_of_many_megabytes_are_cut_off(server: Server) -> None:
     assert growth < LINE_MEMORY_LIMIT
 
 
-IDLE_CONNECTIONS = 50
-
-
-@pytest.mark.timeout(90)
-def test_many_idle_connections_are_bounded_and_then_real_client_is_served(
-    server: Server,
-) -> None:
-    baseline_fds = open_fds(server.program.pid)
-    reports_before = len(read_reports(server.report_dir))
-    idle = [RawConnection(server.port) for _ in range(IDLE_CONNECTIONS)]
-    try:
-        first = [connection.read_line() or {"type": "closed"} for connection in idle]
-        offered = [c for c, m in zip(idle, first, strict=True) if m["type"] == "offer"]
-        refused = [m for m in first if m["type"] == "bye"]
-        # Only max-sessions connections get a session; every other one is told
-        # why and dropped at once instead of holding a socket.
-        assert len(offered) == MAX_SESSIONS, first
-        assert len(refused) == IDLE_CONNECTIONS - MAX_SESSIONS, first
-        assert all("server busy" in m["reason"] for m in refused), refused
-        held = open_fds(server.program.pid) - baseline_fds
-        print(f"\n{IDLE_CONNECTIONS} idle connections hold {held} server fds")
-        assert held <= MAX_SESSIONS * 8, held  # a TCP and a few UDP sockets each
-        for connection in offered:  # the sessions time out like a silent client
-            messages = connection.messages_until_closed()
-            assert messages[-1]["reason"].startswith("no answer within"), messages
-    finally:
-        for connection in idle:
-            connection.close()
-    assert wait_until(lambda: open_fds(server.program.pid) <= baseline_fds + 1, timeout=5)
-    # Refused connections never become sessions, so they leave no report.
-    assert len(wait_for_reports(server.report_dir, reports_before + MAX_SESSIONS)) == (
-        reports_before + MAX_SESSIONS
-    )
-    client = start_client(server.port, "--duration", "3")
-    try:
-        assert client.wait(timeout=60) == 0, client.describe()
-    finally:
-        client.close()
-    report = wait_for_reports(server.report_dir, reports_before + MAX_SESSIONS + 1)[-1]
-    assert report["end_reason"] == "client said bye", report
-    assert_tracked(report, min_answered=0.9)
-
-
 # ---------------------------------------------------------------- data channel
 
 
@@ -432,3 +391,50 @@ def test_hostile_data_channel_messages_are_counted_not_scored(
     assert report["frames_found"] == outcome.found_sent, report
     assert report["error_px"]["max"] < 1.0, report
     assert report["error_px"]["mean"] < 0.1, report
+
+
+# ---------------------------------------------------------------- idle connections
+
+# Last in the module: it ends with a session of the real client, after all
+# the abuse above.
+IDLE_CONNECTIONS = 50
+
+
+@pytest.mark.timeout(90)
+def test_many_idle_connections_are_bounded_and_then_real_client_is_served(
+    server: Server,
+) -> None:
+    baseline_fds = open_fds(server.program.pid)
+    reports_before = len(read_reports(server.report_dir))
+    idle = [RawConnection(server.port) for _ in range(IDLE_CONNECTIONS)]
+    try:
+        first = [connection.read_line() or {"type": "closed"} for connection in idle]
+        offered = [c for c, m in zip(idle, first, strict=True) if m["type"] == "offer"]
+        refused = [m for m in first if m["type"] == "bye"]
+        # Only max-sessions connections get a session; every other one is told
+        # why and dropped at once instead of holding a socket.
+        assert len(offered) == MAX_SESSIONS, first
+        assert len(refused) == IDLE_CONNECTIONS - MAX_SESSIONS, first
+        assert all("server busy" in m["reason"] for m in refused), refused
+        held = open_fds(server.program.pid) - baseline_fds
+        print(f"\n{IDLE_CONNECTIONS} idle connections hold {held} server fds")
+        assert held <= MAX_SESSIONS * 8, held  # a TCP and a few UDP sockets each
+        for connection in offered:  # the sessions time out like a silent client
+            messages = connection.messages_until_closed()
+            assert messages[-1]["reason"].startswith("no answer within"), messages
+    finally:
+        for connection in idle:
+            connection.close()
+    assert wait_until(lambda: open_fds(server.program.pid) <= baseline_fds + 1, timeout=5)
+    # Refused connections never become sessions, so they leave no report.
+    assert len(wait_for_reports(server.report_dir, reports_before + MAX_SESSIONS)) == (
+        reports_before + MAX_SESSIONS
+    )
+    client = start_client(server.port, "--duration", "3")
+    try:
+        assert client.wait(timeout=60) == 0, client.describe()
+    finally:
+        client.close()
+    report = wait_for_reports(server.report_dir, reports_before + MAX_SESSIONS + 1)[-1]
+    assert report["end_reason"] == "client said bye", report
+    assert_tracked(report, min_answered=0.9)

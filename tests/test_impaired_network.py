@@ -66,8 +66,11 @@ def _half_medians(csv_path: Path) -> tuple[float, float]:
     with open(csv_path, newline="") as rows:
         latencies = [row["latency_ms"] for row in csv.DictReader(rows)]
     middle = len(latencies) // 2
-    halves = (latencies[:middle], latencies[middle:])
-    return tuple(statistics.median(float(v) for v in half if v) for half in halves)  # type: ignore[return-value]
+    first, second = (
+        statistics.median(float(v) for v in half if v)
+        for half in (latencies[:middle], latencies[middle:])
+    )
+    return first, second
 
 
 def _measured(name: str, report: dict[str, Any], csv_path: Path) -> Measured:
@@ -99,7 +102,12 @@ class LabServer:
             host="0.0.0.0",
         )
 
-    def measure(self, name: str, impair: Callable[[NetworkLab], None]) -> Measured:
+    def measure(
+        self,
+        name: str,
+        impair: Callable[[NetworkLab], None],
+        duration_s: float = CLIENT_DURATION_S,
+    ) -> Measured:
         """One client session under ``impair``; the lab is cleared afterwards."""
         reports_before = len(read_reports(self.report_dir))
         impair(self.lab)
@@ -108,17 +116,20 @@ class LabServer:
             client = start_client(
                 SIGNALING_PORT,
                 "--duration",
-                str(CLIENT_DURATION_S),
+                f"{duration_s:g}",
                 prefix=self.lab.exec_argv("client", []),
                 host="ball-server",
             )
-            assert client.wait(timeout=CLIENT_DURATION_S + 30) == 0, client.describe()
+            assert client.wait(timeout=duration_s + 30) == 0, client.describe()
         finally:
             if client is not None:
                 client.close()
             self.lab.clear()
         report = wait_for_reports(self.report_dir, reports_before + 1)[-1]
-        assert report["end_reason"] == "client said bye", report
+        # The client's BYE goes over TCP, and its closing DTLS alert over UDP: a
+        # lost BYE segment waits for TCP's retransmission, so under loss the
+        # server may see the peer connection close first.
+        assert report["end_reason"] in ("client said bye", "connection closed"), report
         assert report["peer"].split(":")[0] == self.lab.address("client"), report
         measured = _measured(name, report, self.report_dir / f"{report['session']}.csv")
         RESULTS[name] = measured
@@ -160,14 +171,25 @@ def test_baseline_tracks_across_the_lab(baseline: Measured) -> None:
     assert baseline.latency_p50 < 50, baseline
 
 
+#: Under loss the session itself takes longer to set up: a lost SCTP INIT or
+#: DCEP message is resent only after SCTP's 3 s initial RTO. Longer runs keep
+#: about 10 s of streaming even then.
+LOSSY_CLIENT_DURATION_S = 20
+
+
 @pytest.mark.timeout(90)
 def test_five_percent_loss(lab_server: LabServer) -> None:
     # 5 % of the packets each way: video (recovered by NACK/RTX, or a frame
     # lost), answers (unordered, no retransmits: lost for good) and signaling.
     # Answer loss alone caps "answered" at about 95 %.
-    measured = lab_server.measure("5% loss", lambda lab: lab.set_loss(5))
+    measured = lab_server.measure("5% loss", lambda lab: lab.set_loss(5), LOSSY_CLIENT_DURATION_S)
+    assert measured.frames_sent >= 5 * 30, measured
     assert measured.answered >= 0.90, measured
     assert measured.error_p95 <= 1.0, measured
+    # Losses must cost a retransmission's delay now and then, not build up:
+    # a frame's latency may not carry the delays of every earlier loss.
+    assert measured.second_half_p50 <= measured.first_half_p50 + 30, measured
+    assert measured.latency_p95 < 250, measured
 
 
 DELAY_MS = 50
