@@ -121,8 +121,9 @@ class CentroidDetector:
         contour, rect, area, crowded = blob
         centre = self._measure(luma, contour, rect, crowded)
         if self._last_centre is not None:
-            self._motion = float(np.hypot(centre[0] - self._last_centre[0],
-                                          centre[1] - self._last_centre[1]))
+            self._motion = float(
+                np.hypot(centre[0] - self._last_centre[0], centre[1] - self._last_centre[1])
+            )
         self._last_centre = centre
         self._last_rect = rect
         self._last_area = area
@@ -142,8 +143,12 @@ class CentroidDetector:
         left, top, right, bottom = self._last_rect
         radius = max(right - left, bottom - top) / 2.0
         grow = int(np.ceil(2.0 * radius + self._motion + self.margin))
-        window = (max(left - grow, 0), max(top - grow, 0),
-                  min(right + grow, width), min(bottom + grow, height))
+        window = (
+            max(left - grow, 0),
+            max(top - grow, 0),
+            min(right + grow, width),
+            min(bottom + grow, height),
+        )
         if window == (0, 0, width, height):
             return None  # the window is the frame: search once, not twice
         return window
@@ -177,8 +182,12 @@ class CentroidDetector:
             # A blob touching an inner window edge may continue outside it;
             # a much smaller blob than last time is likely a speck while the
             # ball has left the window. Either way the full frame decides.
-            cut = ((left == x0 and x0 > 0) or (top == y0 and y0 > 0)
-                   or (rect[2] == x1 and x1 < width) or (rect[3] == y1 and y1 < height))
+            cut = (
+                (left == x0 and x0 > 0)
+                or (top == y0 and y0 > 0)
+                or (rect[2] == x1 and x1 < width)
+                or (rect[3] == y1 and y1 < height)
+            )
             if cut or best_area < 0.25 * self._last_area:
                 return None
         pad = self.pad
@@ -234,8 +243,13 @@ class CentroidDetector:
         return (x0 + moments["m10"] / moments["m00"], y0 + moments["m01"] / moments["m00"])
 
     def _edge_points(
-        self, roi: np.ndarray, band: np.ndarray, top_level: float,
-        box: Rect, width: int, height: int,
+        self,
+        roi: np.ndarray,
+        band: np.ndarray,
+        top_level: float,
+        box: Rect,
+        width: int,
+        height: int,
     ) -> Optional[np.ndarray]:
         """Pixel coordinates ``(N, 2)`` in ``roi`` of the partly covered pixels.
 
@@ -270,8 +284,16 @@ class CentroidDetector:
         return None
 
     def _fit_circle(
-        self, roi: np.ndarray, band: np.ndarray, rect: Rect,
-        x0: int, y0: int, x1: int, y1: int, width: int, height: int,
+        self,
+        roi: np.ndarray,
+        band: np.ndarray,
+        rect: Rect,
+        x0: int,
+        y0: int,
+        x1: int,
+        y1: int,
+        width: int,
+        height: int,
     ) -> Optional[tuple[float, float]]:
         top_level = float(cv2.minMaxLoc(roi, band)[1])
         if top_level <= 2 * self.floor:

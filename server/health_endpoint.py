@@ -138,7 +138,9 @@ class HealthEndpoint:
         elif path == "/metrics":
             handler = self._metrics_page
         else:
-            await self._respond(writer, HTTPStatus.NOT_FOUND, b"not found\n", head_only=method == "HEAD")
+            await self._respond(
+                writer, HTTPStatus.NOT_FOUND, b"not found\n", head_only=method == "HEAD"
+            )
             return
         if method not in _ALLOWED_METHODS:
             await self._respond(
@@ -150,7 +152,9 @@ class HealthEndpoint:
             )
             return
         status, body, content_type = handler()
-        await self._respond(writer, status, body, head_only=method == "HEAD", content_type=content_type)
+        await self._respond(
+            writer, status, body, head_only=method == "HEAD", content_type=content_type
+        )
 
     def _healthz(self) -> tuple[HTTPStatus, bytes, str]:
         try:

@@ -27,8 +27,21 @@ PREFIX = "balltracker_"
 #: off by tens of pixels, so the buckets span 0.001 px to 50 px roughly
 #: logarithmically (1-2.5-5 steps).
 ERROR_BUCKETS_PX: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 25.0, 50.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
 )
 
 #: Round-trip latency (frame produced -> coordinates received) in ms. On
@@ -36,8 +49,21 @@ ERROR_BUCKETS_PX: tuple[float, ...] = (
 #: period more (~40 ms at 30 fps, ~107 ms at 10 fps), and seconds when a
 #: receiver falls behind, hence 1 ms to 2 s.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
-    1.0, 2.5, 5.0, 10.0, 20.0, 35.0, 50.0, 75.0, 100.0, 150.0,
-    250.0, 500.0, 750.0, 1000.0, 2000.0,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    35.0,
+    50.0,
+    75.0,
+    100.0,
+    150.0,
+    250.0,
+    500.0,
+    750.0,
+    1000.0,
+    2000.0,
 )
 
 

@@ -89,17 +89,25 @@ class LabError(RuntimeError):
     """A lab operation failed; the message carries the command and its stderr."""
 
 
-def _run(argv: Sequence[str], *, check: bool = True, timeout: float = CMD_TIMEOUT_S,
-         input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = CMD_TIMEOUT_S,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run a host command with a bounded time; raise LabError with stderr on failure."""
     try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                              input=input_text)
+        proc = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, input=input_text
+        )
     except (subprocess.TimeoutExpired, FileNotFoundError) as exc:
         raise LabError(f"{' '.join(argv)}: {exc}") from exc
     if check and proc.returncode != 0:
-        raise LabError(f"{' '.join(argv)} exited {proc.returncode}: "
-                       f"{proc.stderr.strip() or proc.stdout.strip()}")
+        raise LabError(
+            f"{' '.join(argv)} exited {proc.returncode}: "
+            f"{proc.stderr.strip() or proc.stdout.strip()}"
+        )
     return proc
 
 
@@ -135,8 +143,9 @@ def _stop_process(proc: subprocess.Popen[Any], grace_s: float = 2.0) -> None:
                 pass
 
 
-def wait_for_line(proc: subprocess.Popen[str], expected: str = "ready",
-                  timeout: float = 10.0) -> str:
+def wait_for_line(
+    proc: subprocess.Popen[str], expected: str = "ready", timeout: float = 10.0
+) -> str:
     """Read ``proc.stdout`` (text mode) until a line starting with ``expected``.
 
     Bounded by ``timeout``; raises LabError (with the process' stderr if it died).
@@ -153,8 +162,9 @@ def wait_for_line(proc: subprocess.Popen[str], expected: str = "ready",
         line = proc.stdout.readline()
         if not line:
             err = proc.stderr.read() if proc.stderr is not None else ""
-            raise LabError(f"{proc.args!r} exited ({proc.poll()}) before {expected!r}: "
-                           f"{err.strip()}")
+            raise LabError(
+                f"{proc.args!r} exited ({proc.poll()}) before {expected!r}: {err.strip()}"
+            )
         if line.startswith(expected):
             return line.strip()
 
@@ -168,8 +178,15 @@ class _Delayer:
         self.queue_num = queue_num
         self.max_runtime_s = max_runtime_s
         self.proc: subprocess.Popen[str] | None = None
-        self._rule = ["-i", IFNAME, "-j", "NFQUEUE", "--queue-num", str(queue_num),
-                      "--queue-bypass"]
+        self._rule = [
+            "-i",
+            IFNAME,
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            str(queue_num),
+            "--queue-bypass",
+        ]
 
     @property
     def pid(self) -> int | None:
@@ -178,22 +195,53 @@ class _Delayer:
     def start(self, delay_ms: float, jitter_ms: float) -> None:
         # `ip netns exec` execs the command, so proc.pid is the delayer itself.
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, sys.executable, PACKET_DELAYER_PY,
-             "--queue-num", str(self.queue_num), "--delay-ms", str(delay_ms),
-             "--jitter-ms", str(jitter_ms), "--max-runtime-s", str(self.max_runtime_s)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True)
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                sys.executable,
+                PACKET_DELAYER_PY,
+                "--queue-num",
+                str(self.queue_num),
+                "--delay-ms",
+                str(delay_ms),
+                "--jitter-ms",
+                str(jitter_ms),
+                "--max-runtime-s",
+                str(self.max_runtime_s),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         # Install the rule only once the queue is bound (ready), so no packet is
         # ever queued while nobody listens.
         wait_for_line(self.proc, "ready", timeout=10.0)
-        _run(["ip", "netns", "exec", self.netns, "iptables-nft", "-t", "mangle",
-              "-A", "PREROUTING", *self._rule])
+        _run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                "iptables-nft",
+                "-t",
+                "mangle",
+                "-A",
+                "PREROUTING",
+                *self._rule,
+            ]
+        )
 
     def update(self, delay_ms: float, jitter_ms: float) -> None:
         assert self.proc is not None and self.proc.stdin is not None
         if self.proc.poll() is not None:
-            raise LabError(f"packet delayer in {self.netns} died "
-                           f"(rc={self.proc.returncode}); set_delay(0) resets it")
+            raise LabError(
+                f"packet delayer in {self.netns} died "
+                f"(rc={self.proc.returncode}); set_delay(0) resets it"
+            )
         self.proc.stdin.write(f"delay {delay_ms} {jitter_ms}\n")
         self.proc.stdin.flush()
         wait_for_line(self.proc, "ok", timeout=5.0)
@@ -201,8 +249,21 @@ class _Delayer:
     def stop(self) -> None:
         # Remove the rule first so traffic never hits a queue without a reader
         # (it would pass thanks to --queue-bypass anyway, but undelayed & counted).
-        _run(["ip", "netns", "exec", self.netns, "iptables-nft", "-t", "mangle",
-              "-D", "PREROUTING", *self._rule], check=False)
+        _run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                "iptables-nft",
+                "-t",
+                "mangle",
+                "-D",
+                "PREROUTING",
+                *self._rule,
+            ],
+            check=False,
+        )
         if self.proc is not None:
             _stop_process(self.proc)
             self.proc = None
@@ -217,11 +278,18 @@ class NetworkLab:
     processes and never a lab another live test run is using.
     """
 
-    def __init__(self, *, prefix: str = DEFAULT_PREFIX,
-                 server_address: str = "192.0.2.1", client_address: str = "192.0.2.2",
-                 prefix_len: int = 24, server_hostname: str = "ball-server",
-                 client_hostname: str = "ball-client",
-                 delayer_max_runtime_s: float = 3600.0, ipv6: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        server_address: str = "192.0.2.1",
+        client_address: str = "192.0.2.2",
+        prefix_len: int = 24,
+        server_hostname: str = "ball-server",
+        client_hostname: str = "ball-client",
+        delayer_max_runtime_s: float = 3600.0,
+        ipv6: bool = False,
+    ) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9]{0,15}", prefix):
             raise ValueError("prefix must be lowercase alphanumeric, <= 16 chars")
         net = ipaddress.ip_interface(f"{server_address}/{prefix_len}").network
@@ -255,16 +323,27 @@ class NetworkLab:
         missing: list[str] = []
         if os.geteuid() != 0:
             missing.append("must run as root (network namespaces, nftables, tc)")
-        for tool, pkg in (("ip", "iproute2"), ("tc", "iproute2"), ("nft", "nftables"),
-                          ("iptables-nft", "iptables"), ("getent", "libc-bin")):
+        for tool, pkg in (
+            ("ip", "iproute2"),
+            ("tc", "iproute2"),
+            ("nft", "nftables"),
+            ("iptables-nft", "iptables"),
+            ("getent", "libc-bin"),
+        ):
             if shutil.which(tool) is None:
                 missing.append(f"`{tool}` not found (apt-get install {pkg})")
-        probe = subprocess.run([sys.executable, "-c", "import netfilterqueue"],
-                               capture_output=True, text=True, timeout=30)
+        probe = subprocess.run(
+            [sys.executable, "-c", "import netfilterqueue"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if probe.returncode != 0:
-            missing.append("python module netfilterqueue not importable by "
-                           f"{sys.executable} (apt-get install libnetfilter-queue-dev gcc "
-                           "libc6-dev python3-dev; pip install netfilterqueue==1.1.0)")
+            missing.append(
+                "python module netfilterqueue not importable by "
+                f"{sys.executable} (apt-get install libnetfilter-queue-dev gcc "
+                "libc6-dev python3-dev; pip install netfilterqueue==1.1.0)"
+            )
         if missing:
             return False, "; ".join(missing)
         return True, "ok"
@@ -289,8 +368,23 @@ class NetworkLab:
         _run(["ip", "netns", "add", c])
         # Create the veth pair directly inside the namespaces: it never appears in
         # the host namespace, so interface names cannot clash between labs.
-        _run(["ip", "link", "add", IFNAME, "netns", s, "type", "veth",
-              "peer", "name", IFNAME, "netns", c])
+        _run(
+            [
+                "ip",
+                "link",
+                "add",
+                IFNAME,
+                "netns",
+                s,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                IFNAME,
+                "netns",
+                c,
+            ]
+        )
         for ns, addr in ((s, self.server_address), (c, self.client_address)):
             _run(["ip", "-n", ns, "addr", "add", f"{addr}/{self.prefix_len}", "dev", IFNAME])
             _run(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -298,17 +392,30 @@ class NetworkLab:
                 # No link-local address, router solicitations or MLD chatter: loss
                 # counters and rates see only test traffic, and ICE gathers only
                 # the IPv4 address. /proc/sys/net is per namespace.
-                _run(["ip", "netns", "exec", ns, "sh", "-c",
-                      f"echo 1 > /proc/sys/net/ipv6/conf/{IFNAME}/disable_ipv6"])
+                _run(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        ns,
+                        "sh",
+                        "-c",
+                        f"echo 1 > /proc/sys/net/ipv6/conf/{IFNAME}/disable_ipv6",
+                    ]
+                )
             _run(["ip", "-n", ns, "link", "set", IFNAME, "up"])
             # An empty nft table per namespace; set_loss only swaps its rule.
             # Priority -300 runs before conntrack: a lost packet leaves no trace.
-            _run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input_text=(
-                f"table inet {NFT_TABLE} {{\n"
-                "  chain ingress {\n"
-                "    type filter hook prerouting priority -300; policy accept;\n"
-                "  }\n"
-                "}\n"))
+            _run(
+                ["ip", "netns", "exec", ns, "nft", "-f", "-"],
+                input_text=(
+                    f"table inet {NFT_TABLE} {{\n"
+                    "  chain ingress {\n"
+                    "    type filter hook prerouting priority -300; policy accept;\n"
+                    "  }\n"
+                    "}\n"
+                ),
+            )
         for side in ("server", "client"):
             self._hosts[side][self.server_hostname] = self.server_address
             self._hosts[side][self.client_hostname] = self.client_address
@@ -386,14 +493,16 @@ class NetworkLab:
         self._procs.append(proc)
         return proc
 
-    def run(self, side: Side, argv: Sequence[str], *, timeout: float = 30.0,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, side: Side, argv: Sequence[str], *, timeout: float = 30.0, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` to completion inside a namespace (bounded by ``timeout``)."""
         self._require_running()
         return _run(self.exec_argv(side, argv), check=check, timeout=timeout)
 
-    def python_tool(self, side: Side, tool: str, *args: str,
-                    **kwargs: Any) -> subprocess.Popen[str]:
+    def python_tool(
+        self, side: Side, tool: str, *args: str, **kwargs: Any
+    ) -> subprocess.Popen[str]:
         """Start one of this module's CLI helpers (udp-echo, ...) inside a namespace,
         with text pipes for stdout/stderr."""
         kwargs.setdefault("stdout", subprocess.PIPE)
@@ -421,8 +530,7 @@ class NetworkLab:
         (directory / "hosts").write_text("\n".join(lines) + "\n")
 
     # ----------------------------------------------------------------- impairments
-    def set_loss(self, percent: float, side: SideSpec = "both", *,
-                 udp_only: bool = False) -> None:
+    def set_loss(self, percent: float, side: SideSpec = "both", *, udp_only: bool = False) -> None:
         """Drop ``percent`` % (integer granularity) of the packets the side(s) send."""
         if not 0 <= percent <= 100:
             raise ValueError("percent must be within 0..100")
@@ -432,20 +540,39 @@ class NetworkLab:
             # Installed at the peer's ingress: see the module doc for why.
             script = f"flush chain inet {NFT_TABLE} ingress\n"
             if pct > 0:
-                script += (f"add rule inet {NFT_TABLE} ingress iifname \"{IFNAME}\" "
-                           f"{match}numgen random mod 100 < {pct} counter drop\n")
+                script += (
+                    f'add rule inet {NFT_TABLE} ingress iifname "{IFNAME}" '
+                    f"{match}numgen random mod 100 < {pct} counter drop\n"
+                )
             self._nft(_peer(s), script)
 
-    def set_rate(self, mbit: float, side: SideSpec = "both", *, burst_kb: int = 16,
-                 latency_ms: int = 200) -> None:
+    def set_rate(
+        self, mbit: float, side: SideSpec = "both", *, burst_kb: int = 16, latency_ms: int = 200
+    ) -> None:
         """Cap the rate the side(s) send at (tbf on their veth egress)."""
         if mbit <= 0:
             raise ValueError("mbit must be > 0 (use clear_rate() to remove)")
         kbit = max(1, int(round(mbit * 1000)))
         for s in self._sides(side):
-            _run(["tc", "-n", self.ns(s), "qdisc", "replace", "dev", IFNAME, "root",
-                  "tbf", "rate", f"{kbit}kbit", "burst", f"{burst_kb}kb",
-                  "latency", f"{latency_ms}ms"])
+            _run(
+                [
+                    "tc",
+                    "-n",
+                    self.ns(s),
+                    "qdisc",
+                    "replace",
+                    "dev",
+                    IFNAME,
+                    "root",
+                    "tbf",
+                    "rate",
+                    f"{kbit}kbit",
+                    "burst",
+                    f"{burst_kb}kb",
+                    "latency",
+                    f"{latency_ms}ms",
+                ]
+            )
 
     def set_delay(self, ms: float, side: SideSpec = "both", *, jitter_ms: float = 0.0) -> None:
         """Hold the packets the side(s) send for ``ms`` (+/- uniform ``jitter_ms``,
@@ -463,8 +590,9 @@ class NetworkLab:
             elif delayer is not None:
                 delayer.update(ms, jitter_ms)
             else:
-                delayer = _Delayer(self.ns(_peer(s)), self._queue_nums[s],
-                                   self.delayer_max_runtime_s)
+                delayer = _Delayer(
+                    self.ns(_peer(s)), self._queue_nums[s], self.delayer_max_runtime_s
+                )
                 self._delayers[s] = delayer
                 try:
                     delayer.start(ms, jitter_ms)
@@ -490,8 +618,7 @@ class NetworkLab:
 
     def loss_counter(self, side: Side) -> int:
         """Packets sent by ``side`` that the loss rule dropped (0 without a rule)."""
-        out = self.run(_peer(side), ["nft", "list", "chain", "inet", NFT_TABLE,
-                                     "ingress"]).stdout
+        out = self.run(_peer(side), ["nft", "list", "chain", "inet", NFT_TABLE, "ingress"]).stdout
         found = re.search(r"counter packets (\d+)", out)
         return int(found.group(1)) if found else 0
 
@@ -546,6 +673,7 @@ def _remove_netns(ns: str) -> None:
 # Small measurement programs that tests run inside the namespaces. Each prints
 # "ready" once its socket is bound (servers) and JSON results on stdout (clients);
 # every loop is bounded by a duration/timeout.
+
 
 def _resolve(host: str) -> str:
     return str(socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0])
@@ -626,11 +754,18 @@ def _cli_udp_probe(args: argparse.Namespace) -> None:
         drain(start + (seq + 1) * args.interval)
     drain(time.monotonic() + args.timeout)
     values = sorted(rtts.values())
-    print(json.dumps({"sent": args.count, "received": len(rtts),
-                      "reordered": order["reordered"],
-                      "rtt_ms_median": values[len(values) // 2] if values else None,
-                      "rtt_ms_min": values[0] if values else None,
-                      "rtt_ms_max": values[-1] if values else None}))
+    print(
+        json.dumps(
+            {
+                "sent": args.count,
+                "received": len(rtts),
+                "reordered": order["reordered"],
+                "rtt_ms_median": values[len(values) // 2] if values else None,
+                "rtt_ms_min": values[0] if values else None,
+                "rtt_ms_max": values[-1] if values else None,
+            }
+        )
+    )
 
 
 def _cli_tcp_probe(args: argparse.Namespace) -> None:
@@ -647,8 +782,7 @@ def _cli_tcp_probe(args: argparse.Namespace) -> None:
                 if not chunk:
                     break
                 received += chunk
-            result = {"ok": received == message,
-                      "rtt_ms": (time.monotonic() - start) * 1000.0}
+            result = {"ok": received == message, "rtt_ms": (time.monotonic() - start) * 1000.0}
     except OSError as exc:
         result["error"] = str(exc)
     print(json.dumps(result))
@@ -698,8 +832,7 @@ def _cli_udp_sink(args: argparse.Namespace) -> None:
     span = last - first
     # Bytes after the first datagram over the time between first and last arrival.
     rate = (nbytes - first_size) * 8 / span / 1e6 if span > 0 else None
-    print(json.dumps({"packets": packets, "bytes": nbytes, "span_s": span,
-                      "rate_mbit": rate}))
+    print(json.dumps({"packets": packets, "bytes": nbytes, "span_s": span, "rate_mbit": rate}))
 
 
 def main(argv: Iterable[str] | None = None) -> int:

@@ -48,8 +48,13 @@ DEFAULT_MAX_LEN = 8192
 class PacketDelayer:
     """Binds one NFQUEUE and releases its packets after ``delay_ms`` (+/- jitter)."""
 
-    def __init__(self, queue_num: int, delay_ms: float, jitter_ms: float = 0.0,
-                 max_len: int = DEFAULT_MAX_LEN) -> None:
+    def __init__(
+        self,
+        queue_num: int,
+        delay_ms: float,
+        jitter_ms: float = 0.0,
+        max_len: int = DEFAULT_MAX_LEN,
+    ) -> None:
         self.queue_num = queue_num
         self.max_len = max_len
         self._delay_s = 0.0
@@ -166,10 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, required=True)
     parser.add_argument("--jitter-ms", type=float, default=0.0)
     parser.add_argument("--max-len", type=int, default=DEFAULT_MAX_LEN)
-    parser.add_argument("--max-runtime-s", type=float, default=3600.0,
-                        help="exit after this long no matter what (bounded lifetime)")
-    parser.add_argument("--no-stdin", action="store_true",
-                        help="ignore stdin (no run-time control, no exit on EOF)")
+    parser.add_argument(
+        "--max-runtime-s",
+        type=float,
+        default=3600.0,
+        help="exit after this long no matter what (bounded lifetime)",
+    )
+    parser.add_argument(
+        "--no-stdin", action="store_true", help="ignore stdin (no run-time control, no exit on EOF)"
+    )
     args = parser.parse_args(argv)
     delayer = PacketDelayer(args.queue_num, args.delay_ms, args.jitter_ms, args.max_len)
     signal.signal(signal.SIGTERM, delayer.request_stop)

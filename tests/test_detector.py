@@ -69,8 +69,9 @@ def test_gaussian_noise_and_salt_specks() -> None:
     # Measured over 500 frames: mean 0.014 px, max 0.10 px (small radii).
     rng = np.random.default_rng(2)
     make = noisy(rng)
-    errors = [error(CentroidDetector().detect(make(x, y, r)), x, y)
-              for x, y, r in random_inside(rng, 60)]
+    errors = [
+        error(CentroidDetector().detect(make(x, y, r)), x, y) for x, y, r in random_inside(rng, 60)
+    ]
     assert np.mean(errors) < 0.05
     assert np.max(errors) < 0.2
 
@@ -78,8 +79,10 @@ def test_gaussian_noise_and_salt_specks() -> None:
 def test_codec_like_blur() -> None:
     # Measured over 500 frames: mean 0.004 px, max 0.023 px.
     rng = np.random.default_rng(3)
-    errors = [error(CentroidDetector().detect(blurred(x, y, r)), x, y)
-              for x, y, r in random_inside(rng, 100)]
+    errors = [
+        error(CentroidDetector().detect(blurred(x, y, r)), x, y)
+        for x, y, r in random_inside(rng, 100)
+    ]
     assert np.max(errors) < 0.05
 
 
@@ -145,8 +148,10 @@ def test_clipped_ball_with_noise(edge: str) -> None:
     # 0.27 px.
     rng = np.random.default_rng(12)
     make = noisy(rng)
-    errors = [error(CentroidDetector().detect(make(x, y, r)), x, y)
-              for x, y, r in clipped_cases(rng, edge, 15, outside=0.0)]
+    errors = [
+        error(CentroidDetector().detect(make(x, y, r)), x, y)
+        for x, y, r in clipped_cases(rng, edge, 15, outside=0.0)
+    ]
     assert np.mean(errors) < 0.1
     assert np.max(errors) < 0.5
 
@@ -156,8 +161,10 @@ def test_clipped_ball_with_blur(edge: str) -> None:
     # Centre inside the frame. Measured over 480 balls: mean 0.014 px, max
     # 0.2 px (a small ball in a corner).
     rng = np.random.default_rng(13)
-    errors = [error(CentroidDetector().detect(blurred(x, y, r)), x, y)
-              for x, y, r in clipped_cases(rng, edge, 15, outside=0.0)]
+    errors = [
+        error(CentroidDetector().detect(blurred(x, y, r)), x, y)
+        for x, y, r in clipped_cases(rng, edge, 15, outside=0.0)
+    ]
     assert np.mean(errors) < 0.1
     assert np.max(errors) < 0.5
 

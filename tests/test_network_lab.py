@@ -47,15 +47,21 @@ def lab() -> Iterator[NetworkLab]:
         yield network_lab
 
 
-def _start_echo(lab: NetworkLab, side: Side, kind: str = "udp-echo",
-                port: int = UDP_PORT, duration: float = 25.0) -> subprocess.Popen[str]:
+def _start_echo(
+    lab: NetworkLab,
+    side: Side,
+    kind: str = "udp-echo",
+    port: int = UDP_PORT,
+    duration: float = 25.0,
+) -> subprocess.Popen[str]:
     proc = lab.python_tool(side, kind, "--port", str(port), "--duration", str(duration))
     wait_for_line(proc, "ready", timeout=10)
     return proc
 
 
-def _tool_json(lab: NetworkLab, side: Side, tool: str, *args: str,
-               timeout: float = 20.0) -> dict[str, Any]:
+def _tool_json(
+    lab: NetworkLab, side: Side, tool: str, *args: str, timeout: float = 20.0
+) -> dict[str, Any]:
     proc = lab.python_tool(side, tool, *args)
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"{tool} failed: {err}"
@@ -63,11 +69,26 @@ def _tool_json(lab: NetworkLab, side: Side, tool: str, *args: str,
     return result
 
 
-def _udp_probe(lab: NetworkLab, side: Side, host: str, count: int = 20,
-               interval: float = 0.005, size: int = 64) -> dict[str, Any]:
-    return _tool_json(lab, side, "udp-probe", "--host", host, "--port", str(UDP_PORT),
-                      "--count", str(count), "--interval", str(interval),
-                      "--size", str(size), "--timeout", "1.0")
+def _udp_probe(
+    lab: NetworkLab, side: Side, host: str, count: int = 20, interval: float = 0.005, size: int = 64
+) -> dict[str, Any]:
+    return _tool_json(
+        lab,
+        side,
+        "udp-probe",
+        "--host",
+        host,
+        "--port",
+        str(UDP_PORT),
+        "--count",
+        str(count),
+        "--interval",
+        str(interval),
+        "--size",
+        str(size),
+        "--timeout",
+        "1.0",
+    )
 
 
 def _peer(side: Side) -> Side:
@@ -125,10 +146,11 @@ def test_delay_50ms_one_direction_keeps_order(lab: NetworkLab) -> None:
     base = _udp_probe(lab, "client", lab.server_address)["rtt_ms_median"]
     lab.set_delay(50, side="client")
     # ~1.9 Mbit/s of 1200-byte datagrams: the delayer must keep up with video rates.
-    result = _udp_probe(lab, "client", lab.server_address, count=200, interval=0.005,
-                        size=1200)
-    print(f"delay: baseline rtt {base:.2f} ms, delayed median {result['rtt_ms_median']:.2f}"
-          f" max {result['rtt_ms_max']:.2f} ms")
+    result = _udp_probe(lab, "client", lab.server_address, count=200, interval=0.005, size=1200)
+    print(
+        f"delay: baseline rtt {base:.2f} ms, delayed median {result['rtt_ms_median']:.2f}"
+        f" max {result['rtt_ms_max']:.2f} ms"
+    )
     assert result["received"] == 200, result
     assert result["reordered"] == 0, result
     assert base + 45 <= result["rtt_ms_median"] <= base + 65, result
@@ -144,15 +166,29 @@ def test_delay_50ms_one_direction_keeps_order(lab: NetworkLab) -> None:
 @pytest.mark.timeout(30)
 def test_rate_1mbit_caps_throughput(lab: NetworkLab) -> None:
     lab.set_rate(1.0, side="client")
-    sink = lab.python_tool("server", "udp-sink", "--port", str(SINK_PORT),
-                           "--duration", "8", "--idle", "0.5")
+    sink = lab.python_tool(
+        "server", "udp-sink", "--port", str(SINK_PORT), "--duration", "8", "--idle", "0.5"
+    )
     wait_for_line(sink, "ready", timeout=10)
-    blast = _tool_json(lab, "client", "udp-blast", "--host", lab.server_hostname,
-                       "--port", str(SINK_PORT), "--duration", "1.5", "--size", "1200")
+    blast = _tool_json(
+        lab,
+        "client",
+        "udp-blast",
+        "--host",
+        lab.server_hostname,
+        "--port",
+        str(SINK_PORT),
+        "--duration",
+        "1.5",
+        "--size",
+        "1200",
+    )
     out, err = sink.communicate(timeout=15)
     received = json.loads(out)
-    print(f"rate: offered {blast['bytes'] * 8 / 1.5 / 1e6:.0f} Mbit/s, "
-          f"received {received['rate_mbit']:.3f} Mbit/s")
+    print(
+        f"rate: offered {blast['bytes'] * 8 / 1.5 / 1e6:.0f} Mbit/s, "
+        f"received {received['rate_mbit']:.3f} Mbit/s"
+    )
     assert received["packets"] > 50, received
     assert 0.6 <= received["rate_mbit"] <= 1.3, received
 
@@ -208,9 +244,15 @@ _CRASHING_CHILD = textwrap.dedent("""
 @pytest.mark.timeout(40)
 def test_cleanup_stale_removes_only_dead_owners_labs(lab: NetworkLab) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-c",
-         _CRASHING_CHILD.format(repo_root=str(Path(__file__).resolve().parents[1]))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            _CRASHING_CHILD.format(repo_root=str(Path(__file__).resolve().parents[1])),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = wait_for_line(child, "balllab-", timeout=20)
         stale: list[str] = line.split()

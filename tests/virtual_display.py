@@ -21,9 +21,7 @@ class VirtualDisplay:
     def start(self) -> None:
         for tool in ("Xvfb", "xwd", "convert"):
             if shutil.which(tool) is None:
-                raise RuntimeError(
-                    f"{tool} is missing: `python3 dev.py setup` installs it"
-                )
+                raise RuntimeError(f"{tool} is missing: `python3 dev.py setup` installs it")
         for number in range(90, 140):
             if Path(f"/tmp/.X{number}-lock").exists():
                 continue
