@@ -179,9 +179,8 @@ LOSSY_CLIENT_DURATION_S = 20
 
 @pytest.mark.timeout(90)
 def test_five_percent_loss(lab_server: LabServer) -> None:
-    # 5 % of the packets each way: video (recovered by NACK/RTX, or a frame
-    # lost), answers (unordered, no retransmits: lost for good) and signaling.
-    # Answer loss alone caps "answered" at about 95 %.
+    # 5 % of the packets each way: video (recovered by NACK/RTX), answers
+    # (retransmitted while fresh) and signaling.
     measured = lab_server.measure("5% loss", lambda lab: lab.set_loss(5), LOSSY_CLIENT_DURATION_S)
     assert measured.frames_sent >= 5 * 30, measured
     assert measured.answered >= 0.90, measured
@@ -189,7 +188,9 @@ def test_five_percent_loss(lab_server: LabServer) -> None:
     # Losses must cost a retransmission's delay now and then, not build up:
     # a frame's latency may not carry the delays of every earlier loss.
     assert measured.second_half_p50 <= measured.first_half_p50 + 30, measured
-    assert measured.latency_p95 < 250, measured
+    # A frame behind a hole waits for its retransmission; when that is lost
+    # too, aiortc asks again only with its next NACK, up to a second later.
+    assert measured.latency_p95 < 1000, measured
 
 
 DELAY_MS = 50
