@@ -156,9 +156,7 @@ def container_env(container: dict[str, Any]) -> dict[str, str]:
 
 
 def load_parser(component: str) -> Any:
-    """``<component>.<component>.build_parser()``, or skip while it isn't written yet."""
-    if not (ROOT / component / f"{component}.py").exists():
-        pytest.skip(f"{component}/{component}.py not written yet")
+    """``<component>.<component>.build_parser()``."""
     module = __import__(f"{component}.{component}", fromlist=["build_parser"])
     assert hasattr(module, "build_parser"), f"{component}.{component} must expose build_parser()"
     return module.build_parser()
@@ -499,8 +497,6 @@ def test_entrypoint_runs_in_the_image_layout(component: str, tmp_path: Path) -> 
     """Copy exactly what the image ships (component + protocol) and run the
     entrypoint's --help there, with the image's PYTHONPATH: catches an import
     of the other component or of a file the Dockerfile doesn't copy."""
-    if not (ROOT / component / f"{component}.py").exists():
-        pytest.skip(f"{component}/{component}.py not written yet")
     for package in (component, "protocol"):
         shutil.copytree(
             ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
@@ -711,8 +707,6 @@ def test_client_shared_memory_fits_in_dev_shm(
     """The detector's SharedMemory segment (3 frame slots up to 3840x2160
     luma, about 25 MB) lives in /dev/shm: the compose shm_size and the k8s
     memory-backed emptyDir must hold it with room to spare (64 MiB)."""
-    if not (ROOT / "client" / "frame_exchange.py").exists():
-        pytest.skip("client/frame_exchange.py not written yet")
     from client import frame_exchange as fx
 
     segment = fx._SLOTS_OFFSET + fx.SLOTS * fx.MAX_WIDTH * fx.MAX_HEIGHT

@@ -14,21 +14,9 @@ import pytest
 from client.detector_process import DetectorFailed, DetectorProcess
 from client.frame_exchange import DetectionResult
 from server.renderer import render_luma
+from tests.own_resources import open_fds, own_shm
 
 WIDTH, HEIGHT = 640, 480
-
-
-def own_shm() -> set[str]:
-    """Shared memory this process created or still maps. Other programs on
-    the machine may use /dev/shm meanwhile, so a plain listing would race."""
-    names = {n for n in os.listdir("/dev/shm") if n.startswith(f"balltrack_{os.getpid()}_")}
-    with open("/proc/self/maps") as maps:
-        names |= {line.split("/dev/shm/", 1)[1].strip() for line in maps if "/dev/shm/" in line}
-    return names
-
-
-def open_fds() -> set[int]:
-    return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
 def wait_results(

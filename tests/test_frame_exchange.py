@@ -24,6 +24,7 @@ from client.frame_exchange import (
     FrameExchange,
     luma_view,
 )
+from tests.own_resources import open_fds, own_shm
 
 WIDTH, HEIGHT = 64, 48
 
@@ -37,19 +38,6 @@ def frame(value: int, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
 
 def readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
-
-
-def own_shm() -> set[str]:
-    """Shared memory this process created or still maps. Other programs on
-    the machine may use /dev/shm meanwhile, so a plain listing would race."""
-    names = {n for n in os.listdir("/dev/shm") if n.startswith(f"balltrack_{os.getpid()}_")}
-    with open("/proc/self/maps") as maps:
-        names |= {line.split("/dev/shm/", 1)[1].strip() for line in maps if "/dev/shm/" in line}
-    return names
-
-
-def open_fds() -> set[int]:
-    return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
 @pytest.fixture
