@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -182,4 +183,46 @@ def test_detector_process_death_ends_the_client_with_a_clear_error() -> None:
         assert "detector" in client.stderr and "Traceback" not in client.stderr
     finally:
         client.close()
+        server.close()
+
+
+def test_an_unmodified_aiortc_peer_with_tcp_socket_signaling_is_served(report_dir: Path) -> None:
+    """The wire format is aiortc's: its own TcpSocketSignaling answers our offer."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.contrib.signaling import TcpSocketSignaling
+
+    port = free_port()
+    server = start_server(port, "--report-dir", str(report_dir))
+
+    async def answer_and_watch() -> int:
+        signaling = TcpSocketSignaling("127.0.0.1", port)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        received: asyncio.Queue[object] = asyncio.Queue()
+
+        @pc.on("track")
+        def on_track(track: object) -> None:
+            async def pull() -> None:
+                while True:
+                    await received.put(await track.recv())  # type: ignore[attr-defined]
+
+            asyncio.ensure_future(pull())
+
+        try:
+            offer = await signaling.receive()
+            await pc.setRemoteDescription(offer)  # type: ignore[arg-type]
+            await pc.setLocalDescription(await pc.createAnswer())
+            await signaling.send(pc.localDescription)
+            for _ in range(10):
+                await asyncio.wait_for(received.get(), 10)
+            return 10
+        finally:
+            await signaling.close()  # sends BYE
+            await pc.close()
+
+    try:
+        assert asyncio.run(answer_and_watch()) == 10
+        [report] = wait_for_reports(report_dir, 1)
+        assert report["end_reason"] == "client said bye"
+        assert report["frames_sent"] >= 10 and report["invalid_messages"] == 0
+    finally:
         server.close()
