@@ -36,6 +36,10 @@ from client.frame_exchange import (
 _IDLE_POLL = 1.0
 
 
+#: Polling step of ``wait_taken``; the worker takes a frame within ~0.1 ms.
+_TAKE_POLL_S = 50e-6
+
+
 class DetectorFailed(RuntimeError):
     """The detector process is gone although nobody stopped it."""
 
@@ -197,6 +201,23 @@ class DetectorProcess:
         except ExchangeError as exc:
             raise DetectorFailed(f"{exc} (worker exit code {self._exit_code()})") from exc
         self._submitted += 1
+
+    def wait_taken(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the worker to take the last frame submitted.
+
+        Frames normally come tens of milliseconds apart and the worker takes
+        each within a fraction of one, so this returns at once. After a
+        retransmission fills a gap, though, the decoder delivers a burst of
+        frames within a millisecond, and latest-wins would drop all but the
+        last. Waiting the worker's sub-millisecond pace lets it answer them
+        all, while the timeout keeps a slow worker from adding real latency.
+        """
+        deadline = time.monotonic() + timeout
+        while self._exchange.pending:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_TAKE_POLL_S)
+        return True
 
     def collect(self) -> list[DetectionResult]:
         """Results that arrived since the last call, oldest first.

@@ -47,7 +47,7 @@ MAX_HEIGHT = 2160
 #: Newest frame, frame being read, frame being written.
 SLOTS = 3
 #: Results kept for the main process; it normally collects every frame.
-RESULT_RING = 16
+RESULT_RING = 64
 
 #: How long a lock holder may keep the header, which it does for microseconds.
 LOCK_TIMEOUT = 1.0
@@ -422,6 +422,11 @@ class FrameExchange:
     @property
     def published(self) -> int:
         return int(self._header[_PUBLISHED])
+
+    @property
+    def pending(self) -> bool:
+        """A published frame is waiting for the consumer to take it."""
+        return int(self._header[_LATEST_SEQ]) > int(self._header[_TAKEN_SEQ])
 
     @property
     def dropped(self) -> int:

@@ -32,6 +32,9 @@ from protocol.signaling import Bye, SignalingChannel, SignalingError
 
 logger = logging.getLogger("client.session")
 
+#: Longest a frame waits for the detector to take the previous one.
+HANDOFF_WAIT_S = 0.002
+
 
 class SessionEnd(enum.Enum):
     """How a session ended, which decides the exit status and reconnects."""
@@ -170,6 +173,11 @@ class ClientSession:
                 return
             self.frames_received += 1
             luma = luma_view(frame)
+            # Only ever waits inside a burst of frames (see wait_taken); it
+            # blocks the loop for at most HANDOFF_WAIT_S, so send the results
+            # the burst has produced meanwhile straight away.
+            self._detector.wait_taken(HANDOFF_WAIT_S)
+            self._send_results()
             try:
                 self._detector.submit(int(frame.pts), luma)
             except DetectorFailed as exc:

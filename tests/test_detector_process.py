@@ -102,6 +102,32 @@ def test_burst_latest_wins(detector: DetectorProcess) -> None:
     assert stats.detected + stats.dropped + stats.results_lost == 200
 
 
+def test_burst_paced_by_wait_taken_loses_nothing(detector: DetectorProcess) -> None:
+    """What the client does with a burst of decoded frames after a gap."""
+    frames = [render_luma(WIDTH, HEIGHT, 100.0 + i, 240.5, 20) for i in range(30)]
+    results: list[DetectionResult] = []
+    for pts, luma in enumerate(frames):
+        assert detector.wait_taken(1.0)
+        results += detector.collect()  # as the client sends them on
+        detector.submit(pts, luma)
+    results += wait_results(detector, 30 - len(results))
+    assert [r.pts for r in results] == list(range(30))
+    assert detector.stats().dropped == 0
+
+
+def test_wait_taken_gives_up_after_its_timeout(detector: DetectorProcess) -> None:
+    assert detector.pid is not None
+    os.kill(detector.pid, signal.SIGSTOP)  # a worker that takes nothing
+    try:
+        detector.submit(0, render_luma(WIDTH, HEIGHT, 100.0, 100.0, 20))
+        started = time.monotonic()
+        assert detector.wait_taken(0.01) is False
+        assert 0.009 < time.monotonic() - started < 0.5
+    finally:
+        os.kill(detector.pid, signal.SIGCONT)
+    assert detector.wait_taken(1.0)
+
+
 def test_submit_never_waits_for_detection(detector: DetectorProcess) -> None:
     luma = render_luma(WIDTH, HEIGHT, 320.0, 240.0, 60)
     started = time.perf_counter()

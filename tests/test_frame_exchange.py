@@ -87,8 +87,11 @@ def test_latest_wins_and_drops_are_counted(exchange: FrameExchange) -> None:
 
 
 def test_a_frame_is_taken_once(exchange: FrameExchange) -> None:
+    assert not exchange.pending
     exchange.publish(1, frame(1))
+    assert exchange.pending
     assert exchange.wait_latest(0.1) is not None
+    assert not exchange.pending
     exchange.release()
     started = time.monotonic()
     assert exchange.wait_latest(0.05) is None
