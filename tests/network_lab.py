@@ -220,20 +220,22 @@ class _Delayer:
         # Install the rule only once the queue is bound (ready), so no packet is
         # ever queued while nobody listens.
         wait_for_line(self.proc, "ready", timeout=10.0)
-        _run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.netns,
-                "iptables-nft",
-                "-t",
-                "mangle",
-                "-A",
-                "PREROUTING",
-                *self._rule,
-            ]
-        )
+        _run(self._rule_command("-A"))
+
+    def _rule_command(self, action: str) -> list[str]:
+        """Add (``-A``) or delete (``-D``) the NFQUEUE rule in the namespace."""
+        return [
+            "ip",
+            "netns",
+            "exec",
+            self.netns,
+            "iptables-nft",
+            "-t",
+            "mangle",
+            action,
+            "PREROUTING",
+            *self._rule,
+        ]
 
     def update(self, delay_ms: float, jitter_ms: float) -> None:
         assert self.proc is not None and self.proc.stdin is not None
@@ -249,21 +251,7 @@ class _Delayer:
     def stop(self) -> None:
         # Remove the rule first so traffic never hits a queue without a reader
         # (it would pass thanks to --queue-bypass anyway, but undelayed & counted).
-        _run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.netns,
-                "iptables-nft",
-                "-t",
-                "mangle",
-                "-D",
-                "PREROUTING",
-                *self._rule,
-            ],
-            check=False,
-        )
+        _run(self._rule_command("-D"), check=False)
         if self.proc is not None:
             _stop_process(self.proc)
             self.proc = None
