@@ -68,7 +68,6 @@ class ClientSession:
         self._channel: Optional[RTCDataChannel] = None
         self._outcome: Optional[SessionOutcome] = None
         self._ended = asyncio.Event()
-        self._streaming = False
         self.frames_received = 0
         self.results_sent = 0
         self._last_detection: Optional[DetectionResult] = None
@@ -89,7 +88,6 @@ class ClientSession:
         loop.add_reader(self._detector.result_fd, self._send_results)
         try:
             await self._negotiate(pc, tasks)
-            self._streaming = True
             tasks.append(asyncio.create_task(self._watch_signaling()))
             await self._ended.wait()
         except asyncio.TimeoutError:
@@ -98,19 +96,24 @@ class ClientSession:
             self._end(SessionEnd.LOST, f"signaling error: {exc}")
         except ConnectionError as exc:
             self._end(SessionEnd.LOST, f"signaling connection lost: {exc}")
+        except (ValueError, AssertionError) as exc:
+            # aiortc raises (or asserts) on an offer it cannot parse.
+            self._end(SessionEnd.LOST, f"the server's offer was rejected: {exc!r}")
         finally:
             loop.remove_reader(self._detector.result_fd)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            assert self._outcome is not None
-            if self._outcome.end is SessionEnd.FINISHED:
+            # Set unless an unexpected exception is on its way out.
+            self._end(SessionEnd.LOST, "the session failed")
+            if self._outcome is not None and self._outcome.end is SessionEnd.FINISHED:
                 try:
                     await asyncio.wait_for(self._signaling.send(Bye()), 1.0)
                 except (ConnectionError, asyncio.TimeoutError):
                     pass
             await pc.close()
             await self._signaling.close()
+        assert self._outcome is not None
         return self._outcome
 
     async def _negotiate(self, pc: RTCPeerConnection, tasks: list[asyncio.Task[Any]]) -> None:

@@ -84,3 +84,30 @@ def test_server_stops_on_sigterm_when_idle() -> None:
         assert server.process.returncode == 0
     finally:
         server.close()
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        b'{"sdp": "v=0\\r\\nm=video x\\r\\n", "type": "offer"}\n',  # aiortc asserts on it
+        b'{"sdp": "v=0\\r\\n", "type": "answer"}\n',  # the wrong kind
+        b"not json at all\n",
+    ],
+)
+def test_client_rejects_a_bad_offer_cleanly(offer: bytes) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = Program(
+            [PYTHON, "client/client.py", "--signaling-port", str(port), "--connect-timeout", "5"]
+        )
+        try:
+            listener.settimeout(30)
+            connection, _ = listener.accept()
+            with connection:
+                connection.sendall(offer)
+                assert client.wait(timeout=30) == 1, client.describe()
+            assert "error:" in client.stderr and "Traceback" not in client.stderr
+        finally:
+            client.close()
