@@ -8,6 +8,7 @@ a network.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
@@ -31,19 +32,11 @@ class Interval:
 
     def describe(self) -> str:
         error = f"{sum(self.errors) / len(self.errors):.3f}" if self.errors else "-"
-        latency = f"{_median(self.latencies):.1f}" if self.latencies else "-"
+        latency = f"{statistics.median(self.latencies):.1f}" if self.latencies else "-"
         return (
             f"sent {self.frames_sent} answered {self.frames_answered} "
             f"error {error} px latency p50 {latency} ms"
         )
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    return (ordered[middle - 1] + ordered[middle]) / 2
 
 
 class Scoreboard:
