@@ -202,6 +202,11 @@ class DetectorProcess:
             raise DetectorFailed(f"{exc} (worker exit code {self._exit_code()})") from exc
         self._submitted += 1
 
+    @property
+    def pending(self) -> bool:
+        """The last frame submitted is still waiting for the worker."""
+        return self._exchange.pending
+
     def wait_taken(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the worker to take the last frame submitted.
 
@@ -213,7 +218,7 @@ class DetectorProcess:
         all, while the timeout keeps a slow worker from adding real latency.
         """
         deadline = time.monotonic() + timeout
-        while self._exchange.pending:
+        while self.pending:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(_TAKE_POLL_S)

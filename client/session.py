@@ -104,16 +104,16 @@ class ClientSession:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            # Set unless an unexpected exception is on its way out.
+            # Only an unexpected exception on its way out leaves no outcome.
             self._end(SessionEnd.LOST, "the session failed")
-            if self._outcome is not None and self._outcome.end is SessionEnd.FINISHED:
+            assert self._outcome is not None
+            if self._outcome.end is SessionEnd.FINISHED:
                 try:
                     await asyncio.wait_for(self._signaling.send(Bye()), 1.0)
                 except (ConnectionError, asyncio.TimeoutError):
                     pass
             await pc.close()
             await self._signaling.close()
-        assert self._outcome is not None
         return self._outcome
 
     async def _negotiate(self, pc: RTCPeerConnection, tasks: list[asyncio.Task[Any]]) -> None:
@@ -176,11 +176,12 @@ class ClientSession:
                 return
             self.frames_received += 1
             luma = luma_view(frame)
-            # Only ever waits inside a burst of frames (see wait_taken); it
-            # blocks the loop for at most HANDOFF_WAIT_S, so send the results
-            # the burst has produced meanwhile straight away.
-            self._detector.wait_taken(HANDOFF_WAIT_S)
-            self._send_results()
+            if self._detector.pending:
+                # Inside a burst of frames (see wait_taken). The wait blocks
+                # the loop for at most HANDOFF_WAIT_S, so send the results the
+                # burst has produced meanwhile straight away.
+                self._detector.wait_taken(HANDOFF_WAIT_S)
+                self._send_results()
             try:
                 self._detector.submit(int(frame.pts), luma)
             except DetectorFailed as exc:
