@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import socket
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
 from tests.programs import PYTHON, Program, free_port, start_server
+
+
+@contextmanager
+def listening_socket() -> Iterator[tuple[socket.socket, int]]:
+    """A TCP socket listening on an ephemeral loopback port, and that port."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener, listener.getsockname()[1]
 
 
 def run(argv: list[str], timeout: float = 60, env: dict[str, str] | None = None) -> Program:
@@ -65,10 +76,7 @@ def test_unknown_host() -> None:
 
 
 def test_port_in_use() -> None:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+    with listening_socket() as (_, port):
         program = run(
             [PYTHON, "server/server.py", "--signaling-port", str(port), "--http-port", "0"]
         )
@@ -95,10 +103,7 @@ def test_server_stops_on_sigterm_when_idle() -> None:
     ],
 )
 def test_client_rejects_a_bad_offer_cleanly(offer: bytes) -> None:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
+    with listening_socket() as (listener, port):
         client = Program(
             [PYTHON, "client/client.py", "--signaling-port", str(port), "--connect-timeout", "5"]
         )
