@@ -65,15 +65,20 @@ class Program:
     def wait(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)
 
-    def wait_for_output(self, text: str, timeout: float) -> None:
+    def wait_for_output(self, text: str, timeout: float, count: int = 1) -> None:
+        """Wait until ``text`` has appeared ``count`` times in the program's log.
+
+        The log is stderr; stdout carries the JSON summaries, whose keys
+        (``frames_answered``...) would match log words like "answered".
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.stderr or text in self.stdout:
+            if self.stderr.count(text) >= count:
                 return
             if self.process.poll() is not None:
                 break
             time.sleep(0.05)
-        raise AssertionError(f"{text!r} not seen from {self.argv}:\n{self.describe()}")
+        raise AssertionError(f"{text!r} not seen {count}x from {self.argv}:\n{self.describe()}")
 
     def signal(self, signum: int) -> None:
         if self.process.poll() is None:

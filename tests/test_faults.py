@@ -130,12 +130,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 
     return True
 
 
-def wait_for_count(program: Program, text: str, count: int, timeout: float) -> None:
-    """Wait until ``text`` occurs ``count`` times in the program's stderr log."""
-    if not wait_until(lambda: program.stderr.count(text) >= count, timeout):
-        raise AssertionError(f"{text!r} not seen {count} times:\n{program.describe()}")
-
-
 # ---------------------------------------------------------------- in-test peer
 
 
@@ -297,7 +291,7 @@ def test_killed_client_frees_every_server_resource(report_dir: Path) -> None:
         fds, threads = open_fds(server.pid), thread_count(server.pid)
         victim = start_client(port)
         try:
-            wait_for_count(server, "answered", 2, timeout=30)
+            server.wait_for_output("answered", timeout=30, count=2)
             assert open_fds(server.pid) > fds  # the session holds sockets
             _kill(victim)
             killed_at = time.monotonic()
@@ -388,8 +382,8 @@ def test_killed_server_fails_client_or_reconnects_it(report_dir: Path) -> None:
     patient = start_client(port, "--reconnect")
     second: Optional[Program] = None
     try:
-        wait_for_count(first, "streaming to", 2, timeout=30)
-        wait_for_count(first, "answered", 2, timeout=30)
+        first.wait_for_output("streaming to", timeout=30, count=2)
+        first.wait_for_output("answered", timeout=30, count=2)
         _kill(first)
         # Without --reconnect: a non-zero exit and a message naming the cause.
         assert plain.wait(timeout=10) == 1, plain.describe()
@@ -438,7 +432,7 @@ def test_client_beyond_max_sessions_is_refused_others_unaffected(report_dir: Pat
     clients = [start_client(port) for _ in range(MAX_SESSIONS)]
     extra: Optional[Program] = None
     try:
-        wait_for_count(server, "streaming to", MAX_SESSIONS, timeout=30)
+        server.wait_for_output("streaming to", timeout=30, count=MAX_SESSIONS)
         extra = start_client(port, "--connect-timeout", "5")
         assert extra.wait(timeout=30) == EXIT_REFUSED, extra.describe()
         assert "refused" in extra.stderr and "server busy" in extra.stderr, extra.describe()
@@ -459,8 +453,8 @@ def test_sigterm_ends_every_session_cleanly(report_dir: Path) -> None:
     server = _start_tracked_server(port, report_dir)
     clients = [start_client(port) for _ in range(2)]
     try:
-        wait_for_count(server, "streaming to", 2, timeout=30)
-        wait_for_count(server, "answered", 4, timeout=30)  # two progress lines each
+        server.wait_for_output("streaming to", timeout=30, count=2)
+        server.wait_for_output("answered", timeout=30, count=4)  # two progress lines each
         server.signal(signal.SIGTERM)
         stopped_at = time.monotonic()
         assert server.wait(timeout=10) == 0, server.describe()

@@ -134,7 +134,7 @@ class LabServer:
                 host="ball-server",
             )
             if after_first_frames:
-                self._wait_for_session(sessions_before + 1)
+                self.program.wait_for_output(STREAMING_LINE, timeout=30, count=sessions_before + 1)
                 time.sleep(FIRST_FRAMES_S)
                 impair(self.lab)
             assert client.wait(timeout=duration_s + 30) == 0, client.describe()
@@ -152,12 +152,6 @@ class LabServer:
         RESULTS[name] = measured
         print(f"\n{TABLE_HEADER}\n{measured.row()}")
         return measured
-
-    def _wait_for_session(self, count: int, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.program.stderr.count(STREAMING_LINE) < count:
-            assert time.monotonic() < deadline, self.program.describe()
-            time.sleep(0.05)
 
     def close(self) -> None:
         self.program.close()
