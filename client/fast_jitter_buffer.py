@@ -206,7 +206,7 @@ def install_fast_jitter_buffer(receiver: RTCRtpReceiver) -> None:
     :raises ValueError: `receiver` is not a video receiver.
     :raises RuntimeError: RTP has already arrived.
     """
-    _check_aiortc_version()
+    check_aiortc_version()
     buffer = getattr(receiver, _RECEIVER_BUFFER_ATTRIBUTE, None)
     if isinstance(buffer, FastJitterBuffer):
         return
@@ -230,7 +230,7 @@ def install_fast_jitter_buffer(receiver: RTCRtpReceiver) -> None:
     )
 
 
-def _check_aiortc_version() -> None:
+def check_aiortc_version() -> None:
     version = getattr(aiortc, "__version__", None)
     if version != SUPPORTED_AIORTC_VERSION:
         raise IncompatibleAiortcError(
@@ -244,7 +244,7 @@ def _check_buffer_shape(buffer: JitterBuffer) -> None:
     """Check the private parts of aiortc that FastJitterBuffer relies on."""
     problems = []
     # The receiver reads the buffer through the mangled attribute and calls add().
-    receiver_names = _code_names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None))
+    receiver_names = code_names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None))
     if _RECEIVER_BUFFER_ATTRIBUTE not in receiver_names or "add" not in receiver_names:
         problems.append("RTCRtpReceiver._handle_rtp_packet no longer calls its add()")
     expected_parameters = {
@@ -257,7 +257,7 @@ def _check_buffer_shape(buffer: JitterBuffer) -> None:
         if actual != parameters:
             problems.append(f"JitterBuffer.{name} is not ({', '.join(parameters)})")
     # FastJitterBuffer hooks in where add() hands over to _remove_frame().
-    if "_remove_frame" not in _code_names(getattr(JitterBuffer, "add", None)):
+    if "_remove_frame" not in code_names(getattr(JitterBuffer, "add", None)):
         problems.append("JitterBuffer.add no longer calls _remove_frame")
     for name in ("_capacity", "_origin", "_packets", "_is_video"):
         if not hasattr(buffer, name):
@@ -280,7 +280,7 @@ def _check_receiver_shape(receiver: RTCRtpReceiver) -> None:
     mapper = getattr(receiver, _RECEIVER_TIMESTAMP_MAPPER_ATTRIBUTE, None)
     if not callable(getattr(mapper, "map", None)):
         problems.append(f"{_RECEIVER_TIMESTAMP_MAPPER_ATTRIBUTE} has no map()")
-    names = _code_names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None))
+    names = code_names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None))
     if _RECEIVER_DECODER_QUEUE_ATTRIBUTE not in names or "put" not in names:
         problems.append("RTCRtpReceiver._handle_rtp_packet no longer puts on its decoder queue")
     if problems:
@@ -289,7 +289,7 @@ def _check_receiver_shape(receiver: RTCRtpReceiver) -> None:
         )
 
 
-def _code_names(function: object) -> tuple[str, ...]:
+def code_names(function: object) -> tuple[str, ...]:
     """Return the attribute and global names `function`'s bytecode uses."""
     code = getattr(function, "__code__", None)
     return code.co_names if code is not None else ()

@@ -27,6 +27,7 @@ from client.detector_process import DetectorFailed, DetectorProcess
 from client.display import ClientDisplay
 from client.fast_jitter_buffer import install_fast_jitter_buffer
 from client.frame_exchange import DetectionResult, luma_view
+from client.repeating_nack import install_repeating_nack
 from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
 from protocol.signaling import Bye, SignalingChannel, SignalingError
 
@@ -146,9 +147,10 @@ class ClientSession:
                 raise SignalingError(f"expected an offer, got {message.type}")
             break
         await pc.setRemoteDescription(message)
-        if self._jitter_buffer == "fast":
-            for transceiver in pc.getTransceivers():
-                if transceiver.kind == "video":
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":
+                install_repeating_nack(transceiver.receiver)
+                if self._jitter_buffer == "fast":
                     install_fast_jitter_buffer(transceiver.receiver)
         await pc.setLocalDescription(await pc.createAnswer())
         await self._signaling.send(pc.localDescription)
