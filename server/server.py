@@ -129,6 +129,11 @@ async def serve(args: argparse.Namespace) -> int:
         if args.display
         else None
     )
+    # Before listening: the first "signaling on" line tells supervisors (and
+    # tests) that the server is up, and a SIGTERM from then on must be clean.
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, server.stop)
     try:
         await _listen(server.start(), args.signaling_host, args.signaling_port)
         if health is not None:
@@ -137,9 +142,6 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         await server.stop_listening()
         return 1
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, server.stop)
     if display is not None:
         display.start()
     try:
