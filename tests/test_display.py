@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -37,6 +36,14 @@ def green_pixels(image: np.ndarray) -> int:
     return int(cv2.inRange(image, (0, 150, 0), (80, 255, 80)).sum() // 255)
 
 
+def client_window_ready(shot: np.ndarray) -> bool:
+    return len(ball_blobs(shot, 30)) == 1 and red_pixels(shot) > 30
+
+
+def server_window_ready(shot: np.ndarray) -> bool:
+    return green_pixels(shot) > 50 and red_pixels(shot) > 20
+
+
 def test_client_window_shows_the_ball_and_the_detection(tmp_path: Path) -> None:
     port = free_port()
     with VirtualDisplay() as screen:
@@ -44,8 +51,7 @@ def test_client_window_shows_the_ball_and_the_detection(tmp_path: Path) -> None:
         client = start_client(port, "--display", env=screen.environment())
         try:
             server.wait_for_output("answered", timeout=30)
-            time.sleep(1.5)
-            shot = screen.screenshot(tmp_path / "client.png")
+            shot = screen.screenshot_when(tmp_path / "client.png", client_window_ready, 5.0)
             assert len(ball_blobs(shot, 30)) == 1, "no ball in the client window"
             assert red_pixels(shot) > 30, "no detection mark in the client window"
             assert client.wait(timeout=30) == 0, client.describe()
@@ -63,8 +69,7 @@ def test_server_window_shows_truth_and_answer(tmp_path: Path) -> None:
         client = start_client(port)
         try:
             server.wait_for_output("answered", timeout=30)
-            time.sleep(1.0)
-            shot = screen.screenshot(tmp_path / "server.png")
+            shot = screen.screenshot_when(tmp_path / "server.png", server_window_ready, 4.0)
             assert green_pixels(shot) > 50, "no true centre in the server window"
             assert red_pixels(shot) > 20, "no reported centre in the server window"
             assert client.wait(timeout=30) == 0, client.describe()

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -63,6 +64,21 @@ class VirtualDisplay:
         subprocess.run(["convert", "xwd:-", f"png:{path}"], input=dump, check=True)
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         assert image is not None, f"unreadable screenshot {path}"
+        return image
+
+    def screenshot_when(
+        self, path: Path, shows: Callable[[np.ndarray], bool], timeout: float
+    ) -> np.ndarray:
+        """Screenshots until one ``shows`` what is expected; the last one taken.
+
+        A window appears and paints asynchronously, later on a loaded
+        machine, so one shot at a fixed moment can catch an empty screen.
+        """
+        deadline = time.monotonic() + timeout
+        image = self.screenshot(path)
+        while not shows(image) and time.monotonic() < deadline:
+            time.sleep(0.25)
+            image = self.screenshot(path)
         return image
 
     def close(self) -> None:
