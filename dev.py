@@ -2,12 +2,14 @@
 """Set up and run the project with nothing but Python 3.10+.
 
     python3 dev.py demo    # venv + deps, then server and client for ~10 s
-    python3 dev.py test    # venv + deps + system tools, then the whole suite
+    python3 dev.py test    # venv + deps + system packages, then the whole suite
     python3 dev.py setup   # just the environment
 
 Everything lands in ./.venv. System packages that tests need (Xvfb, nftables,
-...) are installed with apt-get when running as root on Debian/Ubuntu;
-otherwise the missing ones are named and the run stops.
+Chromium, ...) are installed with apt-get when running as root on
+Debian/Ubuntu; otherwise the missing ones are named on one line and the run
+stops. Whether a package is installed is asked of dpkg, never guessed from a
+program's name on PATH: a look-alike ``convert`` or ``ip`` proves nothing.
 """
 
 from __future__ import annotations
@@ -21,56 +23,83 @@ import sys
 import sysconfig
 import venv
 from pathlib import Path
+from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 
-# Debian package -> a file that shows it is installed.
-RUNTIME_PACKAGES = {
-    "libgl1": "/usr/lib/x86_64-linux-gnu/libGL.so.1",
-    "libglib2.0-0": "/usr/lib/x86_64-linux-gnu/libglib-2.0.so.0",
-}
-TEST_PACKAGES = {
-    "xvfb": "/usr/bin/Xvfb",
-    "x11-apps": "/usr/bin/xwd",
-    "imagemagick": "/usr/bin/convert",
-    "iproute2": "/usr/sbin/ip",
-    "nftables": "/usr/sbin/nft",
-    "iptables": "/usr/sbin/iptables-nft",
-    "libnetfilter-queue-dev": "/usr/include/libnetfilter_queue/libnetfilter_queue.h",
-    "gcc": "/usr/bin/gcc",
-    "libc6-dev": "/usr/include/stdio.h",
-    # netfilterqueue compiles against the headers of the Python running it.
-    "python3-dev": str(Path(sysconfig.get_paths()["include"]) / "Python.h"),
-}
+#: Debian packages the GUI OpenCV wheel loads at import time.
+RUNTIME_PACKAGES = ("libgl1", "libglib2.0-0")
+#: Debian packages the tests use, on top of the runtime ones.
+TEST_PACKAGES = (
+    "xvfb",  # the virtual screen for the --display window tests
+    "libxcb1",  # what mss reads that screen through
+    "chromium",  # the browser tests (driven by playwright)
+    "iproute2",  # network namespaces and veth pairs
+    "nftables",  # packet loss
+    "iptables",  # the NFQUEUE rule that delays packets
+    "libnetfilter-queue-dev",  # netfilterqueue compiles against it
+    "gcc",
+    "libc6-dev",
+    "util-linux",  # unshare: the network tests of a non-root user
+)
 
 
-def run(argv: list[str], **kwargs: object) -> None:
+def run(argv: Sequence[str], **kwargs: object) -> None:
     print("+", " ".join(str(a) for a in argv), flush=True)
     subprocess.run(argv, check=True, **kwargs)  # type: ignore[call-overload]
 
 
-def missing_packages(packages: dict[str, str]) -> list[str]:
-    def present(path: str) -> bool:
-        # Multi-arch paths differ between machines; accept any architecture.
-        if Path(path).exists():
-            return True
-        name = Path(path).name
-        return any(Path("/usr/lib").glob(f"*/{name}")) or shutil.which(name) is not None
+def installed_packages(names: Sequence[str]) -> Optional[set[str]]:
+    """The subset of ``names`` that dpkg lists as installed; None without dpkg."""
+    if shutil.which("dpkg-query") is None:
+        return None
+    listing = subprocess.run(
+        ["dpkg-query", "--show", "--showformat=${Package}\t${db:Status-Abbrev}\n", *names],
+        capture_output=True,
+        text=True,
+    ).stdout
+    installed = set()
+    for line in listing.splitlines():
+        package, _, status = line.partition("\t")
+        if status.startswith("ii"):
+            # Multi-arch packages are listed as name:arch.
+            installed.add(package.split(":")[0])
+    return installed
 
-    return [name for name, path in packages.items() if not present(path)]
+
+def python_headers_package() -> tuple[str, ...]:
+    """python3-dev, when the running Python has no headers to compile against."""
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    return () if headers.exists() else ("python3-dev",)
 
 
-def ensure_system_packages(packages: dict[str, str]) -> None:
-    missing = missing_packages(packages)
+def missing_packages(names: Sequence[str]) -> Optional[list[str]]:
+    installed = installed_packages(names)
+    if installed is None:
+        return None
+    return [name for name in names if name not in installed]
+
+
+def ensure_system_packages(names: Sequence[str]) -> None:
+    missing = missing_packages(names)
+    if missing is None:
+        print(
+            "warning: no dpkg-query here, so system packages cannot be checked; "
+            "needed: " + " ".join(names),
+            file=sys.stderr,
+        )
+        return
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         sys.exit(
             "error: missing system packages: "
             + " ".join(missing)
-            + "\n(install them, or run as root on Debian/Ubuntu to have them installed)"
+            + " (install them: sudo apt-get install "
+            + " ".join(missing)
+            + ")"
         )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     run(["apt-get", "update", "-qq"], env=env)
@@ -127,30 +156,58 @@ def demo(seconds: float, port: int) -> int:
     return client_status or server_status
 
 
-def test(pytest_args: list[str]) -> int:
-    ensure_system_packages({**RUNTIME_PACKAGES, **TEST_PACKAGES})
+def setup() -> None:
+    ensure_system_packages(RUNTIME_PACKAGES + TEST_PACKAGES + python_headers_package())
     ensure_venv(ROOT / "requirements-test.txt")
-    return subprocess.call([str(PYTHON), "-m", "pytest", *pytest_args], cwd=ROOT)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def test(pytest_args: Sequence[str]) -> int:
+    setup()
+    pytest = [str(PYTHON), "-m", "pytest", *pytest_args]
+    if os.geteuid() != 0:
+        pytest = [*user_namespace_prefix(), *pytest]
+    return subprocess.call(pytest, cwd=ROOT)
+
+
+def user_namespace_prefix() -> list[str]:
+    """Run a command as root of a user namespace with its own network and /run.
+
+    The network tests build namespaces, veth pairs, nftables and tc rules. A
+    non-root user gets all of them, for this run only, inside a user
+    namespace where it is root: its own network (loopback included) and its
+    own /run for ``ip netns``.
+    """
+    unshare = ["unshare", "--user", "--map-root-user", "--net", "--mount"]
+    probe = subprocess.run([*unshare, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        reason = probe.stderr.strip().splitlines()[-1:] or ["failed"]
+        sys.exit(
+            "error: the network tests need root or unprivileged user namespaces, "
+            f"and `unshare --user --net` says: {reason[0]} (run as root)"
+        )
+    setup_then_run = 'ip link set lo up && mount -t tmpfs tmpfs /run && exec "$@"'
+    return [*unshare, "sh", "-c", setup_then_run, "sh"]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="run server and client locally")
     demo_parser.add_argument("--seconds", type=float, default=10.0)
     demo_parser.add_argument("--port", type=int, default=1234, help="signaling port")
-    test_parser = commands.add_parser("test", help="run the whole test suite")
-    test_parser.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    commands.add_parser("test", help="run the whole test suite; other arguments go to pytest")
     commands.add_parser("setup", help="create .venv with everything the tests need")
-    args = parser.parse_args()
+    # parse_known_args: `dev.py test -x -k name` hands -x and -k to pytest.
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "test":
+        parser.error("unrecognized arguments: " + " ".join(rest))
     if sys.version_info < (3, 10):
         sys.exit("error: Python 3.10 or newer is needed")
     if args.command == "demo":
         return demo(args.seconds, args.port)
     if args.command == "test":
-        return test(args.pytest_args)
-    ensure_system_packages({**RUNTIME_PACKAGES, **TEST_PACKAGES})
-    ensure_venv(ROOT / "requirements-test.txt")
+        return test(rest)
+    setup()
     return 0
 
 

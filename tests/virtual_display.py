@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 import cv2
+import mss
 import numpy as np
+from mss.exception import ScreenShotError
 
 
 class VirtualDisplay:
@@ -20,9 +22,8 @@ class VirtualDisplay:
         self.name = ""
 
     def start(self) -> None:
-        for tool in ("Xvfb", "xwd", "convert"):
-            if shutil.which(tool) is None:
-                raise RuntimeError(f"{tool} is missing: `python3 dev.py setup` installs it")
+        if shutil.which("Xvfb") is None:
+            raise RuntimeError("Xvfb is missing: `python3 dev.py setup` installs it")
         for number in range(90, 140):
             if Path(f"/tmp/.X{number}-lock").exists():
                 continue
@@ -43,14 +44,11 @@ class VirtualDisplay:
             assert self._process is not None
             if self._process.poll() is not None:
                 return False
-            probe = subprocess.run(
-                ["xwd", "-root", "-display", self.name, "-silent"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if probe.returncode == 0:
+            try:
+                self._grab()
                 return True
-            time.sleep(0.1)
+            except ScreenShotError:
+                time.sleep(0.1)
         return False
 
     def environment(self) -> dict[str, str]:
@@ -58,13 +56,16 @@ class VirtualDisplay:
 
     def screenshot(self, path: Path) -> np.ndarray:
         """The whole screen as a BGR image, also saved as PNG at ``path``."""
-        dump = subprocess.run(
-            ["xwd", "-root", "-display", self.name, "-silent"], check=True, capture_output=True
-        ).stdout
-        subprocess.run(["convert", "xwd:-", f"png:{path}"], input=dump, check=True)
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        assert image is not None, f"unreadable screenshot {path}"
+        image = self._grab()
+        if not cv2.imwrite(str(path), image):
+            raise OSError(f"cannot write screenshot {path}")
         return image
+
+    def _grab(self) -> np.ndarray:
+        # Straight from the X server's pixels: no xwd, no ImageMagick.
+        with mss.MSS(display=self.name) as screen:
+            shot = screen.grab(screen.monitors[0])
+        return cv2.cvtColor(np.asarray(shot), cv2.COLOR_BGRA2BGR)
 
     def screenshot_when(
         self, path: Path, shows: Callable[[np.ndarray], bool], timeout: float

@@ -1,0 +1,68 @@
+"""dev.py's set-up: packages are asked of dpkg, never guessed from PATH."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dev
+
+ABSENT = "balltracker-no-such-package"
+
+
+def _impostor(directory: Path, name: str) -> None:
+    program = directory / name
+    program.write_text("#!/bin/sh\nexit 1\n")
+    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+
+
+def test_a_program_on_path_does_not_count_as_its_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (ABSENT, "convert", "Xvfb", "chromium"):
+        _impostor(tmp_path, name)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert dev.missing_packages([ABSENT]) == [ABSENT]
+    installed = dev.installed_packages(["imagemagick", "xvfb", "chromium"])
+    assert installed is not None
+    for package in ("imagemagick", "xvfb", "chromium"):
+        listed = subprocess.run(
+            ["dpkg-query", "--show", "--showformat=${db:Status-Abbrev}", package],
+            capture_output=True,
+            text=True,
+        ).stdout
+        assert (package in installed) == listed.startswith("ii"), package
+
+
+def test_installed_packages_are_found_whatever_their_architecture() -> None:
+    # libc6 is listed as libc6:amd64 (or :arm64): Multi-Arch: same.
+    assert dev.missing_packages(["dpkg", "libc6", ABSENT]) == [ABSENT]
+
+
+def test_every_package_the_tests_need_is_installed_after_setup() -> None:
+    packages = dev.RUNTIME_PACKAGES + dev.TEST_PACKAGES + dev.python_headers_package()
+    assert dev.missing_packages(packages) == []
+
+
+def test_pytest_options_pass_through_and_bad_flags_are_one_line(tmp_path: Path) -> None:
+    script = Path(dev.__file__)
+    listed = subprocess.run(
+        [sys.executable, str(script), "test", "--collect-only", "-q", "tests/test_dev.py"],
+        cwd=tmp_path,  # from another directory
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "test_pytest_options_pass_through_and_bad_flags_are_one_line" in listed.stdout
+    refused = subprocess.run(
+        [sys.executable, str(script), "setup", "--bogus"], capture_output=True, text=True
+    )
+    assert refused.returncode == 2
+    assert "unrecognized arguments: --bogus" in refused.stderr
+    assert "Traceback" not in refused.stderr
