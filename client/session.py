@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import numpy as np
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -24,7 +25,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from client.detector_process import DetectorFailed, DetectorProcess
-from client.display import ClientDisplay
+from client.display import ClientDisplay, draw
 from client.fast_jitter_buffer import install_fast_jitter_buffer
 from client.frame_exchange import DetectionResult, luma_view
 from client.repeating_nack import install_repeating_nack
@@ -35,6 +36,10 @@ logger = logging.getLogger("client.session")
 
 #: Longest a frame waits for the detector to take the previous one.
 HANDOFF_WAIT_S = 0.002
+#: Pictures held for the window until their detection comes back (about
+#: 0.3 ms). The detector keeps only the newest frame, so an older picture
+#: whose frame it skipped would wait forever: keep the newest two at most.
+MAX_PENDING_PICTURES = 2
 
 
 class SessionEnd(enum.Enum):
@@ -71,7 +76,8 @@ class ClientSession:
         self._ended = asyncio.Event()
         self.frames_received = 0
         self.results_sent = 0
-        self._last_detection: Optional[DetectionResult] = None
+        #: Decoded pictures waiting for their own detection, by pts, oldest first.
+        self._pending_pictures: dict[int, np.ndarray] = {}
 
     def stop(self, reason: str) -> None:
         """End the session from outside (duration, SIGINT, SIGTERM)."""
@@ -184,13 +190,16 @@ class ClientSession:
                 # burst has produced meanwhile straight away.
                 self._detector.wait_taken(HANDOFF_WAIT_S)
                 self._send_results()
+            if self._display is not None:
+                # Shown when this very frame's detection comes back, with it.
+                self._pending_pictures[int(frame.pts)] = luma
+                while len(self._pending_pictures) > MAX_PENDING_PICTURES:
+                    del self._pending_pictures[next(iter(self._pending_pictures))]
             try:
                 self._detector.submit(int(frame.pts), luma)
             except DetectorFailed as exc:
                 self._end(SessionEnd.LOST, str(exc))
                 return
-            if self._display is not None:
-                self._display.show(luma, self._last_detection)
 
     def _send_results(self) -> None:
         try:
@@ -200,11 +209,26 @@ class ClientSession:
             asyncio.get_running_loop().remove_reader(self._detector.result_fd)
             self._end(SessionEnd.LOST, str(exc))
             return
-        for result in results:
-            self._last_detection = result
-            channel = self._channel
-            if channel is None or channel.readyState != "open":
-                continue
-            report = CoordinateReport(result.pts, result.x, result.y)
-            channel.send(encode_report(report))
-            self.results_sent += 1
+        channel = self._channel
+        if channel is not None and channel.readyState == "open":
+            for result in results:
+                report = CoordinateReport(result.pts, result.x, result.y)
+                channel.send(encode_report(report))
+                self.results_sent += 1
+        # The answers are out; only now draw, so the window never delays them.
+        if self._display is not None and results:
+            self._show(results[-1])
+
+    def _show(self, result: DetectionResult) -> None:
+        """Show the picture of ``result``'s frame with ``result`` on it.
+
+        Pictures older than it will get no detection of their own (the
+        detector skipped them, or their results were superseded in this
+        batch), so they are dropped rather than shown with another's.
+        """
+        assert self._display is not None
+        picture = self._pending_pictures.pop(result.pts, None)
+        for pts in [p for p in self._pending_pictures if p < result.pts]:
+            del self._pending_pictures[pts]
+        if picture is not None:
+            self._display.show(draw(picture, result))
