@@ -2,8 +2,13 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
+import pytest
+
+import server.report
 from server.ledger import FrameRecord
-from server.report import CSV_COLUMNS, SessionReport
+from server.report import CSV_COLUMNS, SessionReport, read_frames
 
 
 def test_csv_rows_and_json_summary(tmp_path: Path) -> None:
@@ -12,7 +17,7 @@ def test_csv_rows_and_json_summary(tmp_path: Path) -> None:
     report.write_frame(FrameRecord(0, 0, 10.0, 20.0, 1.0, True, 10.5, 20.0, 0.5, 7.25))
     report.write_frame(FrameRecord(1, 3000, 11.0, 21.0, 1.1))
     report.close({"frames_sent": 2})
-    rows = list(csv.reader(report.csv_path.open()))
+    rows = list(csv.reader(report.csv_path.read_text().splitlines()))
     assert tuple(rows[0]) == CSV_COLUMNS
     assert rows[1] == ["0", "10.0000", "20.0000", "10.5000", "20.0000", "0.5000", "7.2500"]
     assert rows[2] == ["3000", "11.0000", "21.0000", "", "", "", ""]
@@ -25,3 +30,69 @@ def test_summary_without_csv(tmp_path: Path) -> None:
     report.write_frame(FrameRecord(0, 0, 1.0, 1.0, 0.0))  # not opened: ignored
     report.close({"ok": True})
     assert json.loads(report.json_path.read_text()) == {"ok": True}
+    assert not report.png_path.exists()  # nothing streamed, nothing to plot
+
+
+def written_session(directory: Path) -> SessionReport:
+    report = SessionReport(directory, "session-p")
+    report.open()
+    for index in range(90):
+        answered = index != 40
+        report.write_frame(
+            FrameRecord(
+                index,
+                index * 3000,
+                100.0 + index,
+                50.0,
+                index / 30,
+                answered,
+                100.01 + index if answered else None,
+                50.0 if answered else None,
+                0.01 if answered else None,
+                5.0 + index % 7 if answered else None,
+            )
+        )
+    return report
+
+
+def test_close_writes_the_plot(tmp_path: Path) -> None:
+    report = written_session(tmp_path)
+    report.close({"session": "session-p", "frames_sent": 90, "frames_answered": 89})
+    assert report.png_path == tmp_path / "session-p.png"
+    image = cv2.imread(str(report.png_path))
+    assert image is not None and image.shape == (800, 1000, 3)
+    assert json.loads(report.json_path.read_text())["frames_answered"] == 89
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_failing_plot_costs_only_the_png(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("no plot today")
+
+    monkeypatch.setattr(server.report, "render_session_plot", broken)
+    report = written_session(tmp_path)
+    report.close({"frames_sent": 90})
+    assert json.loads(report.json_path.read_text()) == {"frames_sent": 90}
+    assert not report.png_path.exists()
+    assert "no plot today" in caplog.text
+
+
+def test_read_frames_gives_the_csv_back_as_arrays(tmp_path: Path) -> None:
+    report = written_session(tmp_path)
+    report.close({})
+    frames = read_frames(report.csv_path)
+    assert len(frames) == 90
+    assert frames.time_s[:3] == pytest.approx([0.0, 1 / 30, 2 / 30])
+    assert np.isnan(frames.latency_ms[40]) and np.isnan(frames.error_px[40])
+    assert frames.latency_ms[41] == pytest.approx(5.0 + 41 % 7)
+    assert frames.error_px[41] == pytest.approx(0.01)
+    assert int(frames.answered.sum()) == 89 == int(frames.found.sum())
+
+
+def test_read_frames_refuses_other_columns(tmp_path: Path) -> None:
+    path = tmp_path / "other.csv"
+    path.write_text("pts,x\n0,1\n")
+    with pytest.raises(ValueError, match="columns"):
+        read_frames(path)
