@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 #: Every metric name starts with this, so a shared Prometheus can tell them apart.
 PREFIX = "balltracker_"
@@ -83,6 +82,11 @@ class TrackingMetrics:
             "WebRTC sessions currently streaming.",
             registry=self.registry,
         )
+        self.viewers = Gauge(
+            PREFIX + "viewers",
+            "Console viewers (WHEP) currently watching a session.",
+            registry=self.registry,
+        )
         self.sessions = Counter(
             PREFIX + "sessions",
             "WebRTC sessions started since the server started.",
@@ -116,6 +120,10 @@ class TrackingMetrics:
             registry=self.registry,
         )
 
+    def count_viewers(self, count: Callable[[], int]) -> None:
+        """Read the number of viewers from ``count`` at each scrape."""
+        self.viewers.set_function(count)
+
     def session_started(self) -> None:
         with self._lock:
             self._active += 1
@@ -148,14 +156,6 @@ class TrackingMetrics:
 
     def invalid_message(self) -> None:
         self.invalid_messages.inc()
-
-    def exposition(self) -> tuple[bytes, str]:
-        """The registry in Prometheus text format: ``(body, content type)``.
-
-        Every Prometheus version accepts the text format, so there is no
-        OpenMetrics negotiation to get wrong.
-        """
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 def _finite(value: float) -> bool:

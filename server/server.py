@@ -1,8 +1,8 @@
 """Entry point: ``python server/server.py --help``.
 
 Streams a bouncing ball to each client that connects over signaling, scores
-every answer against the frame it names, and logs one progress line per
-second per session.
+every answer against the frame it names, logs one progress line per second
+per session, and serves the browser console on the HTTP port.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ from protocol.options import (
     positive_int,
 )
 from server.display import ServerDisplay
-from server.health_endpoint import HealthEndpoint
 from server.metrics import TrackingMetrics
 from server.session import SessionConfig
 from server.tracking_server import TrackingServer
+from server.viewer import SessionViewers
+from server.web_console import WebConsole
 
 
 def build_parser() -> EnvironmentArgumentParser:
@@ -49,7 +50,18 @@ def build_parser() -> EnvironmentArgumentParser:
         "--http-port",
         type=port_number,
         default=8080,
-        help="port for /healthz and /metrics; 0 turns it off",
+        help="port of the console, its API, /healthz and /metrics; 0 turns it off",
+    )
+    parser.add_argument(
+        "--access-token",
+        default=None,
+        help="token the console and its API ask for (/healthz and /metrics stay open)",
+    )
+    parser.add_argument(
+        "--max-viewers",
+        type=positive_int,
+        default=4,
+        help="console viewers (WHEP) allowed at once, over all sessions",
     )
     parser.add_argument("--width", type=positive_int, default=640, help="frame width (even)")
     parser.add_argument("--height", type=positive_int, default=480, help="frame height (even)")
@@ -110,6 +122,8 @@ async def serve(args: argparse.Namespace) -> int:
         handshake_timeout=args.handshake_timeout,
     )
     metrics = TrackingMetrics()
+    viewers = SessionViewers(args.max_viewers, args.stun)
+    metrics.count_viewers(lambda: viewers.count)
     server = TrackingServer(
         args.signaling_host,
         args.signaling_port,
@@ -118,9 +132,17 @@ async def serve(args: argparse.Namespace) -> int:
         report_dir=args.report_dir,
         once=args.once,
         observer=metrics,
+        watchers=viewers,
     )
-    health = (
-        HealthEndpoint(args.signaling_host, args.http_port, metrics, lambda: server.ready)
+    console = (
+        WebConsole(
+            args.signaling_host,
+            args.http_port,
+            server,
+            metrics,
+            viewers,
+            access_token=args.access_token,
+        )
         if args.http_port
         else None
     )
@@ -136,8 +158,8 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, server.stop)
     try:
         await _listen(server.start(), args.signaling_host, args.signaling_port)
-        if health is not None:
-            await _listen(health.start(), args.signaling_host, args.http_port)
+        if console is not None:
+            await _listen(console.start(), args.signaling_host, args.http_port)
     except _CannotListen as exc:
         print(f"error: {exc}", file=sys.stderr)
         await server.stop_listening()
@@ -149,8 +171,9 @@ async def serve(args: argparse.Namespace) -> int:
     finally:
         if display is not None:
             await display.stop()
-        if health is not None:
-            await health.stop()
+        await viewers.stop()
+        if console is not None:
+            await console.stop()
     return 0
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Union
 
@@ -42,6 +44,9 @@ ANSWER_LIFETIME_MS = 300
 
 #: How long answers may still arrive after the server stops sending.
 ANSWER_GRACE_S = 0.3
+
+#: How far back the console's live charts reach.
+RECENT_ANSWERS_S = 30.0
 
 
 class SessionObserver(Protocol):
@@ -75,6 +80,10 @@ class SessionConfig:
         # Five seconds of frames: far beyond any sane round trip, yet bounded.
         return max(64, int(self.fps * 5))
 
+    def recent_answers_capacity(self) -> int:
+        """The answers the console charts and the viewers' trails draw on."""
+        return max(64, int(self.fps * RECENT_ANSWERS_S))
+
 
 class TrackingSession:
     def __init__(
@@ -88,8 +97,15 @@ class TrackingSession:
     ) -> None:
         self.number = number
         self.name = f"session-{time.strftime('%Y%m%dT%H%M%S')}-{number:04d}"
+        self.started_at = time.time()
         self._signaling = signaling
         self._config = config
+        self.fps = config.fps
+        self.scene = BallScene.from_seed(
+            config.width, config.height, config.radius, config.speed, config.seed + number
+        )
+        #: Answered frames, newest last, for the console and its viewers.
+        self.recent_answers: deque[FrameRecord] = deque(maxlen=config.recent_answers_capacity())
         self._observer = observer
         self._clock = clock
         self._report = SessionReport(report_dir, self.name) if report_dir else None
@@ -120,11 +136,8 @@ class TrackingSession:
         config = self._config
         servers = [RTCIceServer(config.stun)] if config.stun else []
         pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
-        scene = BallScene.from_seed(
-            config.width, config.height, config.radius, config.speed, config.seed + self.number
-        )
         self._track = BallTrack(
-            scene, config.fps, self._frame_sent, self._clock, start_gate=self._answers_possible
+            self.scene, config.fps, self._frame_sent, self._clock, start_gate=self._answers_possible
         )
         tasks: list[asyncio.Task[Any]] = []
         if self._report:
@@ -231,6 +244,7 @@ class TrackingSession:
                 self._observer.invalid_message()
             return
         self.last_answer = entry
+        self.recent_answers.append(entry)
         if self._observer:
             assert entry.latency_ms is not None
             self._observer.frame_answered(entry.error_px, entry.latency_ms)
@@ -252,23 +266,34 @@ class TrackingSession:
         await self._signaling.close()
         self.scoreboard.close()
         if self._report:
-            self._report.close(self.summary())
+            # Plotting takes a few hundred ms: off the event loop, which the
+            # other sessions' answers and frames share.
+            await asyncio.to_thread(self._report.close, self.summary())
         if self._observer:
             self._observer.session_ended()
         logger.info("%s ended (%s): %s", self.name, self.end_reason, _one_line(self.summary()))
 
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
     def summary(self) -> dict[str, Any]:
+        """The report's summary; while streaming, the figures so far."""
         config = self._config
-        since, until = self._streaming_since, self._streaming_until
+        since = self._streaming_since
+        until = self._streaming_until if self._streaming_until is not None else self._clock()
         summary: dict[str, Any] = {
             "session": self.name,
+            "started_at": datetime.fromtimestamp(self.started_at, timezone.utc).isoformat(
+                timespec="seconds"
+            ),
             "peer": self._signaling.peer,
             "end_reason": self.end_reason,
             "width": config.width,
             "height": config.height,
             "fps": config.fps,
             "codec": config.codec,
-            "duration_s": (until - since) if since is not None and until is not None else 0.0,
+            "duration_s": (until - since) if since is not None else 0.0,
             "frames_skipped": self._track.frames_skipped if self._track else 0,
         }
         summary.update(self.scoreboard.summary())

@@ -1,4 +1,4 @@
-"""The server process: signaling, sessions, health endpoint, shutdown.
+"""The server process: signaling, sessions, the console's table, shutdown.
 
 ``TrackingServer`` owns everything that lives as long as the process and
 hands each signaling connection to a fresh ``TrackingSession``.
@@ -10,17 +10,24 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Protocol
 
 from protocol.signaling import SignalingChannel
 from server.ledger import FrameRecord
 from server.session import SessionConfig, SessionObserver, TrackingSession
+from server.session_table import REPORT_SUFFIXES, SessionTable
 from server.signaling_server import SignalingServer
 
 logger = logging.getLogger("server")
 
 #: How long a shutdown waits for sessions to write their reports.
 SHUTDOWN_TIMEOUT_S = 10.0
+
+
+class SessionWatchers(Protocol):
+    """Whoever watches a session (the console's viewers) and must let go at its end."""
+
+    async def close_session(self, session_id: str) -> None: ...
 
 
 class TrackingServer:
@@ -33,13 +40,16 @@ class TrackingServer:
         report_dir: Optional[Path] = None,
         once: bool = False,
         observer: Optional[SessionObserver] = None,
+        watchers: Optional[SessionWatchers] = None,
     ) -> None:
         self._config = config
         self._report_dir = report_dir
         self._once = once
         self._observer = observer
+        self._watchers = watchers
         self._signaling = SignalingServer(host, port, max_sessions, self._run_session)
-        self._sessions: set[TrackingSession] = set()
+        self._sessions: dict[str, TrackingSession] = {}
+        self._table = SessionTable()
         self._stopping = asyncio.Event()
 
     @property
@@ -52,8 +62,23 @@ class TrackingServer:
 
     def latest_answer(self) -> Optional[FrameRecord]:
         """The newest answered frame of any session, for the display."""
-        answers = [s.last_answer for s in self._sessions if s.last_answer is not None]
+        answers = [s.last_answer for s in self._sessions.values() if s.last_answer is not None]
         return max(answers, key=lambda a: a.produced_at, default=None)
+
+    def live_session(self, session_id: str) -> Optional[TrackingSession]:
+        session = self._sessions.get(session_id)
+        return session if session is not None and not session.ended else None
+
+    def session_rows(self) -> list[dict[str, Any]]:
+        """The console's table: live sessions, then the most recent ended ones."""
+        return self._table.rows(s.summary() for s in self._sessions.values())
+
+    def report_path(self, file_name: str) -> Optional[Path]:
+        """A finished session's report file, if this server wrote it."""
+        if self._report_dir is None:
+            return None
+        path = self._report_dir / file_name
+        return path if path.is_file() else None
 
     async def start(self) -> None:
         await self._signaling.start()
@@ -69,7 +94,7 @@ class TrackingServer:
         """Serve until ``stop()`` or, with ``once``, until the first session ends."""
         await self._stopping.wait()
         await self._signaling.stop_listening()
-        for session in list(self._sessions):
+        for session in list(self._sessions.values()):
             session.stop("server shutting down")
         try:
             await asyncio.wait_for(self._signaling.wait_sessions(), SHUTDOWN_TIMEOUT_S)
@@ -78,11 +103,24 @@ class TrackingServer:
 
     async def _run_session(self, number: int, channel: SignalingChannel) -> None:
         session = TrackingSession(number, channel, self._config, self._observer, self._report_dir)
-        self._sessions.add(session)
+        self._sessions[session.name] = session
         try:
             summary = await session.run()
         finally:
-            self._sessions.discard(session)
+            del self._sessions[session.name]
+            if self._watchers is not None:
+                await self._watchers.close_session(session.name)
+        self._table.session_ended(summary, self._report_links(session.name))
         print(json.dumps(summary, indent=2), flush=True)
         if self._once:
             self.stop()
+
+    def _report_links(self, name: str) -> Optional[dict[str, str]]:
+        if self._report_dir is None:
+            return None
+        files = {suffix: f"{name}.{suffix}" for suffix in REPORT_SUFFIXES}
+        return {
+            suffix: f"/reports/{file_name}"
+            for suffix, file_name in files.items()
+            if (self._report_dir / file_name).is_file()
+        }

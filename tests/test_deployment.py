@@ -39,7 +39,14 @@ K8S_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33")
 IMAGE_UID = 10001
 
 #: Environment variables the images set for Python itself, not for our parsers.
-PYTHON_RUNTIME_ENV = {"PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
+#: Read by Python and its libraries, not by our flags.
+PYTHON_RUNTIME_ENV = {
+    "PATH",
+    "PYTHONPATH",
+    "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE",
+    "MPLCONFIGDIR",
+}
 
 
 # ---------------------------------------------------------------- tools
@@ -446,12 +453,15 @@ def test_server_dockerfile_runtime_contract() -> None:
 
 
 def test_healthcheck_command_really_probes(tmp_path: Path) -> None:
-    """Run the HEALTHCHECK's Python against a live HealthEndpoint: 0 when
+    """Run the HEALTHCHECK's Python against a live WebConsole: 0 when
     ready, non-zero when unready and when nothing listens."""
     import asyncio
 
-    from server.health_endpoint import HealthEndpoint
     from server.metrics import TrackingMetrics
+    from server.web_console import WebConsole
+
+    class Readiness:
+        ready = True
 
     final = final_stage(DOCKERFILES["server"])
     code = json.loads([a for k, a in final if k == "HEALTHCHECK"][0].split("CMD", 1)[1])[2]
@@ -468,16 +478,16 @@ def test_healthcheck_command_really_probes(tmp_path: Path) -> None:
         return await proc.wait()
 
     async def main() -> tuple[int, int, int]:
-        ready = {"value": True}
-        endpoint = HealthEndpoint("127.0.0.1", 0, TrackingMetrics(), lambda: ready["value"])
-        await endpoint.start()
-        port = endpoint.port
+        readiness = Readiness()
+        console = WebConsole("127.0.0.1", 0, readiness, TrackingMetrics())  # type: ignore[arg-type]
+        await console.start()
+        port = console.port
         try:
             healthy = await probe(port)
-            ready["value"] = False
+            readiness.ready = False
             unready = await probe(port)
         finally:
-            await endpoint.stop()
+            await console.stop()
         return healthy, unready, await probe(port)
 
     healthy, unready, down = asyncio.run(main())

