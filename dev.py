@@ -152,7 +152,10 @@ def demo(seconds: float, port: int) -> int:
         for process in (client, server):
             process.wait()
         return 1
-    print(f"reports written to {ROOT / 'reports'}")
+    reports = sorted((ROOT / "reports").glob("session-*.json"), key=lambda p: p.stat().st_mtime)
+    if reports:
+        newest = reports[-1].with_suffix("")
+        print(f"report: {newest}.json, per-frame {newest}.csv, plot {newest}.png")
     return client_status or server_status
 
 
