@@ -21,6 +21,7 @@ from aiortc import (
     RTCDataChannel,
     RTCIceCandidate,
     RTCPeerConnection,
+    RTCRtpReceiver,
 )
 from aiortc.mediastreams import MediaStreamError
 
@@ -40,6 +41,14 @@ HANDOFF_WAIT_S = 0.002
 #: 0.3 ms). The detector keeps only the newest frame, so an older picture
 #: whose frame it skipped would wait forever: keep the newest two at most.
 MAX_PENDING_PICTURES = 2
+
+
+def receiver_components(receiver: RTCRtpReceiver) -> dict[str, str]:
+    """Class names of the jitter buffer and NACK generator ``receiver`` uses."""
+    return {
+        "jitter_buffer": type(getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)).__name__,
+        "nack_generator": type(getattr(receiver, "_RTCRtpReceiver__nack_generator", None)).__name__,
+    }
 
 
 class SessionEnd(enum.Enum):
@@ -76,6 +85,8 @@ class ClientSession:
         self._ended = asyncio.Event()
         self.frames_received = 0
         self.results_sent = 0
+        #: Class names of the video receiver's jitter buffer and NACK generator.
+        self.receiver_components: dict[str, str] = {}
         #: Decoded pictures waiting for their own detection, by pts, oldest first.
         self._pending_pictures: dict[int, np.ndarray] = {}
 
@@ -158,6 +169,14 @@ class ClientSession:
                 install_repeating_nack(transceiver.receiver)
                 if self._jitter_buffer == "fast":
                     install_fast_jitter_buffer(transceiver.receiver)
+                # What the receiver really uses, read back from it, so a test
+                # (or a user) can see which components are in place.
+                self.receiver_components = receiver_components(transceiver.receiver)
+                logger.info(
+                    "video receiver: jitter buffer %s, NACK generator %s",
+                    self.receiver_components["jitter_buffer"],
+                    self.receiver_components["nack_generator"],
+                )
         await pc.setLocalDescription(await pc.createAnswer())
         await self._signaling.send(pc.localDescription)
 
