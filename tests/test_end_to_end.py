@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ from tests.programs import (
 pytestmark = pytest.mark.timeout(180)
 
 STREAM_S = 4.0
+#: How soon the server must end the session of a client killed with SIGKILL.
+KILLED_CLIENT_NOTICED_S = 2.0
 
 
 def assert_tracked(report: dict, min_answered: float = 0.95) -> None:
@@ -151,9 +154,11 @@ def test_two_clients_in_a_row(report_dir: Path) -> None:
                 assert client.wait(timeout=60) == 0, client.describe()
             finally:
                 client.close()
-        reports = read_reports(report_dir)
+        # The client exits on the server's BYE, maybe before the report is written.
+        reports = wait_for_reports(report_dir, 2)
         assert len(reports) == 2
         for report in reports:
+            assert report["end_reason"] == "duration reached", report
             assert_tracked(report)
     finally:
         server.close()
@@ -184,9 +189,13 @@ def test_client_killed_mid_stream_leaves_next_session_unharmed(report_dir: Path)
     try:
         server.wait_for_output("answered", timeout=30)
         victim.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
         victim.wait(timeout=10)
         [killed] = wait_for_reports(report_dir, 1)
-        assert killed["end_reason"] in ("client disconnected", "connection failed")
+        # EOF on signaling ends the session at once (measured 0.1-0.4 s; see
+        # test_faults.py, which also checks that the server does not spin).
+        assert time.monotonic() - killed_at < KILLED_CLIENT_NOTICED_S, killed
+        assert killed["end_reason"] == "client disconnected", killed
         survivor = start_client(port, "--duration", "3")
         try:
             assert survivor.wait(timeout=60) == 0, survivor.describe()

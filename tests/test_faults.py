@@ -277,6 +277,15 @@ def close_all(*programs: Optional[Program]) -> None:
 # ---------------------------------------------------------------- tests
 
 
+#: How soon the server must end a session whose client was killed. The
+#: kernel closes the dead client's TCP socket, so the server reads EOF on
+#: signaling at once; measured: the report (written once the peer connection
+#: is closed) is there 0.4 s after the SIGKILL, in four runs of four.
+KILLED_CLIENT_NOTICED_S = 2.0
+#: CPU the server may burn, idle, once the session is gone (a share of one core).
+IDLE_CPU_LIMIT = 0.05
+
+
 @pytest.mark.timeout(90)
 def test_killed_client_frees_every_server_resource(report_dir: Path) -> None:
     port = free_port()
@@ -296,13 +305,19 @@ def test_killed_client_frees_every_server_resource(report_dir: Path) -> None:
             _kill(victim)
             killed_at = time.monotonic()
             reports = wait_for_reports(report_dir, 2, timeout=10)
+            noticed_after = time.monotonic() - killed_at
             assert len(reports) == 2, "no report within 10 s of the kill"
             killed = reports[1]
-            assert time.monotonic() - killed_at < 10
+            # The session does not spin on the dead socket meanwhile, nor after.
+            spinning = idle_cpu_fraction(server.pid)
         finally:
             victim.close()
-        assert killed["end_reason"] in ("client disconnected", "connection failed"), killed
+        print(f"\nsession ended {noticed_after:.2f} s after SIGKILL; then {spinning:.1%} CPU")
+        assert noticed_after < KILLED_CLIENT_NOTICED_S, f"noticed after {noticed_after:.1f} s"
+        # EOF on signaling, not a WebRTC failure many seconds later.
+        assert killed["end_reason"] == "client disconnected", killed
         assert killed["frames_answered"] > 0
+        assert spinning < IDLE_CPU_LIMIT, f"server uses {spinning:.1%} of a core after the kill"
         # Everything the session held is released: sockets, timers, threads.
         assert wait_until(lambda: open_fds(server.pid) <= fds + 1, timeout=5), (
             f"fds {open_fds(server.pid)} vs baseline {fds}"
@@ -311,7 +326,7 @@ def test_killed_client_frees_every_server_resource(report_dir: Path) -> None:
             f"threads {thread_count(server.pid)} vs baseline {threads}"
         )
         cpu = idle_cpu_fraction(server.pid)
-        assert cpu < 0.05, f"idle server uses {cpu:.1%} of a core"
+        assert cpu < IDLE_CPU_LIMIT, f"idle server uses {cpu:.1%} of a core"
         assert server.process.poll() is None
     finally:
         server.close()
