@@ -28,6 +28,7 @@ from aiortc import (
 from protocol.coordinates import CHANNEL_LABEL
 from protocol.signaling import Bye, SignalingChannel, SignalingError
 from server.ledger import FrameRecord
+from server.remote_description import check_remote_description
 from server.report import SessionReport
 from server.scene import BallScene
 from server.scoreboard import Scoreboard
@@ -195,12 +196,8 @@ class TrackingSession:
                 continue
             if message.type != "answer":
                 raise SignalingError(f"expected an answer, got {message.type}")
-            try:
-                await pc.setRemoteDescription(message)
-            except AssertionError:
-                # aiortc's SDP parser asserts on some malformed lines (such as
-                # "m=video x"): the client's fault, to end like any bad answer.
-                raise ValueError("malformed SDP in the answer") from None
+            check_remote_description(message.sdp, "answer")
+            await pc.setRemoteDescription(message)
             return
 
     async def _watch_signaling(self) -> None:
