@@ -1,6 +1,7 @@
 import numpy as np
 
-from server.display import ANSWER_COLOUR, TRUTH_COLOUR, ServerDisplay
+from server.annotation import ANSWER_COLOUR, TRUTH_COLOUR
+from server.display import ServerDisplay
 from server.ledger import FrameRecord
 
 
