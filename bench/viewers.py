@@ -34,12 +34,10 @@ from typing import Optional, Sequence
 
 import aiohttp
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
-from yarl import URL
 
 from server.report import read_frames
 from tests.programs import Program, free_port, start_client, start_server
+from tests.whep_client import WhepViewer
 
 #: Left out of each phase's quantiles: a viewer's negotiation and first keyframe.
 TRANSIENT_S = 1.0
@@ -50,50 +48,6 @@ class Phase:
     name: str
     start_s: float
     end_s: float
-
-
-class WhepViewer:
-    """A stock aiortc peer that watches one session over WHEP and decodes it."""
-
-    def __init__(self, endpoint: str) -> None:
-        self._endpoint = endpoint
-        self._pc = RTCPeerConnection()
-        self._location: Optional[str] = None
-        self._consumer: Optional[asyncio.Task[None]] = None
-        self.frames = 0
-
-    async def start(self, http: aiohttp.ClientSession) -> None:
-        self._pc.addTransceiver("video", direction="recvonly")
-        self._pc.on("track", lambda track: self._consume(track))
-        await self._pc.setLocalDescription(await self._pc.createOffer())
-        headers = {"Content-Type": "application/sdp"}
-        async with http.post(
-            self._endpoint, data=self._pc.localDescription.sdp, headers=headers
-        ) as response:
-            if response.status != 201:
-                raise RuntimeError(f"WHEP: {response.status} {await response.text()}")
-            self._location = str(response.url.join(URL(response.headers["Location"])))
-            answer = await response.text()
-        await self._pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-
-    def _consume(self, track: object) -> None:
-        async def consume() -> None:
-            try:
-                while True:
-                    await track.recv()  # type: ignore[attr-defined]
-                    self.frames += 1
-            except MediaStreamError:
-                pass
-
-        self._consumer = asyncio.create_task(consume())
-
-    async def stop(self, http: aiohttp.ClientSession) -> None:
-        if self._location is not None:
-            async with http.delete(self._location):
-                pass
-        await self._pc.close()
-        if self._consumer is not None:
-            self._consumer.cancel()
 
 
 async def watch(http_port: int, session_id: str, viewers: int, seconds: float) -> list[int]:

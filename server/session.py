@@ -247,6 +247,9 @@ class TrackingSession:
             self._observer.frame_answered(entry.error_px, entry.latency_ms)
 
     async def _finish(self, pc: RTCPeerConnection, tasks: list[asyncio.Task[Any]]) -> None:
+        # Every path has set a reason by now, except an exception nobody
+        # expected (it propagates from run()); the report still says so.
+        self._end("ended by an unexpected error")
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

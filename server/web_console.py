@@ -31,7 +31,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from server.ledger import FrameRecord
 from server.metrics import TrackingMetrics
 from server.session import TrackingSession
-from server.viewer import InvalidOffer, ViewerLimitReached
+from server.viewer import InvalidOffer, ViewerClosed, ViewerLimitReached
 
 logger = logging.getLogger(__name__)
 
@@ -326,6 +326,8 @@ class WebConsole:
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
         except ViewerLimitReached as exc:
             raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None
+        except ViewerClosed as exc:  # the session ended while the offer arrived
+            raise web.HTTPNotFound(text=f"{exc}\n") from None
         location = f"/api/sessions/{session.name}/whep/{viewer.id}"
         return web.Response(
             status=201,

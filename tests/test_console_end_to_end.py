@@ -8,11 +8,14 @@ table, a playing video, and pixels of a screenshot.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
+import aiohttp
 import cv2
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.browser import chromium
 from tests.programs import Program, free_port, start_client, start_server
+from tests.whep_client import WhepViewer
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -155,4 +159,44 @@ def test_the_access_token_is_enforced_in_the_browser(browser: Browser) -> None:
         assert page.url == f"http://127.0.0.1:{http}/"  # the token left the address bar
         page.wait_for_selector("#connection.ok", timeout=5000)  # the event stream got in
     finally:
+        server.close()
+
+
+def test_a_stock_aiortc_whep_player_watches_a_session_and_deletes_its_viewer() -> None:
+    signaling, http_port = free_port(), free_port()
+    server = start_server(signaling, http_port=http_port)
+    client = start_client(signaling, "--duration", "10")
+    try:
+        server.wait_for_output("streaming to", timeout=20)
+
+        async def watch() -> tuple[WhepViewer, int, Optional[int], int, int]:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{http_port}/api/sessions") as r:
+                    (session,) = (await r.json())["sessions"]
+                base = f"http://127.0.0.1:{http_port}/api/sessions/{session['id']}/whep"
+                viewer = WhepViewer(base)
+                await viewer.start(http)
+                deadline = time.monotonic() + 10
+                while viewer.frames < 30 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                watching = int(metric(http_port, "balltracker_viewers"))
+                deleted = await viewer.stop(http)
+                gone = await viewer.delete_again(http)
+                return (
+                    viewer,
+                    watching,
+                    deleted,
+                    gone,
+                    int(metric(http_port, "balltracker_viewers")),
+                )
+
+        # In a thread of its own: playwright's sync API keeps an event loop
+        # running in this one while the module's browser is open.
+        with ThreadPoolExecutor(1) as thread:
+            viewer, watching, deleted, gone, after = thread.submit(asyncio.run, watch()).result()
+        assert viewer.frames >= 30 and viewer.frame_size == (640, 480)
+        assert (watching, deleted, gone, after) == (1, 200, 404, 0)
+        assert client.wait(timeout=30) == 0, client.describe()
+    finally:
+        client.close()
         server.close()
