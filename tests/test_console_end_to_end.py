@@ -196,7 +196,18 @@ def test_a_stock_aiortc_whep_player_watches_a_session_and_deletes_its_viewer() -
             viewer, watching, deleted, gone, after = thread.submit(asyncio.run, watch()).result()
         assert viewer.frames >= 30 and viewer.frame_size == (640, 480)
         assert (watching, deleted, gone, after) == (1, 200, 404, 0)
+        # The real server wires its readiness and its metrics into HTTP.
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5) as r:
+            assert (r.status, r.read()) == (200, b"ok\n")
+        assert metric(http_port, "balltracker_active_sessions") == 1
         assert client.wait(timeout=30) == 0, client.describe()
+        wait_until(
+            lambda: metric(http_port, "balltracker_active_sessions") == 0, 5, "session ended"
+        )
+        sent = metric(http_port, "balltracker_frames_sent_total")
+        answered = metric(http_port, "balltracker_frames_answered_total")
+        assert sent > 200 and answered >= 0.95 * sent, (sent, answered)
+        assert metric(http_port, "balltracker_latency_milliseconds_count") == answered
     finally:
         client.close()
         server.close()
