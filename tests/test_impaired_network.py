@@ -40,22 +40,34 @@ class Measured:
     answered: float
     error_mean: float
     error_p95: float
+    error_max: float
+    latency_mean: float
     latency_p50: float
     latency_p95: float
+    latency_max: float
     first_half_p50: float
     second_half_p50: float
+    #: Packets the loss rule dropped, by sending side (0 without loss).
+    dropped: dict[str, int]
+    #: Unanswered frames at the very end: those in flight when the client left.
+    unanswered_tail: int
+    #: Answered share of the frames before that tail.
+    answered_before_tail: float
 
     def row(self) -> str:
         return (
             f"{self.name:<16} {self.frames_sent:>6} {self.answered:>8.1%} "
-            f"{self.error_mean:>8.3f} {self.error_p95:>8.3f} {self.latency_p50:>7.1f} "
-            f"{self.latency_p95:>7.1f} {self.first_half_p50:>7.1f} {self.second_half_p50:>7.1f}"
+            f"{self.error_mean:>8.3f} {self.error_p95:>8.3f} {self.error_max:>8.3f} "
+            f"{self.latency_p50:>7.1f} {self.latency_p95:>7.1f} "
+            f"{self.first_half_p50:>7.1f} {self.second_half_p50:>7.1f} "
+            f"{self.dropped['server']:>6} {self.dropped['client']:>6}"
         )
 
 
 TABLE_HEADER = (
     f"{'condition':<16} {'frames':>6} {'answered':>8} {'err mean':>8} {'err p95':>8} "
-    f"{'lat p50':>7} {'lat p95':>7} {'1st p50':>7} {'2nd p50':>7}"
+    f"{'err max':>8} {'lat p50':>7} {'lat p95':>7} {'1st p50':>7} {'2nd p50':>7} "
+    f"{'drop s':>6} {'drop c':>6}"
 )
 
 #: The server's log line when a session starts streaming.
@@ -79,18 +91,35 @@ def _half_medians(csv_path: Path) -> tuple[float, float]:
     return first, second
 
 
-def _measured(name: str, report: dict[str, Any], csv_path: Path) -> Measured:
+def _unanswered_tail(csv_path: Path) -> int:
+    """How many frames at the end of the session went unanswered, in a row."""
+    with open(csv_path, newline="") as rows:
+        latencies = [row["latency_ms"] for row in csv.DictReader(rows)]
+    answered = [i for i, v in enumerate(latencies) if v]
+    return len(latencies) - (answered[-1] + 1 if answered else 0)
+
+
+def _measured(
+    name: str, report: dict[str, Any], csv_path: Path, dropped: dict[str, int]
+) -> Measured:
     first, second = _half_medians(csv_path)
+    tail = _unanswered_tail(csv_path)
     return Measured(
         name=name,
         frames_sent=report["frames_sent"],
         answered=report["answered_ratio"],
         error_mean=report["error_px"]["mean"],
         error_p95=report["error_px"]["p95"],
+        error_max=report["error_px"]["max"],
+        latency_mean=report["latency_ms"]["mean"],
         latency_p50=report["latency_ms"]["p50"],
         latency_p95=report["latency_ms"]["p95"],
+        latency_max=report["latency_ms"]["max"],
         first_half_p50=first,
         second_half_p50=second,
+        dropped=dropped,
+        unanswered_tail=tail,
+        answered_before_tail=report["frames_answered"] / (report["frames_sent"] - tail),
     )
 
 
@@ -125,6 +154,7 @@ class LabServer:
         if not after_first_frames:
             impair(self.lab)
         client: Optional[Program] = None
+        dropped = {"server": 0, "client": 0}
         try:
             client = start_client(
                 SIGNALING_PORT,
@@ -138,6 +168,8 @@ class LabServer:
                 time.sleep(FIRST_FRAMES_S)
                 impair(self.lab)
             assert client.wait(timeout=duration_s + 30) == 0, client.describe()
+            # Read before clear(), which removes the loss rule and its counter.
+            dropped = {side: self.lab.loss_counter(side) for side in ("server", "client")}
         finally:
             if client is not None:
                 client.close()
@@ -148,7 +180,7 @@ class LabServer:
         # server may see the peer connection close first.
         assert report["end_reason"] in ("client said bye", "connection closed"), report
         assert report["peer"].split(":")[0] == self.lab.address("client"), report
-        measured = _measured(name, report, self.report_dir / f"{report['session']}.csv")
+        measured = _measured(name, report, self.report_dir / f"{report['session']}.csv", dropped)
         RESULTS[name] = measured
         print(f"\n{TABLE_HEADER}\n{measured.row()}")
         return measured
@@ -205,15 +237,38 @@ def test_five_percent_loss(lab_server: LabServer) -> None:
     measured = lab_server.measure(
         "5% loss", lambda lab: lab.set_loss(5), LOSSY_CLIENT_DURATION_S, after_first_frames=True
     )
+    print(
+        f"answered before the tail {measured.answered_before_tail:.2%}, tail "
+        f"{measured.unanswered_tail}; latency mean {measured.latency_mean:.1f} ms, "
+        f"max {measured.latency_max:.1f} ms"
+    )
+    # The loss rule really dropped packets, both ways (about 5 % of ~1000
+    # server packets and ~600 client packets: measured 47-69 and 24-41).
+    assert measured.dropped["server"] >= 10 and measured.dropped["client"] >= 5, measured
     assert measured.frames_sent >= 5 * 30, measured
-    assert measured.answered >= 0.90, measured
-    assert measured.error_p95 <= 1.0, measured
+    # The burst hand-off answers the frames a retransmission releases at once:
+    # measured 99.8-100 % of the frames before the tail (4 runs); without it
+    # 95.6-97.6 % (2 runs). The tail is the frames in flight when the client
+    # left (0-1 measured); a lost BYE costs them a TCP retransmission, < 1 s.
+    assert measured.answered_before_tail >= 0.99, measured
+    assert measured.unanswered_tail <= 30, measured
+    assert measured.answered >= 0.95, measured
+    # Every answer is still scored against its own frame (a pts one frame
+    # off would cost about 10 px). Measured: mean 0.006 px, max 0.058-0.084 px.
+    assert measured.error_mean < 0.05, measured
+    assert measured.error_max < 0.5, measured
+    assert measured.error_p95 <= 0.1, measured
     # Losses must cost a retransmission's delay now and then, not build up:
     # a frame's latency may not carry the delays of every earlier loss.
-    assert measured.second_half_p50 <= measured.first_half_p50 + 30, measured
-    # A frame behind a hole waits for its retransmission; when that is lost
-    # too, aiortc asks again only with its next NACK, up to a second later.
-    assert measured.latency_p95 < 1000, measured
+    assert measured.second_half_p50 <= measured.first_half_p50 + 15, measured
+    # A frame behind a hole waits for its retransmission; the client repeats
+    # its NACK every 100 ms while the packet is missing. Measured with the
+    # repeats (10 runs, 2 of them with both cores busy): p95 43-113 ms, mean
+    # 12-22 ms, max 175-405 ms. Without them (5 runs): p95 236-1444 ms, mean
+    # 49-164 ms, max 1.1-2.4 s; each run failed at least one of these bounds.
+    assert measured.latency_p95 < 250, measured
+    assert measured.latency_mean < 40, measured
+    assert measured.latency_max < 800, measured
 
 
 DELAY_MS = 50
