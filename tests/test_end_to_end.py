@@ -171,7 +171,8 @@ def test_two_clients_at_once(report_dir: Path) -> None:
     try:
         for client in clients:
             assert client.wait(timeout=60) == 0, client.describe()
-        reports = read_reports(report_dir)
+        # The clients exit on the server's BYE, maybe before the reports are written.
+        reports = wait_for_reports(report_dir, 2)
         assert len(reports) == 2
         assert reports[0]["session"] != reports[1]["session"]
         for report in reports:
