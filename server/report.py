@@ -98,26 +98,21 @@ class SessionReport:
         )
 
     def close(self, summary: dict[str, Any]) -> None:
-        """Finish the CSV, plot it, and write the summary atomically.
+        """Finish the CSV and write the summary atomically.
 
-        The JSON comes last, so its presence means the report is complete. A
-        plot that fails costs only the PNG: it is logged, and the JSON is
-        written all the same.
+        The plot comes afterwards, from another process (``ReportPlotter``):
+        drawing it takes a few hundred ms and tens of MB that the server's
+        event loop and memory must not pay.
         """
         if self._file is not None:
             self._file.close()
             self._file = None
             self._writer = None
-            self._plot(summary)
         temporary = self.json_path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf8")
         os.replace(temporary, self.json_path)
 
-    def _plot(self, summary: dict[str, Any]) -> None:
-        try:
-            frames = read_frames(self.csv_path)
-            render_session_plot(frames, {"session": self._name, **summary}, self.png_path)
-        except Exception as error:  # the plot must never cost the JSON
-            logger.warning(
-                "%s: no plot written to %s: %r", self._name, self.png_path, error, exc_info=True
-            )
+
+def write_plot(csv_path: Path, summary: dict[str, Any], png_path: Path) -> None:
+    """Plot a finished session's CSV into ``png_path`` (run in the plotting process)."""
+    render_session_plot(read_frames(csv_path), summary, png_path)

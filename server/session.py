@@ -30,6 +30,7 @@ from protocol.signaling import Bye, SignalingChannel, SignalingError
 from server.ledger import FrameRecord
 from server.remote_description import check_remote_description
 from server.report import SessionReport
+from server.report_plotter import ReportPlotter
 from server.scene import BallScene
 from server.scoreboard import Scoreboard
 from server.track import BallTrack
@@ -265,13 +266,20 @@ class TrackingSession:
         await pc.close()
         await self._signaling.close()
         self.scoreboard.close()
-        if self._report:
-            # Plotting takes a few hundred ms: off the event loop, which the
-            # other sessions' answers and frames share.
-            await asyncio.to_thread(self._report.close, self.summary())
         if self._observer:
             self._observer.session_ended()
         logger.info("%s ended (%s): %s", self.name, self.end_reason, _one_line(self.summary()))
+
+    async def write_report(self, plotter: ReportPlotter) -> None:
+        """Write the report files of an ended session (``run`` has returned).
+
+        It runs after the session has given back its slot, so a new client
+        never waits for the previous one's plot.
+        """
+        if self._report is not None:
+            summary = self.summary()
+            self._report.close(summary)
+            await plotter.plot(self._report.csv_path, summary, self._report.png_path)
 
     @property
     def ended(self) -> bool:

@@ -14,6 +14,7 @@ from typing import Any, Optional, Protocol
 
 from protocol.signaling import SignalingChannel
 from server.ledger import FrameRecord
+from server.report_plotter import ReportPlotter
 from server.session import SessionConfig, SessionObserver, TrackingSession
 from server.session_table import REPORT_SUFFIXES, SessionTable
 from server.signaling_server import SignalingServer
@@ -50,6 +51,8 @@ class TrackingServer:
         self._signaling = SignalingServer(host, port, max_sessions, self._run_session)
         self._sessions: dict[str, TrackingSession] = {}
         self._table = SessionTable()
+        self._reports_being_written: set[asyncio.Task[None]] = set()
+        self._plotter = ReportPlotter()
         self._stopping = asyncio.Event()
 
     @property
@@ -100,6 +103,9 @@ class TrackingServer:
             await asyncio.wait_for(self._signaling.wait_sessions(), SHUTDOWN_TIMEOUT_S)
         except asyncio.TimeoutError:
             logger.error("sessions did not end within %.0f s", SHUTDOWN_TIMEOUT_S)
+        if self._reports_being_written:
+            await asyncio.wait(self._reports_being_written, timeout=SHUTDOWN_TIMEOUT_S)
+        await asyncio.to_thread(self._plotter.close)
 
     async def _run_session(self, number: int, channel: SignalingChannel) -> None:
         session = TrackingSession(number, channel, self._config, self._observer, self._report_dir)
@@ -112,15 +118,16 @@ class TrackingServer:
                 await self._watchers.close_session(session.name)
         self._table.session_ended(summary, self._report_links(session.name))
         print(json.dumps(summary, indent=2), flush=True)
+        # Returning gives the session's slot back; its report follows.
+        writing = asyncio.create_task(session.write_report(self._plotter))
+        self._reports_being_written.add(writing)
+        writing.add_done_callback(self._reports_being_written.discard)
         if self._once:
             self.stop()
 
     def _report_links(self, name: str) -> Optional[dict[str, str]]:
+        # The files are written just after the session ends; a link that is
+        # followed a moment too early gets a 404 and works once they are there.
         if self._report_dir is None:
             return None
-        files = {suffix: f"{name}.{suffix}" for suffix in REPORT_SUFFIXES}
-        return {
-            suffix: f"/reports/{file_name}"
-            for suffix, file_name in files.items()
-            if (self._report_dir / file_name).is_file()
-        }
+        return {suffix: f"/reports/{name}.{suffix}" for suffix in REPORT_SUFFIXES}

@@ -136,8 +136,14 @@ def test_console_lists_a_live_session_plays_it_annotated_and_links_its_reports(
         links = page.locator("tr[data-state=ended] a")
         assert sorted(links.all_inner_texts()) == ["csv", "json", "png"]
         png_link = links.filter(has_text="png").get_attribute("href")
+        # The plot is drawn by a worker process just after the session ends.
+        wait_until(
+            lambda: page.request.get(f"http://127.0.0.1:{http}{png_link}").status == 200,
+            15,
+            "plot written",
+        )
         png = page.request.get(f"http://127.0.0.1:{http}{png_link}")
-        assert png.status == 200 and png.headers["content-type"] == "image/png"
+        assert png.headers["content-type"] == "image/png"
     finally:
         if client is not None:
             client.close()

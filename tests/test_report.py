@@ -1,3 +1,4 @@
+import asyncio
 import csv
 import json
 from pathlib import Path
@@ -6,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-import server.report
 from server.ledger import FrameRecord
 from server.report import CSV_COLUMNS, SessionReport, read_frames
+from server.report_plotter import ReportPlotter
 
 
 def test_csv_rows_and_json_summary(tmp_path: Path) -> None:
@@ -55,28 +56,45 @@ def written_session(directory: Path) -> SessionReport:
     return report
 
 
-def test_close_writes_the_plot(tmp_path: Path) -> None:
+def test_the_plotter_draws_the_closed_report_in_its_own_process(tmp_path: Path) -> None:
     report = written_session(tmp_path)
-    report.close({"session": "session-p", "frames_sent": 90, "frames_answered": 89})
+    summary = {"session": "session-p", "frames_sent": 90, "frames_answered": 89}
+    report.close(summary)
+    assert json.loads(report.json_path.read_text())["frames_answered"] == 89
+    assert not report.png_path.exists()  # close() itself never plots
+
+    async def plot() -> None:
+        plotter = ReportPlotter()
+        try:
+            await plotter.plot(report.csv_path, summary, report.png_path)
+        finally:
+            plotter.close()
+
+    asyncio.run(plot())
     assert report.png_path == tmp_path / "session-p.png"
     image = cv2.imread(str(report.png_path))
     assert image is not None and image.shape == (800, 1000, 3)
-    assert json.loads(report.json_path.read_text())["frames_answered"] == 89
     assert not list(tmp_path.rglob("*.tmp"))
 
 
 def test_a_failing_plot_costs_only_the_png(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(*_: object) -> None:
-        raise RuntimeError("no plot today")
-
-    monkeypatch.setattr(server.report, "render_session_plot", broken)
     report = written_session(tmp_path)
     report.close({"frames_sent": 90})
+    report.csv_path.write_text("not,the,report,columns\n")  # the worker cannot read it
+
+    async def plot() -> None:
+        plotter = ReportPlotter()
+        try:
+            await plotter.plot(report.csv_path, {"frames_sent": 90}, report.png_path)
+        finally:
+            plotter.close()
+
+    asyncio.run(plot())
     assert json.loads(report.json_path.read_text()) == {"frames_sent": 90}
     assert not report.png_path.exists()
-    assert "no plot today" in caplog.text
+    assert "no plot written" in caplog.text and "columns" in caplog.text
 
 
 def test_read_frames_gives_the_csv_back_as_arrays(tmp_path: Path) -> None:
