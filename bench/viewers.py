@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 import aiohttp
 import numpy as np
 
-from server.report import read_frames
+from server.plot import read_frames
 from tests.programs import Program, free_port, start_client, start_server
 from tests.whep_client import WhepViewer
 

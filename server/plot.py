@@ -6,8 +6,10 @@ global state, no display, so it is safe in a server process and its tests.
 
 from __future__ import annotations
 
+import csv
 import math
 import os
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 from matplotlib.transforms import blended_transform_factory
+
+from server.ledger import VIDEO_CLOCK_RATE
+from server.report import CSV_COLUMNS
 
 FIGURE_SIZE_IN = (10.0, 8.0)
 DPI = 100
@@ -69,6 +74,38 @@ class SessionSeries:
     @property
     def found(self) -> np.ndarray:
         return ~np.isnan(self.error_px)
+
+
+def read_frames(path: Path) -> SessionSeries:
+    """The CSV written by ``SessionReport`` as arrays; empty cells become NaN.
+
+    Values go into compact ``array``s rather than lists of floats, so a long
+    session costs 24 bytes a frame to read back.
+    """
+    time_s, error_px, latency_ms = array("d"), array("d"), array("d")
+    with open(path, newline="", encoding="utf8") as file:
+        reader = csv.DictReader(file)
+        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+            raise ValueError(f"{path}: columns {reader.fieldnames}, expected {CSV_COLUMNS}")
+        for row in reader:
+            time_s.append(int(row["pts"]) / VIDEO_CLOCK_RATE)
+            error_px.append(_value(row["error_px"]))
+            latency_ms.append(_value(row["latency_ms"]))
+    order = np.argsort(np.frombuffer(time_s), kind="stable")
+    return SessionSeries(
+        time_s=np.frombuffer(time_s)[order],
+        error_px=np.frombuffer(error_px)[order],
+        latency_ms=np.frombuffer(latency_ms)[order],
+    )
+
+
+def _value(cell: str) -> float:
+    return float(cell) if cell else float("nan")
+
+
+def write_plot(csv_path: Path, summary: Mapping[str, Any], png_path: Path) -> None:
+    """Plot a finished session's report CSV into ``png_path``."""
+    render_session_plot(read_frames(csv_path), summary, png_path)
 
 
 def session_title(summary: Mapping[str, Any]) -> str:

@@ -1,26 +1,19 @@
-"""Per-session report files: a JSON summary, a CSV with one row per frame, a PNG plot.
+"""Per-session report files: a JSON summary and a CSV with one row per frame.
 
 Rows are written as frames retire from the ledger, so a session of hours
-streams to disk instead of piling up in memory; the plot is drawn from the
-CSV read back at the end.
+streams to disk instead of piling up in memory. The PNG plot is drawn from
+that CSV by ``server.plot``, in a worker process (``server.report_plotter``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
-from array import array
 from pathlib import Path
 from typing import IO, Any, Optional
 
-import numpy as np
-
-from server.ledger import VIDEO_CLOCK_RATE, FrameRecord
-from server.plot import SessionSeries, render_session_plot
-
-logger = logging.getLogger("server.report")
+from server.ledger import FrameRecord
 
 CSV_COLUMNS = (
     "pts",
@@ -37,35 +30,11 @@ def _cell(value: Optional[float]) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def read_frames(path: Path) -> SessionSeries:
-    """The CSV written by ``SessionReport`` as arrays; empty cells become NaN.
-
-    Values go into compact ``array``s rather than lists of floats, so a long
-    session costs 24 bytes a frame to read back.
-    """
-    time_s, error_px, latency_ms = array("d"), array("d"), array("d")
-    with open(path, newline="", encoding="utf8") as file:
-        reader = csv.DictReader(file)
-        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
-            raise ValueError(f"{path}: columns {reader.fieldnames}, expected {CSV_COLUMNS}")
-        for row in reader:
-            time_s.append(int(row["pts"]) / VIDEO_CLOCK_RATE)
-            error_px.append(_value(row["error_px"]))
-            latency_ms.append(_value(row["latency_ms"]))
-    order = np.argsort(np.frombuffer(time_s), kind="stable")
-    return SessionSeries(
-        time_s=np.frombuffer(time_s)[order],
-        error_px=np.frombuffer(error_px)[order],
-        latency_ms=np.frombuffer(latency_ms)[order],
-    )
-
-
-def _value(cell: str) -> float:
-    return float(cell) if cell else float("nan")
-
-
 class SessionReport:
-    """Writes ``<name>.csv`` while the session runs, then ``<name>.png`` and ``<name>.json``."""
+    """Writes ``<name>.csv`` while the session runs, then ``<name>.json``.
+
+    ``png_path`` is where the plotter draws ``<name>.png`` afterwards.
+    """
 
     def __init__(self, directory: Path, name: str) -> None:
         self.csv_path = directory / f"{name}.csv"
@@ -111,8 +80,3 @@ class SessionReport:
         temporary = self.json_path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf8")
         os.replace(temporary, self.json_path)
-
-
-def write_plot(csv_path: Path, summary: dict[str, Any], png_path: Path) -> None:
-    """Plot a finished session's CSV into ``png_path`` (run in the plotting process)."""
-    render_session_plot(read_frames(csv_path), summary, png_path)

@@ -16,9 +16,15 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
-from server.report import write_plot
-
 logger = logging.getLogger("server.report")
+
+
+def _draw(csv_path: Path, summary: dict[str, Any], png_path: Path) -> None:
+    # Runs in the worker. matplotlib is imported here, not at the top, so
+    # that the server's own process never loads it.
+    from server.plot import write_plot
+
+    write_plot(csv_path, summary, png_path)
 
 
 class ReportPlotter:
@@ -31,7 +37,7 @@ class ReportPlotter:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._pool, write_plot, csv_path, summary, png_path)
+            await loop.run_in_executor(self._pool, _draw, csv_path, summary, png_path)
         except Exception as error:  # the plot must never cost the report
             logger.warning("no plot written to %s: %r", png_path, error)
 

@@ -183,3 +183,14 @@ def wait_for_reports(directory: Path, count: int, timeout: float = 10.0) -> list
         time.sleep(0.1)
         reports = read_reports(directory)
     return reports
+
+
+def wait_for_plots(directory: Path, count: int, timeout: float = 30.0) -> int:
+    """How many session plots exist once ``count`` do (or at the deadline).
+
+    The server's worker process draws them after the sessions end.
+    """
+    deadline = time.monotonic() + timeout
+    while len(list(directory.glob("session-*.png"))) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return len(list(directory.glob("session-*.png")))

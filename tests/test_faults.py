@@ -40,6 +40,7 @@ from tests.programs import (
     read_reports,
     start_client,
     start_server,
+    wait_for_plots,
     wait_for_reports,
 )
 from tests.test_end_to_end import assert_tracked
@@ -291,12 +292,14 @@ def test_killed_client_frees_every_server_resource(report_dir: Path) -> None:
     port = free_port()
     server = start_server(port, "--report-dir", str(report_dir))
     try:
-        # Thread pools inside asyncio and aiortc start lazily with the first
-        # session and then stay for reuse. A warm-up session makes the
-        # baseline what an idle server that has served someone looks like.
+        # Thread pools inside asyncio and aiortc, and the plotting worker,
+        # start lazily with the first session and then stay for reuse. A
+        # warm-up session makes the baseline what an idle server that has
+        # served someone looks like.
         [warm_up] = run_peers(port, 1)
         assert warm_up.valid_sent == 5
         assert len(wait_for_reports(report_dir, 1)) == 1
+        assert wait_for_plots(report_dir, 1) == 1
         fds, threads = open_fds(server.pid), thread_count(server.pid)
         victim = start_client(port)
         try:
@@ -356,8 +359,10 @@ def test_hundred_sessions_in_a_row_keep_memory_and_fds_flat(report_dir: Path) ->
     samples: list[tuple[int, int, int]] = []  # (sessions done, rss, fds)
 
     def sample(done: int) -> None:
-        # Let the last session's teardown finish before counting.
+        # Let the last session's teardown finish before counting: its report,
+        # then its plot (the worker that draws it shares the machine's cores).
         wait_for_reports(report_dir, done, timeout=5)
+        assert wait_for_plots(report_dir, done, timeout=60) >= done
         samples.append((done, rss_bytes(server.pid), open_fds(server.pid)))
 
     try:

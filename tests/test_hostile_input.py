@@ -31,6 +31,7 @@ from tests.programs import (
     read_reports,
     start_client,
     start_server,
+    wait_for_plots,
     wait_for_reports,
 )
 from tests.test_end_to_end import assert_tracked
@@ -532,11 +533,12 @@ IDLE_CONNECTIONS = 50
 def test_many_idle_connections_are_bounded_and_then_real_client_is_served(
     server: Server,
 ) -> None:
-    # A warm server: its first report plot opens matplotlib's fonts once and
-    # keeps them, which is a cache, not a leak per connection.
+    # A warm server: its first report plot starts the plotting worker, whose
+    # pipes stay open for reuse; that is no leak per connection.
     warm_reports = len(read_reports(server.report_dir)) + 1
     run_peers(server.port, 1)
     wait_for_reports(server.report_dir, warm_reports)
+    assert wait_for_plots(server.report_dir, warm_reports) >= warm_reports
     baseline_fds = open_fds(server.program.pid)
     reports_before = len(read_reports(server.report_dir))
     idle = [RawConnection(server.port) for _ in range(IDLE_CONNECTIONS)]

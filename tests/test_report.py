@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from server.ledger import FrameRecord
-from server.report import CSV_COLUMNS, SessionReport, read_frames
+from server.plot import read_frames
+from server.report import CSV_COLUMNS, SessionReport
 from server.report_plotter import ReportPlotter
 
 
