@@ -79,15 +79,18 @@ class BallRenderer:
             top, bottom, left, right = self._previous
             self._luma[top:bottom, left:right] = 0
         self._previous = draw_ball(self._luma, x, y, self.radius)
-        frame = av.VideoFrame(self.width, self.height, "yuv420p")
-        luma, u, v = frame.planes
-        if luma.line_size != self.width or u.line_size != self.width // 2:
-            # FFmpeg pads rows for some widths; update() needs exact sizes.
-            i420 = np.concatenate((self._luma.ravel(), self._chroma.ravel(), self._chroma.ravel()))
-            return av.VideoFrame.from_ndarray(
-                i420.reshape(self.height * 3 // 2, self.width), format="yuv420p"
-            )
-        luma.update(self._luma)
-        u.update(self._chroma)
-        v.update(self._chroma)
-        return frame
+        return yuv420p_frame(self._luma, self._chroma, self._chroma)
+
+
+def yuv420p_frame(luma: np.ndarray, u: np.ndarray, v: np.ndarray) -> av.VideoFrame:
+    """A fresh yuv420p frame with these planes copied in (``plane.update``)."""
+    height, width = luma.shape
+    frame = av.VideoFrame(width, height, "yuv420p")
+    planes = frame.planes
+    if planes[0].line_size != width or planes[1].line_size != width // 2:
+        # FFmpeg pads rows for some widths; update() needs exact sizes.
+        i420 = np.concatenate((luma.ravel(), u.ravel(), v.ravel()))
+        return av.VideoFrame.from_ndarray(i420.reshape(height * 3 // 2, width), format="yuv420p")
+    for plane, pixels in zip(planes, (luma, u, v)):
+        plane.update(pixels)
+    return frame

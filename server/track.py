@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import math
 import time
 from typing import Callable, Optional
 
@@ -19,6 +18,7 @@ from aiortc import VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from server.ledger import VIDEO_CLOCK_RATE, frame_pts
+from server.pacing import FramePacer
 from server.renderer import BallRenderer
 from server.scene import BallScene
 
@@ -44,9 +44,7 @@ class BallTrack(VideoStreamTrack):
         self._renderer = BallRenderer(scene.width, scene.height, scene.radius)
         self._on_frame = on_frame
         self._clock = clock
-        self._start: Optional[float] = None
-        self._next_index = 0
-        self.frames_skipped = 0
+        self._pacer = FramePacer(fps, clock)
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
@@ -60,25 +58,12 @@ class BallTrack(VideoStreamTrack):
         return frame
 
     async def _wait_for_next_index(self) -> int:
-        if self._start is None and self._start_gate is not None:
+        if not self._pacer.started and self._start_gate is not None:
             # Frames sent before the client can answer would only count as
             # unanswered: hold the first one until the data channel is open.
             await self._start_gate.wait()
-        now = self._clock()
-        if self._start is None:
-            # Time starts with the first frame the encoder asks for, so the
-            # first frame is not late and has pts 0.
-            self._start = now
-        index = self._next_index
-        due = self._start + index / self._fps
-        if due > now:
-            await asyncio.sleep(due - now)
-        else:
-            # Behind schedule (a slow encoder): skip to the frame that is due
-            # now so the motion stays real-time instead of drifting.
-            current = math.floor((now - self._start) * self._fps)
-            if current > index:
-                self.frames_skipped += current - index
-                index = current
-        self._next_index = index + 1
-        return index
+        return await self._pacer.next_index()
+
+    @property
+    def frames_skipped(self) -> int:
+        return self._pacer.frames_skipped

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import fractions
 import logging
-import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -51,6 +50,8 @@ from aiortc.mediastreams import MediaStreamError
 
 from server.annotation import SessionAnnotator
 from server.ledger import VIDEO_CLOCK_RATE, FrameRecord, frame_pts
+from server.pacing import FramePacer
+from server.renderer import yuv420p_frame
 from server.scene import BallScene
 
 logger = logging.getLogger("server.viewer")
@@ -122,19 +123,12 @@ def i420_frame(bgr: np.ndarray) -> av.VideoFrame:
     ``plane.update`` saves another 0.1 ms over ``from_ndarray(yuv420p)``.
     """
     height, width = bgr.shape[:2]
-    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
-    frame = av.VideoFrame(width, height, "yuv420p")
-    luma, u, v = frame.planes
-    if luma.line_size != width or u.line_size != width // 2:
-        # FFmpeg pads rows for some widths; update() needs exact sizes.
-        return av.VideoFrame.from_ndarray(i420, format="yuv420p")
-    flat = i420.ravel()
-    luma_size = height * width
-    chroma = luma_size // 4
-    luma.update(flat[:luma_size])
-    u.update(flat[luma_size : luma_size + chroma])
-    v.update(flat[luma_size + chroma :])
-    return frame
+    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420).ravel()
+    luma_size, chroma_size = height * width, height * width // 4
+    luma = i420[:luma_size].reshape(height, width)
+    u = i420[luma_size : luma_size + chroma_size].reshape(height // 2, width // 2)
+    v = i420[luma_size + chroma_size :].reshape(height // 2, width // 2)
+    return yuv420p_frame(luma, u, v)
 
 
 class ViewerTrack(VideoStreamTrack):
@@ -157,8 +151,7 @@ class ViewerTrack(VideoStreamTrack):
         self._fps = min(session.fps, MAX_VIEWER_FPS)
         self._annotator = SessionAnnotator(scene.width, scene.height, scene.radius, session.name)
         self._clock = clock
-        self._start: Optional[float] = None
-        self._next_index = 0
+        self._pacer = FramePacer(self._fps, clock)
         self.frames_sent = 0
 
     @property
@@ -168,7 +161,9 @@ class ViewerTrack(VideoStreamTrack):
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        index = await self._wait_for_next_index()
+        # Behind (a busy machine), the pacer skips to the frame due now
+        # rather than send a backlog: a viewer wants the present.
+        index = await self._pacer.next_index()
         if self.readyState != "live":
             # Stopped while it slept: no frame after close.
             raise MediaStreamError
@@ -184,21 +179,6 @@ class ViewerTrack(VideoStreamTrack):
         age = self._clock() - answers[-1].produced_at if answers else None
         waiting_at = self._scene.position(index / self._fps)
         return self._annotator.annotate(answers, waiting_at, age)
-
-    async def _wait_for_next_index(self) -> int:
-        now = self._clock()
-        if self._start is None:
-            self._start = now
-        index = self._next_index
-        due = self._start + index / self._fps
-        if due > now:
-            await asyncio.sleep(due - now)
-        else:
-            # Behind (a busy machine): skip to the frame due now rather than
-            # send a backlog; a viewer wants the present.
-            index = max(index, math.floor((now - self._start) * self._fps))
-        self._next_index = index + 1
-        return index
 
 
 class Viewer:

@@ -1,0 +1,45 @@
+"""Real-time pacing of a video track's frames on a monotonic clock.
+
+aiortc's ``VideoStreamTrack.next_timestamp`` is fixed at 30 fps, so our
+tracks pace themselves: frame ``n`` is due ``n / fps`` seconds after the
+first one. A track that falls behind (a slow encoder, a busy machine) skips
+to the frame that is due rather than send a backlog, so the motion stays
+real-time instead of drifting into slow motion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Callable, Optional
+
+
+class FramePacer:
+    def __init__(self, fps: float, clock: Callable[[], float]) -> None:
+        self._fps = fps
+        self._clock = clock
+        self._start: Optional[float] = None
+        self._next_index = 0
+        self.frames_skipped = 0
+
+    @property
+    def started(self) -> bool:
+        return self._start is not None
+
+    async def next_index(self) -> int:
+        """Wait until the next frame is due; its index."""
+        now = self._clock()
+        if self._start is None:
+            # Time starts with the first frame asked for, so it is not late.
+            self._start = now
+        index = self._next_index
+        due = self._start + index / self._fps
+        if due > now:
+            await asyncio.sleep(due - now)
+        else:
+            current = math.floor((now - self._start) * self._fps)
+            if current > index:
+                self.frames_skipped += current - index
+                index = current
+        self._next_index = index + 1
+        return index
