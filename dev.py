@@ -173,12 +173,11 @@ def test(pytest_args: Sequence[str]) -> int:
 
 
 def user_namespace_prefix() -> list[str]:
-    """Run a command as root of a user namespace with its own network and /run.
+    """Run a command as root of a user namespace with its own network.
 
     The network tests build namespaces, veth pairs, nftables and tc rules. A
     non-root user gets all of them, for this run only, inside a user
-    namespace where it is root: its own network (loopback included) and its
-    own /run for ``ip netns``.
+    namespace where it is root; ``tests/in_user_namespace.sh`` sets it up.
     """
     unshare = ["unshare", "--user", "--map-root-user", "--net", "--mount"]
     probe = subprocess.run([*unshare, "true"], capture_output=True, text=True)
@@ -188,8 +187,7 @@ def user_namespace_prefix() -> list[str]:
             "error: the network tests need root or unprivileged user namespaces, "
             f"and `unshare --user --net` says: {reason[0]} (run as root)"
         )
-    setup_then_run = 'ip link set lo up && mount -t tmpfs tmpfs /run && exec "$@"'
-    return [*unshare, "sh", "-c", setup_then_run, "sh"]
+    return [*unshare, "sh", str(ROOT / "tests" / "in_user_namespace.sh")]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
