@@ -10,6 +10,7 @@ Chromium, ...) are installed with apt-get when running as root on
 Debian/Ubuntu; otherwise the missing ones are named on one line and the run
 stops. Whether a package is installed is asked of dpkg, never guessed from a
 program's name on PATH: a look-alike ``convert`` or ``ip`` proves nothing.
+An entry ``a|b`` is satisfied by either package; ``a`` is the one installed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ PYTHON = VENV / "bin" / "python"
 
 #: Debian packages the GUI OpenCV wheel loads at import time.
 RUNTIME_PACKAGES = ("libgl1", "libglib2.0-0")
-#: Debian packages the tests use, on top of the runtime ones.
+#: Either package gives /usr/bin/kubectl (see TEST_PACKAGES).
+KUBECTL = "kubernetes-client|kubectl"
+#: Debian packages the tests use, on top of the runtime ones. An entry
+#: "a|b" is satisfied by either package; "a" is the one to install.
 TEST_PACKAGES = (
     "xvfb",  # the virtual screen for the --display window tests
     "libxcb1",  # what mss reads that screen through
@@ -43,6 +47,12 @@ TEST_PACKAGES = (
     "gcc",
     "libc6-dev",
     "util-linux",  # unshare: the network tests of a non-root user
+    # kubectl, for `kubectl kustomize` and `kubectl apply --dry-run=client`
+    # (tests/test_deployment.py). Debian 12 ships 1.20 as kubernetes-client:
+    # old, but both checks pass with it. A `kubectl` package (Kubernetes' or
+    # Google Cloud's apt repository) owns the same /usr/bin/kubectl, so
+    # kubernetes-client cannot be installed next to it; it counts instead.
+    KUBECTL,
 )
 
 
@@ -76,10 +86,16 @@ def python_headers_package() -> tuple[str, ...]:
 
 
 def missing_packages(names: Sequence[str]) -> Optional[list[str]]:
-    installed = installed_packages(names)
+    """What to install for ``names``; None without dpkg.
+
+    An entry ``"a|b"`` (Debian's notation for alternatives) is met by either
+    package; when neither is installed, ``a`` is named.
+    """
+    choices = [name.split("|") for name in names]
+    installed = installed_packages([package for options in choices for package in options])
     if installed is None:
         return None
-    return [name for name in names if name not in installed]
+    return [options[0] for options in choices if not installed.intersection(options)]
 
 
 def ensure_system_packages(names: Sequence[str]) -> None:

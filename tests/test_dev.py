@@ -44,6 +44,42 @@ def test_installed_packages_are_found_whatever_their_architecture() -> None:
     assert dev.missing_packages(["dpkg", "libc6", ABSENT]) == [ABSENT]
 
 
+def test_an_entry_with_alternatives_is_met_by_either_package() -> None:
+    assert dev.missing_packages([f"{ABSENT}|dpkg", f"dpkg|{ABSENT}"]) == []
+    # Neither installed: the first one is what to install.
+    assert dev.missing_packages([f"{ABSENT}|{ABSENT}-2", "dpkg"]) == [ABSENT]
+
+
+def test_alternatives_name_the_first_package_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    wanted = [f"{ABSENT}|{ABSENT}-2", "dpkg"]
+    monkeypatch.setattr(dev.os, "geteuid", lambda: 1000)
+    with pytest.raises(SystemExit) as refused:
+        dev.ensure_system_packages(wanted)
+    assert str(refused.value).endswith(f"(install them: sudo apt-get install {ABSENT})")
+    commands: list[list[str]] = []
+    monkeypatch.setattr(dev.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(dev.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(dev, "run", lambda argv, **kwargs: commands.append(list(argv)))
+    dev.ensure_system_packages(wanted)
+    assert commands[-1][:2] == ["apt-get", "install"] and commands[-1][-1] == ABSENT
+    assert not any("|" in word for command in commands for word in command)
+
+
+def test_kubectl_comes_from_a_debian_package() -> None:
+    """The kubectl tests (tests/test_deployment.py) fail without kubectl.
+
+    Debian 12's kubernetes-client (1.20) is installed unless a `kubectl`
+    package already owns /usr/bin/kubectl: the two cannot be installed together.
+    """
+    assert dev.KUBECTL in dev.TEST_PACKAGES
+    assert dev.KUBECTL.split("|") == ["kubernetes-client", "kubectl"]
+    owner = subprocess.run(
+        ["dpkg-query", "--search", "/usr/bin/kubectl"], capture_output=True, text=True
+    )
+    assert owner.returncode == 0, "no package owns /usr/bin/kubectl: run python3 dev.py setup"
+    assert owner.stdout.split(":")[0] in dev.KUBECTL.split("|")
+
+
 def test_every_package_the_tests_need_is_installed_after_setup() -> None:
     packages = dev.RUNTIME_PACKAGES + dev.TEST_PACKAGES + dev.python_headers_package()
     assert dev.missing_packages(packages) == []
