@@ -6,6 +6,7 @@ A reusable test fixture library (not a test module). Typical use::
         lab.set_delay(50, side="client")      # client -> server packets held 50 ms
         lab.set_loss(2)                       # 2 % loss in both directions
         lab.set_rate(1.5, side="server")      # server -> client capped at 1.5 Mbit/s
+        lab.drop_first_rtp(2)                 # the first 2 RTP packets server -> client
         server = lab.popen("server", [sys.executable, "-m", "server", ...])
         client = lab.popen("client", [..., "--host", "ball-server"])
 
@@ -39,6 +40,30 @@ Why each impairment is built the way it is (the kernel here has no netem):
   missing), the xtables NFQUEUE target is. ``--queue-bypass`` lets traffic flow
   undelayed if the delayer dies instead of black-holing it. Loss (priority -300) is
   applied before the delay (mangle, -150), so lost packets cost the delayer nothing.
+- first RTP packets: ``drop_first_rtp(n)`` drops exactly the first ``n`` RTP packets
+  a side sends, then nothing, with one rule in a chain ``rtp_head`` (prerouting,
+  priority -310) of the RECEIVING namespace (ingress, as for loss)::
+
+      iifname "lab0" meta l4proto udp @th,64,8 128-191 @th,72,8 != 192-223
+          numgen inc mod 2147483648 < N counter drop
+
+  WebRTC bundles STUN, DTLS (with the data channel's SCTP inside), SRTP and SRTCP on
+  one UDP 5-tuple. RFC 7983 tells them apart by the first payload byte (``@th,64,8``,
+  the byte after the 8-byte UDP header): 0..3 STUN, 20..63 DTLS, 128..191 RTP or
+  RTCP. RFC 5761 then tells RTCP by its second byte, the packet type 192..223 (SR 200,
+  RR 201, NACK 205, PLI 206...); RTP's second byte is marker bit plus payload type,
+  and payload types 64..95 are reserved so that it never falls there. SRTP and SRTCP
+  leave these headers in clear. ``numgen inc`` is a packet counter of the rule itself,
+  advanced only by the packets that matched everything before it (the RTP ones),
+  starting at 0: ``< N`` is true for exactly the first N. nft's ``quota`` counts
+  bytes, not packets, so it cannot stop after exactly N packets of varying size. The
+  chain runs before the loss chain (-310 < -300): with both set, the first N RTP
+  packets the sender emits are the ones dropped, whatever the random loss does.
+  Retransmissions (RTX: another payload type and SSRC) count like any RTP packet,
+  but none can be among the first N: a receiver asks for one (NACK) only about
+  packets after one it received, and it receives no RTP until the N are dropped.
+  Dropped packets are never recovered (aiortc's NACKs start at the first packet it
+  sees), so the receiver never sees the first packets of the stream.
 
 Every impairment applies to one direction, named by its sender:
 ``side="client"`` impairs client->server, ``side="server"`` server->client and
@@ -46,7 +71,7 @@ Every impairment applies to one direction, named by its sender:
 both sides therefore grows by ~100 ms.
 
 The file doubles as a small CLI of measurement helpers (UDP/TCP echo, probe,
-blast, sink) that tests run inside the namespaces::
+blast, send, sink) that tests run inside the namespaces::
 
     python tests/network_lab.py udp-echo --bind 0.0.0.0 --port 9000 --duration 10
 """
@@ -81,6 +106,11 @@ PACKET_DELAYER_PY = str(HERE / "packet_delayer.py")
 DEFAULT_PREFIX = "balllab"
 IFNAME = "lab0"  # same name in both namespaces: names are per namespace
 NFT_TABLE = "balllab"
+#: The chain of drop_first_rtp's rule (the loss rule has the chain ``ingress``).
+RTP_HEAD_CHAIN = "rtp_head"
+#: numgen's modulus for drop_first_rtp: its counter wraps (and would drop N more)
+#: only after 2**31 RTP packets, years of video.
+RTP_HEAD_NUMGEN_MOD = 1 << 31
 NETNS_ETC_DIR = Path("/etc/netns")
 CMD_TIMEOUT_S = 15.0
 
@@ -392,12 +422,17 @@ class NetworkLab:
                     ]
                 )
             _run(["ip", "-n", ns, "link", "set", IFNAME, "up"])
-            # An empty nft table per namespace; set_loss only swaps its rule.
-            # Priority -300 runs before conntrack: a lost packet leaves no trace.
+            # An empty nft table per namespace; set_loss and drop_first_rtp only
+            # swap the rule of their chain. Priorities -310 and -300 run before
+            # conntrack (a dropped packet leaves no trace) and after defragmentation
+            # (-400: the raw payload match sees whole datagrams).
             _run(
                 ["ip", "netns", "exec", ns, "nft", "-f", "-"],
                 input_text=(
                     f"table inet {NFT_TABLE} {{\n"
+                    f"  chain {RTP_HEAD_CHAIN} {{\n"
+                    "    type filter hook prerouting priority -310; policy accept;\n"
+                    "  }\n"
                     "  chain ingress {\n"
                     "    type filter hook prerouting priority -300; policy accept;\n"
                     "  }\n"
@@ -527,10 +562,12 @@ class NetworkLab:
         for s in self._sides(side):
             # Installed at the peer's ingress: see the module doc for why.
             script = f"flush chain inet {NFT_TABLE} ingress\n"
+            # numgen's values are 0..99: "< 100" is refused, so 100 % has no test.
+            chance = f"numgen random mod 100 < {pct} " if pct < 100 else ""
             if pct > 0:
                 script += (
                     f'add rule inet {NFT_TABLE} ingress iifname "{IFNAME}" '
-                    f"{match}numgen random mod 100 < {pct} counter drop\n"
+                    f"{match}{chance}counter drop\n"
                 )
             self._nft(_peer(s), script)
 
@@ -589,14 +626,44 @@ class NetworkLab:
                     del self._delayers[s]
                     raise
 
+    def drop_first_rtp(self, n: int, side: SideSpec = "server") -> None:
+        """Drop exactly the first ``n`` RTP packets the side(s) send, then none.
+
+        Only RTP matches: never STUN, DTLS (nor the data channel inside it) or
+        RTCP; see the module doc for the rule and why RTX cannot be among the
+        ``n``. Installed at the peer's ingress like the loss rule. Each call starts
+        a fresh count; ``n == 0`` removes the rule. The default side is the server,
+        the sender of the video.
+        """
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        for s in self._sides(side):
+            script = f"flush chain inet {NFT_TABLE} {RTP_HEAD_CHAIN}\n"
+            if n > 0:
+                script += (
+                    f'add rule inet {NFT_TABLE} {RTP_HEAD_CHAIN} iifname "{IFNAME}" '
+                    "meta l4proto udp @th,64,8 128-191 @th,72,8 != 192-223 "
+                    f"numgen inc mod {RTP_HEAD_NUMGEN_MOD} < {n} counter drop\n"
+                )
+            self._nft(_peer(s), script)
+
+    def first_rtp_dropped(self, side: Side) -> int:
+        """RTP packets sent by ``side`` that drop_first_rtp's rule dropped (0 without)."""
+        out = self.run(
+            _peer(side), ["nft", "list", "chain", "inet", NFT_TABLE, RTP_HEAD_CHAIN]
+        ).stdout
+        found = re.search(r"counter packets (\d+)", out)
+        return int(found.group(1)) if found else 0
+
     def clear_rate(self, side: SideSpec = "both") -> None:
         for s in self._sides(side):
             # Fails harmlessly when no qdisc was set (veth default is noqueue).
             _run(["tc", "-n", self.ns(s), "qdisc", "del", "dev", IFNAME, "root"], check=False)
 
     def clear(self, side: SideSpec = "both") -> None:
-        """Remove loss, rate and delay impairments from the side(s)."""
+        """Remove loss, first-RTP drop, rate and delay impairments from the side(s)."""
         self.set_loss(0, side)
+        self.drop_first_rtp(0, side)
         self.clear_rate(side)
         self.set_delay(0, side)
 
@@ -793,8 +860,25 @@ def _cli_udp_blast(args: argparse.Namespace) -> None:
     print(json.dumps({"sent": sent, "errors": errors, "bytes": sent * args.size}))
 
 
+def _cli_udp_send(args: argparse.Namespace) -> None:
+    """Send the given datagrams (hex), once each, in order, ``interval`` s apart.
+
+    For rules that look at payload bytes: a test crafts packets whose first bytes
+    look like STUN, DTLS, RTP or RTCP and sees which of them arrive (udp-sink
+    ``--record``).
+    """
+    addr = (_resolve(args.host), args.port)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for payload in args.payload:
+        sock.sendto(bytes.fromhex(payload), addr)
+        time.sleep(args.interval)
+    print(json.dumps({"sent": len(args.payload)}))
+
+
 def _cli_udp_sink(args: argparse.Namespace) -> None:
-    """Count received datagrams; stop after ``idle`` s of silence or ``duration`` s."""
+    """Count received datagrams; stop after ``idle`` s of silence or ``duration`` s.
+
+    ``--record`` also reports every datagram, in hex and in arrival order."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.bind((args.bind, args.port))
@@ -802,6 +886,7 @@ def _cli_udp_sink(args: argparse.Namespace) -> None:
     packets = nbytes = 0
     first = last = 0.0
     first_size = 0
+    payloads: list[str] = []
     deadline = time.monotonic() + args.duration
     while (remaining := deadline - time.monotonic()) > 0:
         wait = min(remaining, args.idle if packets else remaining)
@@ -817,10 +902,20 @@ def _cli_udp_sink(args: argparse.Namespace) -> None:
         packets += 1
         nbytes += len(data)
         last = now
+        if args.record:
+            payloads.append(data.hex())
     span = last - first
     # Bytes after the first datagram over the time between first and last arrival.
     rate = (nbytes - first_size) * 8 / span / 1e6 if span > 0 else None
-    print(json.dumps({"packets": packets, "bytes": nbytes, "span_s": span, "rate_mbit": rate}))
+    result: dict[str, Any] = {
+        "packets": packets,
+        "bytes": nbytes,
+        "span_s": span,
+        "rate_mbit": rate,
+    }
+    if args.record:
+        result["payloads"] = payloads
+    print(json.dumps(result))
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -855,11 +950,18 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=2.0)
     p.add_argument("--size", type=int, default=1200)
     p.set_defaults(func=_cli_udp_blast)
+    p = sub.add_parser("udp-send")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--payload", action="append", required=True, help="hex; repeatable")
+    p.add_argument("--interval", type=float, default=0.002)
+    p.set_defaults(func=_cli_udp_send)
     p = sub.add_parser("udp-sink")
     p.add_argument("--bind", default="0.0.0.0")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--idle", type=float, default=0.5)
+    p.add_argument("--record", action="store_true")
     p.set_defaults(func=_cli_udp_sink)
     args = parser.parse_args(list(argv) if argv is not None else None)
     args.func(args)

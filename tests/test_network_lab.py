@@ -140,6 +140,118 @@ def test_loss_20_percent_one_direction(lab: NetworkLab) -> None:
     assert lab.loss_counter("server") == 0
 
 
+#: Datagrams whose first bytes look like each protocol WebRTC bundles on one UDP
+#: 5-tuple (RFC 7983, RFC 5761): (name, hex). The RTP ones cover the edges: both
+#: ends of the first-byte range 128..191, marker bit set (second byte 0xe0 = 224,
+#: just above RTCP's 192..223), an RTX-like payload type (97), payload type 0.
+STUN_LIKE = [("stun binding request", "0001002c2112a442"), ("stun response", "0101")]
+DTLS_LIKE = [
+    ("dtls handshake", "16fefd0000"),
+    ("dtls app data (sctp)", "17fefd0001"),
+    ("dtls alert", "15fefd"),
+]
+RTCP_LIKE = [
+    ("rtcp sr", "80c80006"),
+    ("rtcp rr", "81c90007"),
+    ("rtcp nack", "81cd0003"),
+    ("rtcp pli", "81ce0002"),
+    ("rtcp remb", "8fce0005"),
+    ("rtcp pt 192", "80c00001"),
+    ("rtcp pt 223", "80df0001"),
+    ("rtcp app", "80cc0002"),
+]
+RTP_LIKE = [
+    ("rtp vp8", "80600001"),
+    ("rtp vp8 marker", "80e00002"),
+    ("rtp rtx", "80610003"),
+    ("rtp pt 0", "80000004"),
+    ("rtp csrc count 15", "8f600005"),
+    ("rtp padding+ext", "b0600006"),
+    ("rtp first byte 191", "bf7f0007"),
+    ("rtp pt 95 marker", "80bf0008"),
+]
+#: Not WebRTC at all: first bytes outside 128..191 (ZRTP-ish 16, TURN channel 64,
+#: 127, 192, 255).
+OTHER = [
+    ("byte 16", "10"),
+    ("byte 64", "4000"),
+    ("byte 127", "7f60"),
+    ("byte 192", "c060"),
+    ("byte 255", "ff60"),
+    ("one byte 0x80", "80"),
+]
+
+
+def _send_and_record(lab: NetworkLab, sender: Side, payloads: list[str]) -> list[str]:
+    """Send ``payloads`` (hex, in order) from ``sender``; what reached the peer."""
+    sink_args = ["--port", str(SINK_PORT), "--duration", "10", "--idle", "0.5", "--record"]
+    sink = lab.python_tool(_peer(sender), "udp-sink", *sink_args)
+    wait_for_line(sink, "ready", timeout=10)
+    peer_address = lab.address(_peer(sender))
+    args = ["--host", peer_address, "--port", str(SINK_PORT), "--interval", "0.002"]
+    for payload in payloads:
+        args += ["--payload", payload]
+    assert _tool_json(lab, sender, "udp-send", *args)["sent"] == len(payloads)
+    out, err = sink.communicate(timeout=15)
+    assert sink.returncode == 0, err
+    received: list[str] = json.loads(out)["payloads"]
+    return received
+
+
+@pytest.mark.timeout(40)
+def test_drop_first_rtp_drops_exactly_the_first_n_rtp_packets(lab: NetworkLab) -> None:
+    n = 3
+    lab.drop_first_rtp(n)  # default: what the server sends
+    # Interleaved as in a session: STUN and DTLS first, then RTP among RTCP.
+    # The one-byte 0x80 is too short for the rule's second-byte match: not RTP.
+    mixed = [*STUN_LIKE, *DTLS_LIKE, *OTHER]
+    for rtp, rtcp in zip(RTP_LIKE, RTCP_LIKE, strict=True):
+        mixed += [rtp, rtcp]
+    # The sink records the payloads, so identical ones would be ambiguous.
+    assert len({h for _, h in mixed}) == len(mixed)
+
+    # The other direction is untouched, RTP included (and counts nothing).
+    back = _send_and_record(lab, "client", [h for _, h in mixed])
+    assert back == [h for _, h in mixed]
+    assert lab.first_rtp_dropped("client") == 0
+    assert lab.first_rtp_dropped("server") == 0
+
+    got = _send_and_record(lab, "server", [h for _, h in mixed])
+    rtp_names = [name for name, _ in RTP_LIKE]
+    dropped = [name for name, h in mixed if h not in got]
+    print(f"dropped: {dropped}")
+    assert dropped == rtp_names[:n]
+    # Order kept, nothing else touched.
+    assert got == [h for name, h in mixed if name not in rtp_names[:n]]
+    assert lab.first_rtp_dropped("server") == n
+    assert lab.loss_counter("server") == 0  # its own counter, not the loss rule's
+
+    # Spent: later RTP passes, the counter stays at n.
+    again = [h for _, h in RTP_LIKE]
+    assert _send_and_record(lab, "server", again) == again
+    assert lab.first_rtp_dropped("server") == n
+
+    # A new call starts a fresh count; clear() removes the rule.
+    lab.drop_first_rtp(1)
+    assert _send_and_record(lab, "server", again) == again[1:]
+    assert lab.first_rtp_dropped("server") == 1
+    lab.clear()
+    assert _send_and_record(lab, "server", again) == again
+    assert lab.first_rtp_dropped("server") == 0
+
+
+@pytest.mark.timeout(30)
+def test_drop_first_rtp_runs_before_loss(lab: NetworkLab) -> None:
+    # With 100 % loss as well, the first-RTP rule still counts (and drops) the
+    # first n RTP packets sent: it sees them before the loss rule does.
+    lab.drop_first_rtp(2, side="client")
+    lab.set_loss(100, side="client", udp_only=True)
+    payloads = [h for _, h in RTP_LIKE]
+    assert _send_and_record(lab, "client", payloads) == []
+    assert lab.first_rtp_dropped("client") == 2
+    assert lab.loss_counter("client") == len(payloads) - 2
+
+
 @pytest.mark.timeout(30)
 def test_delay_50ms_one_direction_keeps_order(lab: NetworkLab) -> None:
     _start_echo(lab, "server")
