@@ -50,25 +50,30 @@ import inspect
 import queue
 from typing import Any, Optional
 
-import aiortc
 from aiortc import RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
 
-#: The aiortc release whose ``jitterbuffer.py`` and ``rtcrtpreceiver.py`` this
-#: module was written against. Keep equal to the pin in requirements.txt.
-SUPPORTED_AIORTC_VERSION = "1.16.0"
+from protocol.aiortc_internals import (
+    SUPPORTED_AIORTC_VERSION,
+    IncompatibleAiortcError,
+    check_aiortc_version,
+    code_names,
+)
+
+__all__ = [
+    "SUPPORTED_AIORTC_VERSION",
+    "FastJitterBuffer",
+    "IncompatibleAiortcError",
+    "install_fast_jitter_buffer",
+]
 
 # RTCRtpReceiver's private attributes, after Python's name mangling.
 _RECEIVER_BUFFER_ATTRIBUTE = "_RTCRtpReceiver__jitter_buffer"
 _RECEIVER_DECODER_QUEUE_ATTRIBUTE = "_RTCRtpReceiver__decoder_queue"
 _RECEIVER_DECODER_THREAD_ATTRIBUTE = "_RTCRtpReceiver__decoder_thread"
 _RECEIVER_TIMESTAMP_MAPPER_ATTRIBUTE = "_RTCRtpReceiver__timestamp_mapper"
-
-
-class IncompatibleAiortcError(RuntimeError):
-    """The installed aiortc is not the one FastJitterBuffer was written for."""
 
 
 class FastJitterBuffer(JitterBuffer):
@@ -230,16 +235,6 @@ def install_fast_jitter_buffer(receiver: RTCRtpReceiver) -> None:
     )
 
 
-def check_aiortc_version() -> None:
-    version = getattr(aiortc, "__version__", None)
-    if version != SUPPORTED_AIORTC_VERSION:
-        raise IncompatibleAiortcError(
-            f"FastJitterBuffer was written for aiortc {SUPPORTED_AIORTC_VERSION}, "
-            f"found {version}. Re-read aiortc's jitterbuffer.py and "
-            f"rtcrtpreceiver.py, then update this module and the pin together."
-        )
-
-
 def _check_buffer_shape(buffer: JitterBuffer) -> None:
     """Check the private parts of aiortc that FastJitterBuffer relies on."""
     problems = []
@@ -287,9 +282,3 @@ def _check_receiver_shape(receiver: RTCRtpReceiver) -> None:
         raise IncompatibleAiortcError(
             "aiortc's RTCRtpReceiver changed shape: " + "; ".join(problems)
         )
-
-
-def code_names(function: object) -> tuple[str, ...]:
-    """Return the attribute and global names `function`'s bytecode uses."""
-    code = getattr(function, "__code__", None)
-    return code.co_names if code is not None else ()

@@ -21,7 +21,7 @@ from aiortc import RTCRtpReceiver
 from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RtpPacket
 
-from client.fast_jitter_buffer import IncompatibleAiortcError, check_aiortc_version, code_names
+from protocol.aiortc_internals import IncompatibleAiortcError, check_aiortc_version, code_names
 
 #: Long enough for a retransmission to arrive on any sane path, short enough
 #: that a lost one costs a few frames, not seconds.

@@ -30,6 +30,7 @@ from client.display import ClientDisplay, draw
 from client.fast_jitter_buffer import install_fast_jitter_buffer
 from client.frame_exchange import DetectionResult, luma_view
 from client.repeating_nack import install_repeating_nack
+from client.wire_timestamps import WireTimestamps
 from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
 from protocol.signaling import Bye, SignalingChannel, SignalingError
 
@@ -89,6 +90,7 @@ class ClientSession:
         self.receiver_components: dict[str, str] = {}
         #: Decoded pictures waiting for their own detection, by pts, oldest first.
         self._pending_pictures: dict[int, np.ndarray] = {}
+        self._wire_timestamps: Optional[WireTimestamps] = None
 
     def stop(self, reason: str) -> None:
         """End the session from outside (duration, SIGINT, SIGTERM)."""
@@ -167,6 +169,7 @@ class ClientSession:
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
                 install_repeating_nack(transceiver.receiver)
+                self._wire_timestamps = WireTimestamps(transceiver.receiver)
                 if self._jitter_buffer == "fast":
                     install_fast_jitter_buffer(transceiver.receiver)
                 # What the receiver really uses, read back from it, so a test
@@ -231,12 +234,21 @@ class ClientSession:
         channel = self._channel
         if channel is not None and channel.readyState == "open":
             for result in results:
-                report = CoordinateReport(result.pts, result.x, result.y)
+                # Both frame ids: the RTP timestamp is immune to a lost first
+                # packet, the pts is what servers before it understand.
+                report = CoordinateReport(
+                    result.pts, result.x, result.y, rtp_timestamp=self._rtp_timestamp(result.pts)
+                )
                 channel.send(encode_report(report))
                 self.results_sent += 1
         # The answers are out; only now draw, so the window never delays them.
         if self._display is not None and results:
             self._show(results[-1])
+
+    def _rtp_timestamp(self, pts: int) -> Optional[int]:
+        if self._wire_timestamps is None:
+            return None
+        return self._wire_timestamps.rtp_timestamp(pts)
 
     def _show(self, result: DetectionResult) -> None:
         """Show the picture of ``result``'s frame with ``result`` on it.

@@ -1,15 +1,25 @@
 """The message a client sends on the ``coordinates`` data channel.
 
-``{"pts": int, "x": float | null, "y": float | null}``: the pts of the frame
-as the client received it, and the ball's centre in that frame's pixel
+``{"rtp_timestamp": int, "pts": int, "x": float | null, "y": float | null}``:
+the frame the answer is about, and the ball's centre in that frame's pixel
 coordinates (pixel centres at integers, origin top-left). ``x`` and ``y`` are
-both null when no ball was found.
+both null when no ball was found. An answer names its frame by either key or
+by both; with both, ``rtp_timestamp`` wins.
 
-The pts convention: the server stamps frame ``n`` with
-``round(n * 90000 / fps)`` on the 90 kHz RTP clock, starting at 0. aiortc's
-receiver subtracts the first RTP timestamp it sees, so the client reads the
-same numbers back, give or take one tick (VP8 sometimes yields 2999 for 3000).
-The server therefore matches a reported pts to the nearest frame it sent.
+- ``rtp_timestamp`` (uint32) is the frame's RTP timestamp exactly as it
+  travelled on the wire, the random origin of the server's sender included.
+  Every WebRTC stack can read it: a browser gets it as ``rtpTimestamp`` in
+  ``requestVideoFrameCallback``'s metadata. The server subtracts its own
+  sender's origin, so losing the first packets changes nothing.
+- ``pts`` is what aiortc's receiver makes of it: the RTP timestamp minus the
+  first one the receiver saw. The server stamps frame ``n`` with
+  ``round(n * 90000 / fps)`` on the 90 kHz clock, starting at 0, so the
+  client reads the same numbers back, give or take one tick (VP8 sometimes
+  yields 2999 for 3000), *as long as the first frame arrived*. If the first
+  packets are lost, every pts is early by the frames lost, for the whole
+  session. It stays accepted for clients (and servers) that only know it.
+
+The server matches either to the nearest frame it sent, within one tick.
 """
 
 from __future__ import annotations
@@ -22,10 +32,14 @@ from typing import Any, Optional, Union
 #: The channel label the server creates and the client answers on.
 CHANNEL_LABEL = "coordinates"
 
-#: A valid message is under 80 bytes; anything longer is rejected unparsed.
+#: A valid message is under 120 bytes; anything longer is rejected unparsed.
 MAX_MESSAGE_BYTES = 256
 
 _PTS_LIMIT = 1 << 63
+_RTP_TIMESTAMP_LIMIT = 1 << 32
+
+#: The keys that name the frame; an answer has at least one of them.
+FRAME_KEYS = frozenset({"rtp_timestamp", "pts"})
 
 #: No frame is a million pixels across; a larger coordinate is garbage and
 #: would swamp the session's mean error.
@@ -38,9 +52,14 @@ class InvalidReport(ValueError):
 
 @dataclass(frozen=True)
 class CoordinateReport:
-    pts: int
+    pts: Optional[int]
     x: Optional[float]
     y: Optional[float]
+    rtp_timestamp: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.pts is None and self.rtp_timestamp is None:
+            raise ValueError("a report names its frame by pts, rtp_timestamp or both")
 
     @property
     def found(self) -> bool:
@@ -48,7 +67,13 @@ class CoordinateReport:
 
 
 def encode_report(report: CoordinateReport) -> str:
-    return json.dumps({"pts": report.pts, "x": report.x, "y": report.y}, allow_nan=False)
+    body: dict[str, Any] = {}
+    if report.rtp_timestamp is not None:
+        body["rtp_timestamp"] = report.rtp_timestamp
+    if report.pts is not None:
+        body["pts"] = report.pts
+    body.update(x=report.x, y=report.y)
+    return json.dumps(body, allow_nan=False)
 
 
 def decode_report(message: Union[str, bytes]) -> CoordinateReport:
@@ -59,16 +84,26 @@ def decode_report(message: Union[str, bytes]) -> CoordinateReport:
         body = json.loads(message, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidReport(f"not JSON: {exc}") from None
-    if not isinstance(body, dict) or set(body) != {"pts", "x", "y"}:
-        raise InvalidReport("expected an object with exactly pts, x and y")
-    pts, x, y = body["pts"], body["x"], body["y"]
-    if not _is_int(pts) or not 0 <= pts < _PTS_LIMIT:
+    if (
+        not isinstance(body, dict)
+        or not {"x", "y"} < set(body)
+        or not set(body) - {"x", "y"} <= FRAME_KEYS
+    ):
+        raise InvalidReport("expected an object with x, y and rtp_timestamp, pts or both")
+    pts = body.get("pts")
+    if "pts" in body and not (_is_int(pts) and 0 <= pts < _PTS_LIMIT):
         raise InvalidReport(f"pts must be a non-negative integer, got {pts!r}")
+    rtp_timestamp = body.get("rtp_timestamp")
+    if "rtp_timestamp" in body and not (
+        _is_int(rtp_timestamp) and 0 <= rtp_timestamp < _RTP_TIMESTAMP_LIMIT
+    ):
+        raise InvalidReport(f"rtp_timestamp must be a uint32, got {rtp_timestamp!r}")
+    x, y = body["x"], body["y"]
     if x is None and y is None:
-        return CoordinateReport(pts, None, None)
+        return CoordinateReport(pts, None, None, rtp_timestamp)
     if not (_is_finite_number(x) and _is_finite_number(y)):
         raise InvalidReport("x and y must both be finite coordinates or both null")
-    return CoordinateReport(pts, float(x), float(y))
+    return CoordinateReport(pts, float(x), float(y), rtp_timestamp)
 
 
 def _reject_constant(name: str) -> Any:

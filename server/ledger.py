@@ -4,6 +4,11 @@ The pts convention (see ``protocol.coordinates``): frame ``n`` carries
 ``round(n * 90000 / fps)`` on the 90 kHz clock. A reported pts is matched to
 the nearest frame, because aiortc's RTP timestamp mapping can shift it by a
 tick; an exact dict lookup would lose frames.
+
+A reported RTP timestamp is the frame's pts plus the sender's random origin,
+modulo 2**32. Taking the origin off leaves the pts modulo 2**32; of the pts
+that fit, the one nearest the newest frame sent is meant (the ledger holds
+seconds, the 32-bit clock wraps after 13 hours).
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ VIDEO_CLOCK_RATE = 90000
 
 #: How far a reported pts may sit from the pts we sent and still match.
 PTS_TOLERANCE_TICKS = 1
+
+#: RTP timestamps are 32 bits wide and wrap.
+RTP_TIMESTAMP_MODULUS = 1 << 32
 
 
 def frame_pts(index: int, fps: float) -> int:
@@ -75,6 +83,19 @@ class FrameLedger:
         if entry is None or abs(entry.pts - pts) > PTS_TOLERANCE_TICKS:
             return None
         return entry
+
+    def match_rtp_timestamp(self, rtp_timestamp: int, origin: int) -> Optional[FrameRecord]:
+        """The frame sent with the RTP timestamp nearest to ``rtp_timestamp``.
+
+        ``origin`` is the sender's RTP timestamp of pts 0.
+        """
+        if not self._order:
+            return None
+        newest = frame_pts(self._order[-1], self.fps)
+        offset = (rtp_timestamp - origin - newest) % RTP_TIMESTAMP_MODULUS
+        if offset >= RTP_TIMESTAMP_MODULUS // 2:
+            offset -= RTP_TIMESTAMP_MODULUS
+        return self.match(newest + offset)
 
     def drain(self) -> list[FrameRecord]:
         """Remove and return every record, oldest first."""

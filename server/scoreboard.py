@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
-from protocol.coordinates import InvalidReport, decode_report
+from protocol.coordinates import CoordinateReport, InvalidReport, decode_report
 from server.ledger import FrameLedger, FrameRecord
 from server.statistics import LogHistogram
 
@@ -44,6 +44,9 @@ class Scoreboard:
 
     ``on_retired`` receives each frame once it can no longer be answered
     (evicted from the ledger or the session ended), for the per-frame CSV.
+    ``rtp_origin`` gives the sender's RTP timestamp of pts 0, None until it is
+    known (the first packet has left); answers that name their frame by RTP
+    timestamp need it.
     """
 
     def __init__(
@@ -51,9 +54,11 @@ class Scoreboard:
         fps: float,
         ledger_capacity: int,
         on_retired: Optional[Callable[[FrameRecord], None]] = None,
+        rtp_origin: Callable[[], Optional[int]] = lambda: None,
     ) -> None:
         self._ledger = FrameLedger(fps, ledger_capacity)
         self._on_retired = on_retired
+        self._rtp_origin = rtp_origin
         self.frames_sent = 0
         self.frames_answered = 0
         self.frames_found = 0
@@ -81,9 +86,9 @@ class Scoreboard:
         except InvalidReport:
             self.invalid["malformed"] += 1
             return None
-        entry = self._ledger.match(report.pts)
+        entry = self._match(report)
         if entry is None:
-            self.invalid["unknown_pts"] += 1
+            self.invalid["unknown_frame"] += 1
             return None
         if entry.answered:
             self.invalid["duplicate"] += 1
@@ -102,6 +107,15 @@ class Scoreboard:
             self.error_px.add(entry.error_px)
             self._interval.errors.append(entry.error_px)
         return entry
+
+    def _match(self, report: CoordinateReport) -> Optional[FrameRecord]:
+        if report.rtp_timestamp is not None:
+            origin = self._rtp_origin()
+            if origin is None:  # nothing has been sent, so nothing can be answered
+                return None
+            return self._ledger.match_rtp_timestamp(report.rtp_timestamp, origin)
+        assert report.pts is not None
+        return self._ledger.match(report.pts)
 
     def take_interval(self) -> Interval:
         interval, self._interval = self._interval, Interval()

@@ -24,6 +24,7 @@ import asyncio
 import signal
 from typing import Awaitable, Optional, Sequence
 
+from protocol.aiortc_internals import IncompatibleAiortcError
 from protocol.options import (
     EnvironmentArgumentParser,
     configure_logging,
@@ -33,6 +34,7 @@ from protocol.options import (
 )
 from server.display import ServerDisplay
 from server.metrics import TrackingMetrics
+from server.rtp_origin import check_sender_shape
 from server.session import SessionConfig
 from server.tracking_server import TrackingServer
 from server.viewer import SessionViewers
@@ -109,6 +111,11 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    try:
+        check_sender_shape()
+    except IncompatibleAiortcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     config = SessionConfig(
         width=args.width,
         height=args.height,

@@ -1,9 +1,15 @@
-"""One client's session: offer, answer, stream, score, and a clean end.
+"""One client's session: negotiate, stream, score, and a clean end.
 
-A session ends on the first of: the client's BYE or EOF on signaling, an ICE
-or DTLS failure, the configured duration, or the server shutting down. Every
-path goes through the same ``finally`` so nothing outlives it: the peer
-connection, its tasks, the signaling socket and the ledger.
+The client reaches the session through a ``ClientLink``: TCP signaling, where
+the server offers (``server.signaling_link``), or a WHEP POST, where the
+browser offers (``server.whep_link``). Everything after the negotiation is
+the same for both.
+
+A session ends on the first of: the client leaving (BYE or EOF on signaling,
+a WHEP DELETE), an ICE or DTLS failure, no data channel within the handshake
+timeout, the configured duration, or the server shutting down. Every path
+goes through the same ``finally`` so nothing outlives it: the peer
+connection, its tasks, the client's link and the ledger.
 """
 
 from __future__ import annotations
@@ -19,18 +25,18 @@ from typing import Any, Callable, Optional, Protocol, Union
 
 from aiortc import (
     RTCConfiguration,
-    RTCIceCandidate,
+    RTCDataChannel,
     RTCIceServer,
     RTCPeerConnection,
     RTCRtpSender,
 )
 
 from protocol.coordinates import CHANNEL_LABEL
-from protocol.signaling import Bye, SignalingChannel, SignalingError
-from server.ledger import FrameRecord
-from server.remote_description import check_remote_description
+from protocol.signaling import SignalingError
+from server.ledger import FrameRecord, frame_pts
 from server.report import SessionReport
 from server.report_plotter import ReportPlotter
+from server.rtp_origin import SenderTimestampOrigin
 from server.scene import BallScene
 from server.scoreboard import Scoreboard
 from server.track import BallTrack
@@ -43,6 +49,8 @@ CLIENT_DISCONNECTED = "client disconnected"
 
 #: How long the client's SCTP may keep retransmitting a lost answer.
 ANSWER_LIFETIME_MS = 300
+
+ChannelAdopter = Callable[[RTCDataChannel], None]
 
 #: How long answers may still arrive after the server stops sending.
 ANSWER_GRACE_S = 0.3
@@ -63,6 +71,35 @@ class SessionObserver(Protocol):
     def frame_answered(self, error_px: Optional[float], latency_ms: float) -> None: ...
 
     def invalid_message(self) -> None: ...
+
+
+class ClientLink(Protocol):
+    """How a session reaches its client, before and after the media flows."""
+
+    @property
+    def peer(self) -> str:
+        """Who the client is, for the logs and the report."""
+        ...
+
+    async def negotiate(
+        self, pc: RTCPeerConnection, adopt_channel: ChannelAdopter, timeout: float
+    ) -> None:
+        """Complete the offer/answer exchange on ``pc``, whose video sender is set up.
+
+        An offering link creates the ``coordinates`` channel and hands it to
+        ``adopt_channel``; otherwise the client's channel arrives on ``pc``.
+        Raises ``SignalingError``, ``asyncio.TimeoutError``, ``ConnectionError``
+        or ``ValueError``.
+        """
+        ...
+
+    async def wait_gone(self) -> str:
+        """Return, with the end reason, once the client has left."""
+        ...
+
+    async def close(self, reason: str) -> None:
+        """Tell the client the session ended for ``reason``, unless it left; let go."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +128,7 @@ class TrackingSession:
     def __init__(
         self,
         number: int,
-        signaling: SignalingChannel,
+        link: ClientLink,
         config: SessionConfig,
         observer: Optional[SessionObserver] = None,
         report_dir: Optional[Path] = None,
@@ -100,7 +137,7 @@ class TrackingSession:
         self.number = number
         self.name = f"session-{time.strftime('%Y%m%dT%H%M%S')}-{number:04d}"
         self.started_at = time.time()
-        self._signaling = signaling
+        self._link = link
         self._config = config
         self.fps = config.fps
         self.scene = BallScene.from_seed(
@@ -113,11 +150,14 @@ class TrackingSession:
         self._report = SessionReport(report_dir, self.name) if report_dir else None
         self._ended = asyncio.Event()
         self._answers_possible = asyncio.Event()
+        self._channel: Optional[RTCDataChannel] = None
+        self._rtp_origin = SenderTimestampOrigin()
         self.end_reason: Optional[str] = None
         self.scoreboard = Scoreboard(
             config.fps,
             config.ledger_capacity(),
             on_retired=self._report.write_frame if self._report else None,
+            rtp_origin=lambda: self._rtp_origin.origin,
         )
         self.last_answer: Optional[FrameRecord] = None
         self._streaming_since: Optional[float] = None
@@ -148,8 +188,9 @@ class TrackingSession:
             self._observer.session_started()
         try:
             await self._negotiate(pc)
-            logger.info("%s: streaming to %s", self.name, self._signaling.peer)
-            tasks.append(asyncio.create_task(self._watch_signaling()))
+            logger.info("%s: streaming to %s", self.name, self._link.peer)
+            tasks.append(asyncio.create_task(self._watch_client()))
+            tasks.append(asyncio.create_task(self._expect_channel(config.handshake_timeout)))
             tasks.append(asyncio.create_task(self._log_progress()))
             if config.duration is not None:
                 tasks.append(asyncio.create_task(self._stop_after(config.duration)))
@@ -168,52 +209,38 @@ class TrackingSession:
         assert self._track is not None
         transceiver = pc.addTransceiver(self._track, direction="sendonly")
         transceiver.setCodecPreferences(_codec_preferences(self._config.codec))
-        # The offerer must create the channel: an answerer cannot add one
-        # unless the offer already has an m=application section. Unordered,
-        # so one lost answer never holds up the next; retransmitted (SCTP
-        # fast retransmit, about three answers later) only while the answer
-        # is still fresh, so 5 % loss costs latency on a few frames, not
-        # 5 % of the answers.
-        channel = pc.createDataChannel(
-            CHANNEL_LABEL, ordered=False, maxPacketLifeTime=ANSWER_LIFETIME_MS
-        )
-        channel.on("message", self._on_message)
-        channel.on("open", self._answers_possible.set)
+        # Answers may name their frame by RTP timestamp: learn the sender's origin.
+        self._rtp_origin.attach(transceiver.sender)
+        pc.on("datachannel", self._adopt_channel)
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
             if pc.connectionState in ("failed", "closed"):
                 self._end(f"connection {pc.connectionState}")
 
-        await pc.setLocalDescription(await pc.createOffer())
-        await self._signaling.send(pc.localDescription)
-        deadline = self._clock() + self._config.handshake_timeout
-        while True:
-            message = await self._signaling.receive(max(deadline - self._clock(), 0.0))
-            if message is None or isinstance(message, Bye):
-                raise SignalingError("client left before answering")
-            if isinstance(message, RTCIceCandidate):
-                await pc.addIceCandidate(message)
-                continue
-            if message.type != "answer":
-                raise SignalingError(f"expected an answer, got {message.type}")
-            check_remote_description(message.sdp, "answer")
-            await pc.setRemoteDescription(message)
-            return
+        await self._link.negotiate(pc, self._adopt_channel, self._config.handshake_timeout)
 
-    async def _watch_signaling(self) -> None:
-        while True:
-            try:
-                message = await self._signaling.receive()
-            except SignalingError as exc:
-                self._end(f"signaling error: {exc}")
-                return
-            if message is None:
-                self._end(CLIENT_DISCONNECTED)
-                return
-            if isinstance(message, Bye):
-                self._end(CLIENT_SAID_BYE)
-                return
+    def _adopt_channel(self, channel: RTCDataChannel) -> None:
+        """Take the client's answers from ``channel`` if it is the first ``coordinates`` one."""
+        if channel.label != CHANNEL_LABEL or self._channel is not None:
+            logger.info("%s: ignoring data channel %r", self.name, channel.label)
+            return
+        self._channel = channel
+        channel.on("message", self._on_message)
+        if channel.readyState == "open":
+            self._answers_possible.set()
+        else:
+            channel.on("open", self._answers_possible.set)
+
+    async def _watch_client(self) -> None:
+        self._end(await self._link.wait_gone())
+
+    async def _expect_channel(self, timeout: float) -> None:
+        """End a session whose client negotiated but never opened the data channel."""
+        try:
+            await asyncio.wait_for(self._answers_possible.wait(), timeout)
+        except asyncio.TimeoutError:
+            self._end(f"no data channel within {timeout:g} s")
 
     async def _stop_after(self, duration: float) -> None:
         await asyncio.sleep(duration)
@@ -229,6 +256,8 @@ class TrackingSession:
             logger.info("%s: %s", self.name, self.scoreboard.take_interval().describe())
 
     def _frame_sent(self, index: int, x: float, y: float, produced_at: float) -> None:
+        # Called inside the track's recv(), while the sender waits for the frame.
+        self._rtp_origin.frame_handed(frame_pts(index, self._config.fps))
         if self._streaming_since is None:
             self._streaming_since = produced_at
         self.scoreboard.frame_sent(index, x, y, produced_at)
@@ -256,15 +285,11 @@ class TrackingSession:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._streaming_until is None:
             self._streaming_until = self._clock()
-        if self.end_reason not in (CLIENT_SAID_BYE, CLIENT_DISCONNECTED):
-            try:
-                await asyncio.wait_for(self._signaling.send(Bye(self.end_reason)), 1.0)
-            except (ConnectionError, asyncio.TimeoutError):
-                pass
         if self._track is not None:
             self._track.stop()
+        assert self.end_reason is not None
+        await self._link.close(self.end_reason)
         await pc.close()
-        await self._signaling.close()
         self.scoreboard.close()
         if self._observer:
             self._observer.session_ended()
@@ -295,7 +320,7 @@ class TrackingSession:
             "started_at": datetime.fromtimestamp(self.started_at, timezone.utc).isoformat(
                 timespec="seconds"
             ),
-            "peer": self._signaling.peer,
+            "peer": self._link.peer,
             "end_reason": self.end_reason,
             "width": config.width,
             "height": config.height,

@@ -5,8 +5,10 @@ the live sessions directly, never through a copy. Every request is treated
 as possibly hostile: aiohttp's parser bounds the request line, the headers
 and the body; idle and silent connections are closed after a few seconds;
 the number of connections and of event streams is capped; and nothing a
-request sends can reach a session except through a WHEP offer, which only
-ever creates a separate viewer.
+request sends can reach a session except through a WHEP offer: one on a
+session's ``/whep`` only ever creates a separate viewer, one on
+``/api/track/whep`` starts a tracking session of its own, counted against
+``--max-sessions`` like any client's.
 
 ``/healthz`` and ``/metrics`` stay open for probes and scrapers; with an
 access token everything else asks for it.
@@ -31,7 +33,9 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from server.ledger import FrameRecord
 from server.metrics import TrackingMetrics
 from server.session import TrackingSession
+from server.tracking_server import ServerBusy
 from server.viewer import InvalidOffer, ViewerClosed, ViewerLimitReached
+from server.whep_link import SessionGone, WhepLink
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +88,12 @@ class ConsoleSource(Protocol):
     def live_session(self, session_id: str) -> Optional[TrackingSession]: ...
 
     def report_path(self, file_name: str) -> Optional[Path]: ...
+
+    async def open_whep_session(
+        self, offer_sdp: str, peer: str
+    ) -> tuple[WhepLink, TrackingSession]: ...
+
+    def delete_whep_session(self, resource_id: str) -> bool: ...
 
 
 class Viewers(Protocol):
@@ -199,6 +209,7 @@ class WebConsole:
             middlewares=[self._require_token, self._security_headers],
         )
         app.router.add_get("/", self._index)
+        app.router.add_get("/track", self._track_page)
         app.router.add_static("/static/", WEB_ROOT / "static")
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", make_aiohttp_handler(self._metrics.registry, True))
@@ -207,6 +218,8 @@ class WebConsole:
         app.router.add_get("/api/sessions/{id}/events", self._answer_events)
         app.router.add_post("/api/sessions/{id}/whep", self._open_viewer)
         app.router.add_delete("/api/sessions/{id}/whep/{viewer}", self._close_viewer)
+        app.router.add_post("/api/track/whep", self._open_tracking)
+        app.router.add_delete("/api/track/whep/{resource}", self._close_tracking)
         app.router.add_get("/reports/{file}", self._report)
         return app
 
@@ -250,6 +263,9 @@ class WebConsole:
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(WEB_ROOT / "index.html")
+
+    async def _track_page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(WEB_ROOT / "track.html")
 
     async def _healthz(self, request: web.Request) -> web.Response:
         try:
@@ -314,12 +330,7 @@ class WebConsole:
         session = self._live_session(request)
         if self._viewers is None:
             raise web.HTTPServiceUnavailable(text="viewers are off on this server\n")
-        if request.content_type != "application/sdp":
-            raise web.HTTPUnsupportedMediaType(text="the offer must be application/sdp\n")
-        try:
-            offer = (await request.read()).decode("utf-8")
-        except UnicodeDecodeError:
-            raise web.HTTPBadRequest(text="the offer is not UTF-8 text\n") from None
+        offer = await _read_offer(request)
         try:
             viewer = await self._viewers.open(session, offer)
         except InvalidOffer as exc:
@@ -344,6 +355,31 @@ class WebConsole:
             raise web.HTTPNotFound(text="no such viewer\n")
         return web.Response(text="viewer closed\n")
 
+    async def _open_tracking(self, request: web.Request) -> web.Response:
+        """A browser that tracks: its offer starts a tracking session (``/track``)."""
+        offer = await _read_offer(request)
+        try:
+            link, session = await self._source.open_whep_session(offer, request.remote or "?")
+        except InvalidOffer as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n") from None
+        except (ServerBusy, SessionGone) as exc:
+            raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None
+        return web.Response(
+            status=201,
+            body=(await link.answer()).encode(),
+            content_type="application/sdp",
+            headers={
+                "Location": f"/api/track/whep/{link.resource_id}",
+                # The page follows its own session's scores on /api/sessions/{id}/events.
+                "X-Session-Id": session.name,
+            },
+        )
+
+    async def _close_tracking(self, request: web.Request) -> web.Response:
+        if not self._source.delete_whep_session(request.match_info["resource"]):
+            raise web.HTTPNotFound(text="no such tracking session\n")
+        return web.Response(text="session ending\n")
+
     # -- helpers -----------------------------------------------------------------
 
     def _live_session(self, request: web.Request) -> TrackingSession:
@@ -364,6 +400,15 @@ class WebConsole:
         except asyncio.TimeoutError:
             return True
         return False
+
+
+async def _read_offer(request: web.Request) -> str:
+    if request.content_type != "application/sdp":
+        raise web.HTTPUnsupportedMediaType(text="the offer must be application/sdp\n")
+    try:
+        return (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(text="the offer is not UTF-8 text\n") from None
 
 
 def _same(offered: str, expected: str) -> bool:

@@ -455,8 +455,8 @@ malformed_messages: st.SearchStrategy[Message] = st.one_of(
     ),
 )
 
-#: Well-formed reports naming a frame never sent ("unknown_pts").
-unknown_pts_messages: st.SearchStrategy[Message] = st.builds(
+#: Well-formed reports naming a frame never sent ("unknown_frame").
+unknown_frame_messages: st.SearchStrategy[Message] = st.builds(
     lambda pts, x, y: _report_json(pts, x, y),
     st.integers(min_value=10**10, max_value=2**63 - 1),
     coordinate,
@@ -465,7 +465,7 @@ unknown_pts_messages: st.SearchStrategy[Message] = st.builds(
 
 tagged_messages = st.one_of(
     malformed_messages.map(lambda m: ("malformed", m)),
-    unknown_pts_messages.map(lambda m: ("unknown_pts", m)),
+    unknown_frame_messages.map(lambda m: ("unknown_frame", m)),
 )
 
 #: Each case the hypothesis strategies cover, written out once for sure.
@@ -487,8 +487,8 @@ HANDCRAFTED: list[tuple[str, Message]] = [
     ("malformed", b"\xff\xfe\xfd"),
     ("malformed", b'{"pts": 0, "x": 1.0, "y": 1.0}' + b" " * 100_000),
     ("malformed", "x" * 60_000),
-    ("unknown_pts", '{"pts": 9223372036854775807, "x": 1.0, "y": 1.0}'),
-    ("unknown_pts", '{"pts": 1500, "x": 1.0, "y": 1.0}'),  # half-way between frames
+    ("unknown_frame", '{"pts": 9223372036854775807, "x": 1.0, "y": 1.0}'),
+    ("unknown_frame", '{"pts": 1500, "x": 1.0, "y": 1.0}'),  # half-way between frames
 ]
 
 ANSWERED_FRAMES = 15

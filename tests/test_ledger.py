@@ -60,3 +60,38 @@ def test_drain_returns_oldest_first_and_empties() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError):
         FrameLedger(30, 0)
+
+
+# --- RTP timestamps: pts plus the sender's origin, modulo 2**32 ------------------
+
+
+@pytest.mark.parametrize("origin", [0, 123_456_789, 2**32 - 1, 2**32 - 6000])
+@pytest.mark.parametrize("shift", [-1, 0, 1])
+def test_rtp_timestamp_matches_through_the_origin(origin: int, shift: int) -> None:
+    ledger = filled()
+    for index in range(10):
+        wire = (frame_pts(index, 30) + origin + shift) % 2**32
+        entry = ledger.match_rtp_timestamp(wire, origin)
+        assert entry is not None and entry.index == index
+
+
+def test_rtp_timestamp_off_by_more_than_a_tick_or_unsent_does_not_match() -> None:
+    ledger = filled()
+    origin = 1_000_000
+    assert ledger.match_rtp_timestamp(origin + 6002, origin) is None
+    assert ledger.match_rtp_timestamp(origin + frame_pts(10, 30), origin) is None
+    assert ledger.match_rtp_timestamp(origin - 3000, origin) is None  # before frame 0
+    assert FrameLedger(30, 8).match_rtp_timestamp(origin, origin) is None  # nothing sent
+
+
+def test_rtp_timestamp_matches_after_the_32_bit_clock_wrapped() -> None:
+    # 13.25 hours of frames: pts beyond 2**32, the wire timestamps wrapped.
+    ledger = FrameLedger(30, capacity=8)
+    first = 2**32 // 3000 - 4
+    for index in range(first, first + 8):
+        ledger.record(index, float(index), 0.0, 0.0)
+    origin = 77
+    for index in range(first, first + 8):
+        wire = (frame_pts(index, 30) + origin) % 2**32
+        entry = ledger.match_rtp_timestamp(wire, origin)
+        assert entry is not None and entry.index == index

@@ -70,3 +70,45 @@ def test_fuzz_never_raises_anything_but_invalid_report(raw: "str | bytes") -> No
         decode_report(raw)
     except InvalidReport:
         pass
+
+
+@given(st.integers(0, 2**32 - 1), st.one_of(st.none(), st.integers(0, 2**63 - 1)), finite, finite)
+def test_round_trip_with_rtp_timestamp(
+    rtp_timestamp: int, pts: "int | None", x: float, y: float
+) -> None:
+    report = CoordinateReport(pts, x, y, rtp_timestamp=rtp_timestamp)
+    assert decode_report(encode_report(report)) == report
+
+
+def test_the_python_clients_message_carries_both_frame_ids() -> None:
+    text = encode_report(CoordinateReport(3000, 1.5, 2.0, rtp_timestamp=90_003_000))
+    assert json.loads(text) == {"rtp_timestamp": 90_003_000, "pts": 3000, "x": 1.5, "y": 2.0}
+    assert len(text) < MAX_MESSAGE_BYTES
+
+
+def test_a_browsers_message_has_the_rtp_timestamp_only() -> None:
+    report = decode_report('{"rtp_timestamp": 4294967295, "x": null, "y": null}')
+    assert report == CoordinateReport(None, None, None, rtp_timestamp=2**32 - 1)
+
+
+def test_a_report_must_name_its_frame() -> None:
+    with pytest.raises(ValueError):
+        CoordinateReport(None, 1.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"x": 1, "y": 2}',
+        '{"rtp_timestamp": null, "x": 1, "y": 2}',
+        '{"rtp_timestamp": 5, "pts": null, "x": 1, "y": 2}',
+        '{"rtp_timestamp": -1, "x": 1, "y": 2}',
+        '{"rtp_timestamp": 4294967296, "x": 1, "y": 2}',
+        '{"rtp_timestamp": 1.0, "x": 1, "y": 2}',
+        '{"rtp_timestamp": false, "x": 1, "y": 2}',
+        '{"rtp_timestamp": 5, "x": 1, "y": 2, "pts_": 3}',
+    ],
+)
+def test_invalid_rtp_timestamp_messages_raise(raw: str) -> None:
+    with pytest.raises(InvalidReport):
+        decode_report(raw)

@@ -43,7 +43,7 @@ def test_no_ball_counts_as_answered_without_error() -> None:
         (message(0, float("nan"), 1.0).replace("NaN", "NaN"), "malformed"),
         (json.dumps({"pts": "0", "x": 1, "y": 2}), "malformed"),
         ("x" * 10000, "malformed"),
-        (message(123456, 1.0, 2.0), "unknown_pts"),
+        (message(123456, 1.0, 2.0), "unknown_frame"),
     ],
 )
 def test_invalid_messages_are_counted_and_change_nothing(raw: str, reason: str) -> None:
@@ -84,3 +84,33 @@ def test_summary_is_json_serialisable() -> None:
     scoreboard.answer(message(0, 100.5, 200.0), arrival=1.02)
     summary = json.loads(json.dumps(scoreboard.summary()))
     assert math.isclose(summary["answered_ratio"], 0.2)
+
+
+def rtp_message(rtp_timestamp: int, x: float | None, y: float | None, **extra: int) -> str:
+    return json.dumps({"rtp_timestamp": rtp_timestamp, **extra, "x": x, "y": y})
+
+
+def test_rtp_timestamp_answers_are_matched_through_the_senders_origin() -> None:
+    origin = 4_000_000_000  # frame 2's wire timestamp wraps past 2**32
+    scoreboard = Scoreboard(30, 64, rtp_origin=lambda: origin)
+    for index in range(5):
+        scoreboard.frame_sent(index, 100.0 + index, 200.0, produced_at=1.0 + index / 30)
+    wire = (6000 + origin) % 2**32
+    entry = scoreboard.answer(rtp_message(wire, 102.0, 200.0), arrival=2.0)
+    assert entry is not None and entry.index == 2 and entry.error_px == 0.0
+
+
+def test_with_both_keys_the_rtp_timestamp_wins() -> None:
+    origin = 90_000
+    scoreboard = Scoreboard(30, 64, rtp_origin=lambda: origin)
+    for index in range(5):
+        scoreboard.frame_sent(index, 100.0 + index, 200.0, produced_at=1.0)
+    # A client whose first frame was lost reports pts one frame early.
+    entry = scoreboard.answer(rtp_message(origin + 9000, 103.0, 200.0, pts=6000), arrival=2.0)
+    assert entry is not None and entry.index == 3 and entry.error_px == 0.0
+
+
+def test_rtp_timestamp_answer_before_the_origin_is_known_names_no_frame() -> None:
+    scoreboard = board()  # rtp_origin: never known
+    assert scoreboard.answer(rtp_message(6000, 102.0, 200.0), arrival=2.0) is None
+    assert scoreboard.invalid == {"unknown_frame": 1}

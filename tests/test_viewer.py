@@ -258,7 +258,7 @@ def test_a_track_stopped_while_it_waits_sends_nothing_more() -> None:
 def test_a_real_tracking_session_is_watched_through_its_answers() -> None:
     async def scenario() -> None:
         config = SessionConfig(width=WIDTH, height=HEIGHT, fps=30.0, seed=3)
-        session = TrackingSession(1, signaling=None, config=config)  # type: ignore[arg-type]
+        session = TrackingSession(1, link=None, config=config)  # type: ignore[arg-type]
         # The path a frame and its answer take in a live session: sent to
         # the encoder, then answered over the data channel.
         for index in range(3):
