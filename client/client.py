@@ -41,7 +41,7 @@ def build_parser() -> EnvironmentArgumentParser:
         "--connect-timeout",
         type=positive_float,
         default=30.0,
-        help="keep retrying the server for this many seconds",
+        help="keep retrying an unreachable or full server for this many seconds",
     )
     parser.add_argument(
         "--duration",

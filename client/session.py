@@ -65,6 +65,8 @@ class SessionEnd(enum.Enum):
 class SessionOutcome:
     end: SessionEnd
     reason: str
+    #: A refusal for lack of room (``Bye.worth_retrying``): try again later.
+    worth_retrying: bool = False
 
 
 class ClientSession:
@@ -96,9 +98,9 @@ class ClientSession:
         """End the session from outside (duration, SIGINT, SIGTERM)."""
         self._end(SessionEnd.FINISHED, reason)
 
-    def _end(self, end: SessionEnd, reason: str) -> None:
+    def _end(self, end: SessionEnd, reason: str, worth_retrying: bool = False) -> None:
         if self._outcome is None:
-            self._outcome = SessionOutcome(end, reason)
+            self._outcome = SessionOutcome(end, reason, worth_retrying)
             self._ended.set()
 
     async def run(self) -> SessionOutcome:
@@ -157,7 +159,11 @@ class ClientSession:
             if message is None:
                 raise ConnectionError("the server closed the connection before its offer")
             if isinstance(message, Bye):
-                self._end(SessionEnd.REFUSED, message.reason or "the server said bye")
+                self._end(
+                    SessionEnd.REFUSED,
+                    message.reason or "the server said bye",
+                    message.worth_retrying,
+                )
                 return
             if isinstance(message, RTCIceCandidate):
                 await pc.addIceCandidate(message)

@@ -1,4 +1,10 @@
-"""The client process: connects, runs sessions, and decides the exit status."""
+"""The client process: connects, runs sessions, and decides the exit status.
+
+A server that refuses for lack of room ("server busy", "server shutting
+down") is tried again with back-off until ``--connect-timeout`` has passed
+since the first try: behind a Kubernetes Service the next connection may
+land on a pod with room, and a lone server frees a slot when a session ends.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,10 @@ import asyncio
 import dataclasses
 import json
 import logging
+import random
 import signal
 import sys
+import time
 from typing import Any, Optional
 
 from client.detector_process import DetectorProcess
@@ -24,6 +32,11 @@ EXIT_REFUSED = 3  # the server is full
 
 DETECTOR_START_TIMEOUT_S = 30.0
 
+#: Back-off between tries at a full server: doubling, with jitter so that
+#: clients refused together do not all come back together.
+FIRST_BUSY_RETRY_S = 0.5
+LONGEST_BUSY_RETRY_S = 4.0
+
 
 class TrackingClient:
     """Connects, runs sessions (again after a loss with ``reconnect``), and exits."""
@@ -37,6 +50,9 @@ class TrackingClient:
         self._sessions = 0
         self._frames_received = 0
         self._results_sent = 0
+        #: Ends the client --duration seconds after its first session began
+        #: (time spent waiting for a full server does not count).
+        self._duration_timer: Optional[asyncio.TimerHandle] = None
 
     def stop(self, reason: str) -> None:
         self._stop_reason = self._stop_reason or reason
@@ -48,8 +64,6 @@ class TrackingClient:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
-        if args.duration is not None:
-            loop.call_later(args.duration, self.stop, "duration reached")
         try:
             self._detector.start()
             # Spawning imports numpy and cv2 afresh (about a second); frames
@@ -69,25 +83,44 @@ class TrackingClient:
 
     async def _run_sessions(self) -> int:
         args = self._args
+        connect_until = time.monotonic() + args.connect_timeout
+        busy_retry_s = FIRST_BUSY_RETRY_S
         while True:
             try:
-                signaling = await self._connect()
+                signaling = await self._connect(max(connect_until - time.monotonic(), 0.1))
             except ServerUnreachable as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_FAILED
             if signaling is None:  # stopped while connecting
                 return EXIT_OK
             logger.info("connected to %s", signaling.peer)
-            self._session = ClientSession(
-                signaling, self._detector, args.jitter_buffer, self._display
-            )
+            if args.duration is not None and self._duration_timer is None:
+                self._duration_timer = asyncio.get_running_loop().call_later(
+                    args.duration, self.stop, "duration reached"
+                )
+            session = ClientSession(signaling, self._detector, args.jitter_buffer, self._display)
+            self._session = session
             if self._stop_reason:
-                self._session.stop(self._stop_reason)
-            outcome = await self._session.run()
-            self._sessions += 1
-            self._frames_received += self._session.frames_received
-            self._results_sent += self._session.results_sent
+                session.stop(self._stop_reason)
+            outcome = await session.run()
             self._session = None
+            if outcome.end is SessionEnd.REFUSED and outcome.worth_retrying:
+                wait_s = min(
+                    busy_retry_s * random.uniform(0.75, 1.25), connect_until - time.monotonic()
+                )
+                if wait_s > 0 and not self._stop_reason:
+                    logger.info("%s; trying again in %.1f s", outcome.reason, wait_s)
+                    if self._duration_timer is not None:
+                        self._duration_timer.cancel()
+                        self._duration_timer = None
+                    if await self._sleep_unless_stopped(wait_s):
+                        return EXIT_OK
+                    busy_retry_s = min(busy_retry_s * 2, LONGEST_BUSY_RETRY_S)
+                    continue
+            if outcome.end is not SessionEnd.REFUSED:
+                self._sessions += 1
+                self._frames_received += session.frames_received
+                self._results_sent += session.results_sent
             logger.info("session ended: %s", outcome.reason)
             if (
                 outcome.end is SessionEnd.LOST
@@ -96,13 +129,14 @@ class TrackingClient:
                 and not self._detector.failed
             ):
                 logger.warning("%s; reconnecting", outcome.reason)
+                connect_until = time.monotonic() + args.connect_timeout
                 continue
             return self._exit_status(outcome)
 
-    async def _connect(self) -> Any:
+    async def _connect(self, connect_timeout: float) -> Any:
         args = self._args
         connecting = asyncio.create_task(
-            connect_with_retry(args.signaling_host, args.signaling_port, args.connect_timeout)
+            connect_with_retry(args.signaling_host, args.signaling_port, connect_timeout)
         )
         while not connecting.done():
             await asyncio.wait({connecting}, timeout=0.1)
@@ -110,6 +144,15 @@ class TrackingClient:
                 connecting.cancel()
                 return None
         return connecting.result()
+
+    async def _sleep_unless_stopped(self, seconds: float) -> bool:
+        """Sleep; True if the client was stopped meanwhile."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            if self._stop_reason:
+                return True
+            await asyncio.sleep(min(0.1, until - time.monotonic()))
+        return bool(self._stop_reason)
 
     def _exit_status(self, outcome: SessionOutcome) -> int:
         if outcome.end is SessionEnd.REFUSED:

@@ -33,11 +33,26 @@ class SignalingError(Exception):
     """The peer sent something that is not valid signaling, or broke the line limit."""
 
 
+#: How the reason of a server's BYE begins when it refuses a client that
+#: another server (or this one, a moment later) could serve: every session
+#: slot is taken, or it is shutting down. Behind a Service the next try may
+#: land on a pod with room, so the client retries these.
+SERVER_BUSY = "server busy"
+SERVER_SHUTTING_DOWN = "server shutting down"
+
+
 @dataclass(frozen=True)
 class Bye:
     """End of the conversation. ``reason`` says why when the server refuses a client."""
 
     reason: Optional[str] = None
+
+    @property
+    def worth_retrying(self) -> bool:
+        """A refusal for lack of room: the same client may be served later."""
+        return self.reason is not None and self.reason.startswith(
+            (SERVER_BUSY, SERVER_SHUTTING_DOWN)
+        )
 
 
 SignalingMessage = Union[RTCSessionDescription, RTCIceCandidate, Bye]

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Coroutine, Optional, Protocol
 
-from protocol.signaling import Bye, SignalingChannel
+from protocol.signaling import SERVER_BUSY, SERVER_SHUTTING_DOWN, Bye, SignalingChannel
 from server.ledger import FrameRecord
 from server.report_plotter import ReportPlotter
 from server.session import ClientLink, SessionConfig, SessionObserver, TrackingSession
@@ -75,7 +75,13 @@ class TrackingServer:
 
     @property
     def ready(self) -> bool:
-        return self._signaling.listening and not self._stopping.is_set()
+        """Readiness: a new client would get a session here now.
+
+        A full server is not ready, so a Kubernetes Service sends new clients
+        to a pod with room; it is still alive (``/livez``), and must not be
+        restarted for being full.
+        """
+        return self._signaling.listening and self._refusal() is None
 
     def latest_answer(self) -> Optional[FrameRecord]:
         """The newest answered frame of any session, for the display."""
@@ -112,7 +118,7 @@ class TrackingServer:
         await self._stopping.wait()
         await self._signaling.stop_listening()
         for session in list(self._sessions.values()):
-            session.stop("server shutting down")
+            session.stop(SERVER_SHUTTING_DOWN)
         if self._running:
             _, late = await asyncio.wait(self._running, timeout=SHUTDOWN_TIMEOUT_S)
             if late:
@@ -126,9 +132,9 @@ class TrackingServer:
     def _refusal(self) -> Optional[str]:
         """Why a new client cannot have a session now, or None if it can."""
         if self._stopping.is_set():
-            return "server shutting down"
+            return SERVER_SHUTTING_DOWN
         if len(self._running) >= self._max_sessions:
-            return f"server busy: {self._max_sessions} sessions active"
+            return f"{SERVER_BUSY}: {self._max_sessions} sessions active"
         return None
 
     def _on_signaling_connection(self, channel: SignalingChannel) -> None:

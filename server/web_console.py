@@ -45,7 +45,7 @@ WEB_ROOT = Path(__file__).resolve().parent / "web"
 TOKEN_COOKIE = "balltracker_token"
 
 #: Paths that never ask for the token: kubelet probes and Prometheus.
-OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/metrics"})
 
 #: A report file of a finished session, and nothing else from --report-dir.
 REPORT_FILE = re.compile(r"session-\d{8}T\d{6}-\d{4}\.(json|csv|png)")
@@ -212,6 +212,7 @@ class WebConsole:
         app.router.add_get("/track", self._track_page)
         app.router.add_static("/static/", WEB_ROOT / "static")
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/livez", self._livez)
         app.router.add_get("/metrics", make_aiohttp_handler(self._metrics.registry, True))
         app.router.add_get("/api/sessions", self._sessions)
         app.router.add_get("/api/events", self._table_events)
@@ -268,6 +269,7 @@ class WebConsole:
         return web.FileResponse(WEB_ROOT / "track.html")
 
     async def _healthz(self, request: web.Request) -> web.Response:
+        """Readiness: 200 while a new client would get a session, else 503."""
         try:
             ready = self._source.ready
         except Exception:  # a readiness check that breaks means "not ready"
@@ -276,6 +278,10 @@ class WebConsole:
         if ready:
             return web.Response(text="ok\n")
         return web.Response(status=503, text="not ready\n")
+
+    async def _livez(self, request: web.Request) -> web.Response:
+        """Liveness: answering at all shows the event loop runs, full or not."""
+        return web.Response(text="alive\n")
 
     async def _sessions(self, request: web.Request) -> web.Response:
         return web.json_response({"sessions": self._source.session_rows()})

@@ -121,6 +121,13 @@ class Program:
             documents.append(document)
 
 
+def close_all(*programs: Optional[Program]) -> None:
+    """Stop every program that was started (None: never got that far)."""
+    for program in programs:
+        if program is not None:
+            program.close()
+
+
 def start_server(
     port: int,
     *flags: str,
