@@ -47,6 +47,9 @@ TOKEN_COOKIE = "balltracker_token"
 #: Paths that never ask for the token: kubelet probes and Prometheus.
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/metrics"})
 
+#: The pages a person opens, perhaps once with ?token= (see _require_token).
+PAGES = frozenset({"/", "/track"})
+
 #: A report file of a finished session, and nothing else from --report-dir.
 REPORT_FILE = re.compile(r"session-\d{8}T\d{6}-\d{4}\.(json|csv|png)")
 
@@ -234,10 +237,11 @@ class WebConsole:
         if expected is None or request.path in OPEN_PATHS:
             return await handler(request)
         offered = request.query.get("token")
-        if request.path == "/" and offered is not None and _same(offered, expected):
-            # The page is opened once with ?token=; from then on the cookie
+        if request.path in PAGES and offered is not None and _same(offered, expected):
+            # A page is opened once with ?token=; from then on the cookie
             # carries it, also for EventSource, which cannot set headers.
-            page = web.HTTPSeeOther("/")
+            kept = [(key, value) for key, value in request.query.items() if key != "token"]
+            page = web.HTTPSeeOther(request.rel_url.with_query(kept))
             page.set_cookie(TOKEN_COOKIE, expected, httponly=True, samesite="Strict", path="/")
             raise page
         bearer = request.headers.get("Authorization", "")

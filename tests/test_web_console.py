@@ -155,6 +155,16 @@ def test_healthz_follows_readiness() -> None:
     run_with_console(body)
 
 
+def test_livez_stays_200_while_readiness_says_full() -> None:
+    async def body(console: WebConsole, _m: TrackingMetrics, server: FakeServer) -> None:
+        server.is_ready = False  # every session slot taken: the kubelet must not restart it
+        assert (await get(console.port, "/healthz")).status == 503
+        alive = await get(console.port, "/livez")
+        assert (alive.status, alive.body) == (200, b"alive\n")
+
+    run_with_console(body)
+
+
 def test_a_readiness_check_that_raises_means_unready() -> None:
     class Broken(FakeServer):
         @property
@@ -414,7 +424,7 @@ def test_access_token_guards_everything_but_probes() -> None:
 
     async def body(console: WebConsole, *_: object) -> None:
         port = console.port
-        for path in ("/", "/api/sessions", "/api/events", "/static/console.js"):
+        for path in ("/", "/track", "/api/sessions", "/api/events", "/static/console.js"):
             refused = await get(port, path)
             assert refused.status == 401, path
             assert "bearer" in refused.headers["www-authenticate"].lower()
@@ -422,7 +432,10 @@ def test_access_token_guards_everything_but_probes() -> None:
             assert wrong.status == 401, path
         assert (await get(port, "/?token=nope")).status == 401
         assert (await get(port, "/healthz")).status == 200
+        assert (await get(port, "/livez")).status == 200
         assert (await get(port, "/metrics")).status == 200
+        posted = await get(port, "/api/track/whep", "POST", data=b"v=0")
+        assert posted.status == 401  # a tracking session costs a slot: token first
         bearer = {"Authorization": f"Bearer {token}"}
         assert (await get(port, "/api/sessions", headers=bearer)).status == 200
         # The page opened once with ?token= gets a cookie and a clean URL.
@@ -432,6 +445,9 @@ def test_access_token_guards_everything_but_probes() -> None:
         assert cookie.startswith(f"{TOKEN_COOKIE}=") and "HttpOnly" in cookie
         with_cookie = {"Cookie": cookie.split(";")[0]}
         assert (await get(port, "/", headers=with_cookie)).status == 200
+        # The tracking page too, keeping its own parameters.
+        track = await get(port, f"/track?seconds=5&token={token}")
+        assert (track.status, track.headers["location"]) == (303, "/track?seconds=5")
         assert (await get(port, "/api/sessions", headers=with_cookie)).status == 200
 
     run_with_console(body, access_token=token)
