@@ -1,0 +1,562 @@
+"""Capacity benchmark: how many concurrent sessions one server core carries.
+
+``.venv/bin/python bench/capacity.py``                       (N = 1, 2, 4, 6, 8, 10, 12)
+``.venv/bin/python bench/capacity.py --sessions 1,2,4 --seconds 8``   (a short trial)
+
+For each N, one server process is pinned to one core (``--server-cpu``,
+default CPU 0) and N real clients (``client/client.py``, each with its
+detector process) to the other cores (``--client-cpus``, default CPU 1). All
+N sessions stream 640x480@30 VP8 at the same time for ``--seconds``; the
+server's per-session reports (``--report-dir``) give answered %, error and
+latency. The table shows, per N, the worst session and the CPU use of both
+sides, so a run whose *clients* ran out of CPU is told apart from one whose
+server did.
+
+Sessions per server core, the headline, is the largest N at which every
+session had >= 99 % of its frames answered and a latency p99 <= 20 ms, and
+so did every smaller N measured (a noisy pass above a failure does not
+count).
+
+Starting N clients on one core takes seconds each (imports, the detector
+process), so a server started first would see its sessions begin one by one
+and overlap only partly. So the clients start first, against a port nobody
+listens on yet; they retry (``--connect-timeout``) and, once every one of
+them is ready and retrying, the server starts: all sessions then begin
+within the clients' retry interval (at most 2 s; the table shows the spread).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script: make the repository root importable, as bench/latency.py does.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, Optional, Sequence
+
+from bench.latency import (
+    NEUTRAL_ENVIRONMENT,
+    SAMPLE_INTERVAL_S,
+    CpuWindow,
+    machine_description,
+    scan_processes,
+    wait_until_quiet,
+)
+from tests.programs import PYTHON, Program, free_port, read_reports, start_client
+
+DEFAULT_SESSIONS = (1, 2, 4, 6, 8, 10, 12)
+
+#: The quality a session must keep for its N to count (the issue's definition).
+MIN_ANSWERED_RATIO = 0.99
+MAX_P99_MS = 20.0
+
+#: A side using this much of the cores it is pinned to is saturated: its
+#: share of the latency grows with N whatever the other side does.
+SATURATED_PCT = 90.0
+
+#: Every client must have imported, spawned its detector and begun retrying
+#: within this; 12 clients starting on one core take about half a minute.
+CLIENT_READY_TIMEOUT_S = 180.0
+
+#: From the server's start until all N sessions stream.
+SESSIONS_START_TIMEOUT_S = 60.0
+
+#: After streaming: the answer grace, reports written, clients gone.
+SHUTDOWN_TIMEOUT_S = 45.0
+
+#: The client logs this (at -v) when its first connection attempt fails,
+#: i.e. once its detector is ready and it is waiting for the server.
+CLIENT_WAITING = "not reachable"
+SERVER_LISTENING = "signaling on"
+SESSION_STREAMING = ": streaming to "
+
+#: Background CPU (% of one core) above which a row is marked as disturbed.
+OTHER_CPU_WARNING_PCT = 15.0
+
+
+class LevelFailed(Exception):
+    pass
+
+
+@dataclass
+class LevelResult:
+    sessions: int
+    seconds: float
+    error: Optional[str] = None
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    #: Seconds between the first and the last session starting to stream.
+    start_spread_s: Optional[float] = None
+    server_cpu_pct: Optional[float] = None  # of the server's core(s)
+    client_cpu_pct: Optional[float] = None  # of the clients' core(s), all clients together
+    other_cpu_pct: Optional[float] = None  # of one core: everything else on the machine
+    server_rss_mb: Optional[float] = None
+    client_exits: list[Optional[int]] = field(default_factory=list)
+    detector_dropped: int = 0
+    server_log: list[str] = field(default_factory=list)
+
+    # -- derived figures ---------------------------------------------------------
+
+    def worst(self) -> Optional[dict[str, Any]]:
+        """The session with the highest latency p99 (ties: the fewest answered)."""
+        if not self.reports:
+            return None
+        return max(
+            self.reports,
+            key=lambda r: (_p99(r), -r["answered_ratio"]),
+        )
+
+    def min_answered(self) -> Optional[float]:
+        return min((r["answered_ratio"] for r in self.reports), default=None)
+
+    def passed(self) -> bool:
+        return (
+            self.error is None
+            and len(self.reports) == self.sessions
+            and all(
+                r["answered_ratio"] >= MIN_ANSWERED_RATIO and _p99(r) <= MAX_P99_MS
+                for r in self.reports
+            )
+        )
+
+    def limit(self, server_cpus: int, client_cpus: int) -> str:
+        """Which side ran out of CPU, if any."""
+        sides = []
+        if self.server_cpu_pct is not None and self.server_cpu_pct >= SATURATED_PCT * server_cpus:
+            sides.append("server")
+        if self.client_cpu_pct is not None and self.client_cpu_pct >= SATURATED_PCT * client_cpus:
+            sides.append("clients")
+        return " + ".join(sides) or "—"
+
+
+def _p99(report: dict[str, Any]) -> float:
+    p99 = report["latency_ms"].get("p99")
+    return float("inf") if p99 is None else float(p99)
+
+
+# --- processes ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def affinity(cpus: set[int]) -> Iterator[None]:
+    """Run this (one-threaded) process on ``cpus`` meanwhile: a child started
+    inside inherits the mask at fork, with all its later threads and children
+    (aiortc's encoder threads, the client's detector), so no thread of it
+    ever runs elsewhere, not even during its first milliseconds."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def session_rss_mb(session_id: int) -> float:
+    """Resident memory of every process in one process session, in MB."""
+    total_kb = 0
+    pids = {s.key[0] for s in scan_processes() if s.session == session_id}
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except OSError:  # exited meanwhile
+            pass
+    return total_kb / 1024
+
+
+def _wait_count(program: Program, text: str, count: int, deadline: float) -> None:
+    while program.stderr.count(text) < count:
+        if program.process.poll() is not None:
+            raise LevelFailed(f"{Path(program.argv[1]).stem} exited: {_tail(program)}")
+        if time.monotonic() > deadline:
+            raise LevelFailed(
+                f"{text.strip()!r} seen {program.stderr.count(text)}/{count} times in time"
+            )
+        time.sleep(0.05)
+
+
+def _tail(program: Program) -> str:
+    lines = program.stderr.strip().splitlines()
+    return lines[-1] if lines else "(no output)"
+
+
+def _wait_clients_ready(clients: Sequence[Program], deadline: float) -> None:
+    for client in clients:
+        _wait_count(client, CLIENT_WAITING, 1, deadline)
+
+
+def _wait_sessions_streaming(server: Program, count: int, deadline: float) -> float:
+    """Wait until ``count`` sessions stream; the seconds from the first to the last."""
+    first: Optional[float] = None
+    seen = 0
+    while seen < count:
+        if server.process.poll() is not None:
+            raise LevelFailed(f"server exited: {_tail(server)}")
+        if time.monotonic() > deadline:
+            raise LevelFailed(f"only {seen} of {count} sessions started streaming")
+        now_seen = server.stderr.count(SESSION_STREAMING)
+        if now_seen and first is None:
+            first = time.monotonic()
+        seen = now_seen
+        time.sleep(0.05)
+    assert first is not None
+    return time.monotonic() - first
+
+
+def _wait_reports(directory: Path, count: int, deadline: float) -> list[dict[str, Any]]:
+    reports = read_reports(directory)
+    while len(reports) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+        reports = read_reports(directory)
+    return reports
+
+
+def run_level(
+    sessions: int, seconds: float, server_cpus: set[int], client_cpus: set[int]
+) -> LevelResult:
+    """N concurrent sessions against one pinned server; leaves no process behind."""
+    result = LevelResult(sessions, seconds)
+    server: Optional[Program] = None
+    clients: list[Program] = []
+    with tempfile.TemporaryDirectory(prefix="bench-capacity-") as report_dir:
+        try:
+            port = free_port()
+            with affinity(client_cpus):
+                for _ in range(sessions):
+                    clients.append(
+                        start_client(
+                            port,
+                            "-v",  # for CLIENT_WAITING
+                            "--connect-timeout",
+                            f"{CLIENT_READY_TIMEOUT_S + SESSIONS_START_TIMEOUT_S:g}",
+                            # A backstop: the server's --duration ends the session.
+                            "--duration",
+                            f"{seconds + SHUTDOWN_TIMEOUT_S:g}",
+                            env=NEUTRAL_ENVIRONMENT,
+                        )
+                    )
+            _wait_clients_ready(clients, time.monotonic() + CLIENT_READY_TIMEOUT_S)
+            with affinity(server_cpus):
+                # Not tests.programs.start_server: it waits before returning the
+                # Program, so a server that never listens would escape cleanup.
+                server = Program(
+                    [
+                        PYTHON,
+                        "server/server.py",
+                        "--signaling-host",
+                        "127.0.0.1",
+                        "--signaling-port",
+                        str(port),
+                        "--http-port",
+                        "0",
+                        "--width",
+                        "640",
+                        "--height",
+                        "480",
+                        "--fps",
+                        "30",
+                        "--codec",
+                        "vp8",
+                        "--max-sessions",
+                        str(sessions),
+                        "--duration",
+                        f"{seconds:g}",
+                        "--report-dir",
+                        report_dir,
+                    ],
+                    env=NEUTRAL_ENVIRONMENT,
+                )
+            if os.sched_getaffinity(server.pid) != server_cpus:
+                raise LevelFailed(f"server not pinned: {os.sched_getaffinity(server.pid)}")
+            window = CpuWindow(
+                {"server": server.pid} | {f"client-{i}": c.pid for i, c in enumerate(clients)}
+            )
+            result.start_spread_s = _wait_sessions_streaming(
+                server, sessions, time.monotonic() + SESSIONS_START_TIMEOUT_S
+            )
+            # CPU while all N stream: each session ends `seconds` after it began.
+            window.start()
+            end = time.monotonic() + max(seconds - result.start_spread_s - 1.0, 1.0)
+            while (left := end - time.monotonic()) > 0:
+                time.sleep(min(SAMPLE_INTERVAL_S, left))
+                window.sample()
+            result.server_rss_mb = session_rss_mb(server.pid)
+            window.stop()
+            result.server_cpu_pct = window.percent["server"] / len(server_cpus)
+            client_total = sum(v for k, v in window.percent.items() if k.startswith("client-"))
+            result.client_cpu_pct = client_total / len(client_cpus)
+            result.other_cpu_pct = window.percent["other"]
+
+            deadline = time.monotonic() + SHUTDOWN_TIMEOUT_S
+            result.reports = _wait_reports(Path(report_dir), sessions, deadline)
+            for client in clients:
+                try:
+                    result.client_exits.append(client.wait(max(deadline - time.monotonic(), 0.1)))
+                except subprocess.TimeoutExpired:  # still running: recorded as None
+                    result.client_exits.append(None)
+                documents = client.json_documents()
+                if documents:
+                    result.detector_dropped += documents[-1].get("detector", {}).get("dropped", 0)
+            if len(result.reports) < sessions:
+                raise LevelFailed(f"{len(result.reports)} of {sessions} session reports written")
+        except (LevelFailed, OSError, ValueError) as exc:  # ValueError: bad report JSON
+            result.error = str(exc).splitlines()[0]
+        finally:
+            if server is not None:
+                result.server_log = server.stderr.splitlines()[-20:]
+            for program in (*clients, server):
+                if program is not None:
+                    program.close()
+    return result
+
+
+# --- report ------------------------------------------------------------------
+
+COLUMNS = (
+    "sessions",
+    "answered % (min)",
+    "error mean px (worst)",
+    "latency p50 ms (worst session)",
+    "latency p99 ms (worst session)",
+    "server CPU % of its core",
+    "clients CPU % of their core",
+    "out of CPU",
+    "other CPU %",
+    "start spread s",
+    "server RSS MB",
+    "≥ 99 % and p99 ≤ 20 ms",
+)
+
+
+def _number(value: Optional[float], digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def table_row(result: LevelResult, server_cpus: int, client_cpus: int) -> list[str]:
+    if result.error is not None and not result.reports:
+        return [str(result.sessions), f"FAILED: {result.error}"] + [""] * (len(COLUMNS) - 2)
+    worst = result.worst()
+    assert worst is not None
+    min_answered = result.min_answered()
+    worst_error = max(r["error_px"]["mean"] or 0.0 for r in result.reports)
+    return [
+        str(result.sessions),
+        _number(None if min_answered is None else 100.0 * min_answered, 1),
+        _number(worst_error, 3),
+        _number(worst["latency_ms"].get("p50"), 1),
+        _number(worst["latency_ms"].get("p99"), 1),
+        _number(result.server_cpu_pct, 0),
+        _number(result.client_cpu_pct, 0),
+        result.limit(server_cpus, client_cpus),
+        _number(result.other_cpu_pct, 0),
+        _number(result.start_spread_s, 1),
+        _number(result.server_rss_mb, 0),
+        "yes" if result.passed() else "no",
+    ]
+
+
+def markdown_table(results: Sequence[LevelResult], server_cpus: int, client_cpus: int) -> str:
+    rows = [list(COLUMNS), ["---"] * len(COLUMNS)]
+    rows += [table_row(r, server_cpus, client_cpus) for r in results]
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def sessions_per_core(results: Sequence[LevelResult]) -> int:
+    """The largest N that passed, with every smaller N measured passing too (0: none)."""
+    best = 0
+    for result in sorted(results, key=lambda r: r.sessions):
+        if not result.passed():
+            break
+        best = result.sessions
+    return best
+
+
+def notes(results: Sequence[LevelResult], server_cpus: int, client_cpus: int) -> list[str]:
+    found = []
+    for r in results:
+        items = []
+        if r.error is not None:
+            items.append(r.error)
+        if r.other_cpu_pct is not None and r.other_cpu_pct > OTHER_CPU_WARNING_PCT:
+            items.append(f"other processes used {r.other_cpu_pct:.0f}% of a core meanwhile")
+        skipped = sum(rep.get("frames_skipped", 0) for rep in r.reports)
+        if skipped:
+            items.append(f"server skipped {skipped} frames (rendering behind schedule)")
+        if r.detector_dropped:
+            items.append(f"detectors dropped {r.detector_dropped} frames (clients behind)")
+        if any(code != 0 for code in r.client_exits):
+            items.append(f"client exit statuses {r.client_exits}")
+        if not r.passed() and "clients" in r.limit(server_cpus, client_cpus):
+            items.append(
+                "the clients' core was saturated: this failure may be the clients', "
+                "not the server's"
+            )
+        if items:
+            found.append(f"- N={r.sessions}: " + "; ".join(items))
+    return found
+
+
+def headline(results: Sequence[LevelResult], server_cpus: int, client_cpus: int) -> list[str]:
+    best = sessions_per_core(results)
+    lines = [
+        f"sessions per server core: {best} (every session >= {100 * MIN_ANSWERED_RATIO:.0f}% "
+        f"answered and p99 <= {MAX_P99_MS:g} ms, at this N and every smaller N measured)"
+    ]
+    by_n = {r.sessions: r for r in results}
+    first_fail = next(
+        (r for r in sorted(results, key=lambda r: r.sessions) if not r.passed()), None
+    )
+    if first_fail is not None and "clients" in first_fail.limit(server_cpus, client_cpus):
+        lines.append(
+            f"N={first_fail.sessions} failed with the clients out of CPU: the server may carry "
+            "more; this figure is a lower bound. Give the clients more cores (--client-cpus)."
+        )
+    if best and by_n[best].server_cpu_pct is not None:
+        cpu = by_n[best].server_cpu_pct
+        assert cpu is not None
+        lines.append(
+            f"Kubernetes: MAX_SESSIONS={best} with requests.cpu 1 (one core); a full pod then "
+            f"uses about {cpu:.0f}% of its request, so an HPA target of about "
+            f"{0.75 * cpu:.0f}% scales out when pods are three quarters full on average; "
+            f"server memory at N={best}: {by_n[best].server_rss_mb:.0f} MB resident"
+        )
+    return lines
+
+
+# --- command line ------------------------------------------------------------
+
+
+def _cpu_list(text: str) -> set[int]:
+    try:
+        cpus = {int(item) for item in text.split(",") if item}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of CPU numbers: {text!r}") from None
+    if not cpus:
+        raise argparse.ArgumentTypeError("no CPU given")
+    return cpus
+
+
+def _session_list(text: str) -> list[int]:
+    try:
+        counts = [int(item) for item in text.split(",") if item]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of session counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("session counts must be positive")
+    return sorted(set(counts))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Sessions per server core: one pinned server, N concurrent real clients.",
+    )
+    parser.add_argument(
+        "--sessions",
+        type=_session_list,
+        default=list(DEFAULT_SESSIONS),
+        metavar="N,N,...",
+        help="concurrent session counts to measure (default: "
+        + ",".join(map(str, DEFAULT_SESSIONS))
+        + ")",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=15.0, help="streaming seconds per N (default: 15)"
+    )
+    parser.add_argument(
+        "--server-cpu",
+        type=_cpu_list,
+        default={0},
+        metavar="CPU[,CPU]",
+        help="CPU(s) the server is pinned to (default: 0)",
+    )
+    parser.add_argument(
+        "--client-cpus",
+        type=_cpu_list,
+        default={1},
+        metavar="CPU[,CPU]",
+        help="CPU(s) all clients share (default: 1)",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write raw results here")
+    parser.add_argument(
+        "--quiet-below",
+        type=float,
+        default=30.0,
+        metavar="PCT",
+        help="before each N, wait until other processes use less than this "
+        "%% of a core (default: 30; 0 turns waiting off)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="wait at most this long for that, then run anyway (default: 60)",
+    )
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.seconds < 3:
+        parser.error("--seconds must be at least 3")
+    usable = os.sched_getaffinity(0)
+    for name, cpus in (("--server-cpu", args.server_cpu), ("--client-cpus", args.client_cpus)):
+        if not cpus <= usable:
+            parser.error(f"{name} {sorted(cpus)}: this process may only use CPUs {sorted(usable)}")
+    if args.server_cpu & args.client_cpus:
+        parser.error("the server and the clients must not share a CPU")
+    command = shlex.join(sys.orig_argv if argv is None else ["bench/capacity.py", *argv])
+    print(f"command: {command}", flush=True)
+    print(f"machine: {machine_description()}", flush=True)
+    print(
+        f"server on CPU {sorted(args.server_cpu)}, clients on CPU {sorted(args.client_cpus)}; "
+        f"640x480@30 VP8, {args.seconds:g} s per N",
+        flush=True,
+    )
+    results: list[LevelResult] = []
+    # This process samples /proc twice a second: keep it off the server's core.
+    with affinity(args.client_cpus):
+        for sessions in args.sessions:
+            # Progress on stderr so stdout stays a clean, pasteable report.
+            print(f"running N={sessions} ...", file=sys.stderr, flush=True)
+            if args.quiet_below > 0:
+                wait_until_quiet(args.quiet_below, args.quiet_wait)
+            results.append(run_level(sessions, args.seconds, args.server_cpu, args.client_cpus))
+    server_cpus, client_cpus = len(args.server_cpu), len(args.client_cpus)
+    print()
+    print(markdown_table(results, server_cpus, client_cpus))
+    print()
+    print("\n".join(headline(results, server_cpus, client_cpus)))
+    lines = notes(results, server_cpus, client_cpus)
+    if lines:
+        print("\nnotes:\n" + "\n".join(lines))
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": command,
+                    "machine": machine_description(),
+                    "sessions_per_core": sessions_per_core(results),
+                    "results": [asdict(r) for r in results],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
