@@ -9,10 +9,14 @@ and from the real server for the end-to-end run.
 from __future__ import annotations
 
 import base64
+import json
 import mimetypes
+import time
+import urllib.request
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
+import cv2
 import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, Route
@@ -20,8 +24,10 @@ from playwright.sync_api import Browser, Page, Route
 from server.renderer import render_luma
 from server.web_console import CONTENT_SECURITY_POLICY
 from tests.browser import chromium
+from tests.programs import Program, free_port, start_server, wait_for_reports
 
 WEB = Path(__file__).resolve().parent.parent / "server" / "web"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 #: A made-up origin that playwright answers from server/web: no port, no server.
 ORIGIN = "http://tracker.test"
 WIDTH, HEIGHT = 320, 240
@@ -319,3 +325,208 @@ def test_a_bad_offer_is_shown_as_refused(browser: Browser) -> None:
         assert "the offer has no data channel" in page.inner_text("#status")
     finally:
         page.close()
+
+
+# -- the page against the real server ------------------------------------------------
+
+ENDED = "() => ['ended', 'failed'].includes(document.body.dataset.state)"
+
+
+def watch_console(page: Page) -> list[str]:
+    """Errors the page logs or throws, collected as they come."""
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on(
+        "console",
+        lambda message: message.type == "error" and problems.append(f"error: {message.text}"),
+    )
+    return problems
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.1)
+
+
+def live_sessions(http: int) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/sessions", timeout=5) as r:
+        return [s for s in json.load(r)["sessions"] if s["state"] == "live"]
+
+
+def cross_on_the_ball(image: np.ndarray) -> dict[str, float]:
+    """The largest white blob (the ball) and the red overlay pixels near it."""
+    b, g, r = (image[:, :, i].astype(int) for i in range(3))
+    white = ((b > 200) & (g > 200) & (r > 200)).astype(np.uint8)
+    count, _labels, stats, centroids = cv2.connectedComponentsWithStats(white)
+    if count < 2:
+        return {}
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    cx, cy = centroids[largest]
+    red = (r > 150) & (g < 110) & (b < 140)
+    ys, xs = np.nonzero(red)
+    if not len(xs):
+        return {"ball_area": float(stats[largest, cv2.CC_STAT_AREA]), "red": 0}
+    return {
+        "ball_area": float(stats[largest, cv2.CC_STAT_AREA]),
+        "red": float(len(xs)),
+        "red_from_ball": float(np.hypot(xs.mean() - cx, ys.mean() - cy)),
+    }
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Program, int, Path]]:
+    http = free_port()
+    running = start_server(free_port(), "--report-dir", str(tmp_path), http_port=http)
+    try:
+        running.wait_for_output("console on", timeout=10)
+        yield running, http, tmp_path
+    finally:
+        running.close()
+
+
+def test_the_page_tracks_the_real_servers_ball(
+    browser: Browser, server: tuple[Program, int, Path]
+) -> None:
+    program, http, reports = server
+    page = browser.new_page()
+    problems = watch_console(page)
+    try:
+        page.goto(f"http://127.0.0.1:{http}/track?seconds=5")
+        page.wait_for_function("() => document.body.dataset.state === 'tracking'", timeout=20000)
+        page.wait_for_timeout(2000)
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "track-page.png"))
+        stage = cv2.imdecode(
+            np.frombuffer(page.locator(".stage").screenshot(), np.uint8), cv2.IMREAD_COLOR
+        )
+        page.wait_for_function(ENDED, timeout=30000)
+        tracker = page.evaluate("() => window.tracker")
+        summary = page.evaluate("() => window.trackingSummary")
+    finally:
+        page.close()
+
+    assert tracker["state"] == "ended", tracker
+    assert summary is not None, tracker
+    (report,) = wait_for_reports(reports, 1)
+    print(
+        f"\n/track: {summary['frames_answered']}/{summary['frames_sent']} answered, error mean "
+        f"{summary['error_px']['mean']:.3f} px, p95 {summary['error_px']['p95']:.3f} px, latency "
+        f"p50 {summary['latency_ms']['p50']:.1f} ms, p99 {summary['latency_ms']['p99']:.1f} ms; "
+        f"frames from {tracker['frameSource']}, read {tracker['readMsMean']:.2f} ms ({tracker['readMethod']}), "
+        f"detect {tracker['detectMsMean']:.2f} ms per frame; skipped {tracker['skipped']}, "
+        f"no ball in {tracker['framesNoBall']}, raced {tracker['framesRaced']}"
+    )
+    # The page's session, as the server reported it, ended by the page's DELETE.
+    assert report["session"] == summary["session"] == tracker["sessionId"]
+    assert report["end_reason"] == summary["end_reason"] == "client said bye"
+    assert report["peer"].endswith("(WHEP)")
+    for key in ("frames_sent", "frames_answered", "answered_ratio"):
+        assert report[key] == summary[key], key
+    assert summary["frames_sent"] >= 120  # 5 s at 30 fps, less the start-up
+    assert summary["answered_ratio"] >= 0.9
+    assert summary["error_px"]["mean"] < 0.5
+    assert summary["invalid_messages"] == 0, (summary, tracker)
+    # The page's own view of it.
+    assert tracker["framesAnswered"] >= 0.9 * summary["frames_sent"]
+    assert tracker["framesSkipped"] <= 3, tracker
+    # A frame with no ball: seen once in about 15 runs, on a loaded machine
+    # (a frame the decoder concealed after a lost packet, most likely).
+    assert tracker["framesNoBall"] <= 2
+    assert tracker["answersScored"] >= 0.9 * summary["frames_sent"]
+    assert tracker["detectMsMean"] < 2.0
+    assert tracker["jitterBufferTarget"] == 0
+    assert tracker["frameSource"] == "processor"  # Chromium has MediaStreamTrackProcessor
+    assert problems == []
+    # The overlay's cross sits on the ball of the video beneath it. The video
+    # element shows a frame as soon as it is decoded and the cross follows
+    # once it is found, so a screenshot can catch them a frame or two apart
+    # (10 px a frame at 300 px/s; 7 px seen): within the ball's radius of 20.
+    found = cross_on_the_ball(stage)
+    assert found.get("ball_area", 0) > 600, found
+    assert found["red"] >= 10 and found["red_from_ball"] < 25, found
+
+
+def test_wrong_answers_are_scored_as_wrong(
+    browser: Browser, server: tuple[Program, int, Path]
+) -> None:
+    """The scoring sees what the page sends: a finder 3 px off is 3 px off.
+
+    Frames come from the video element here (requestVideoFrameCallback), the
+    page's other source, which is then checked too.
+    """
+    _program, http, _reports = server
+    module = (WEB / "static" / "ball_finder.js").read_text()
+    broken = module.replace(
+        "if (touchesEdge) {",
+        "return { x: x0 + m10 / m00 + 3, y: y0 + m01 / m00, method: 'broken' };\n  if (touchesEdge) {",
+    )
+    assert broken != module
+    page = browser.new_page()
+    page.route(
+        "**/static/ball_finder.js",
+        lambda route: route.fulfill(
+            status=200, content_type="text/javascript", body=broken.encode()
+        ),
+    )
+    try:
+        page.goto(
+            f"http://127.0.0.1:{http}/track?seconds=4&jitterBufferTarget=default&frames=video"
+        )
+        page.wait_for_function(ENDED, timeout=30000)
+        tracker = page.evaluate("() => window.tracker")
+        summary = page.evaluate("() => window.trackingSummary")
+    finally:
+        page.close()
+    assert tracker["jitterBufferTarget"] is None  # Chromium's own
+    assert tracker["frameSource"] == "video"
+    # This source loses frames the element never presents, more so on a busy
+    # machine: 96-99 % measured in 8 s runs, 85 % with two CPU hogs running.
+    assert summary["answered_ratio"] >= 0.8, (summary, tracker)
+    assert 2.5 < summary["error_px"]["mean"] < 3.5, summary["error_px"]
+    assert summary["error_px"]["mean"] >= 0.5  # what the test above asserts fails here
+
+
+def test_a_full_server_is_shown_and_a_closed_tab_frees_its_slot(
+    browser: Browser, tmp_path: Path
+) -> None:
+    http = free_port()
+    program = start_server(
+        free_port(), "--report-dir", str(tmp_path), "--max-sessions", "1", http_port=http
+    )
+    first = browser.new_page()
+    second = browser.new_page()
+    try:
+        program.wait_for_output("console on", timeout=10)
+        first.goto(f"http://127.0.0.1:{http}/track?jitterBufferTarget=40")
+        first.wait_for_function("() => document.body.dataset.state === 'tracking'", timeout=20000)
+        assert first.evaluate("() => window.tracker.jitterBufferTarget") == 40
+        session_id = first.evaluate("() => window.tracker.sessionId")
+        assert [s["id"] for s in live_sessions(http)] == [session_id]
+
+        second.goto(f"http://127.0.0.1:{http}/track")
+        second.wait_for_function("() => document.body.dataset.state === 'failed'", timeout=20000)
+        status = second.inner_text("#status")
+        assert "503" in status, status
+
+        first.wait_for_timeout(1000)
+        first.close()  # pagehide: the page DELETEs its session
+        wait_until(lambda: not live_sessions(http), 5, "the closed tab's session ended")
+        (report,) = wait_for_reports(tmp_path, 1)
+        assert report["session"] == session_id
+        assert report["end_reason"] == "client said bye"
+        # A session of 1.5 s: the page answers every frame it sees (40 of 44
+        # measured), but the few in flight when it ends weigh too much for an
+        # answered ratio to mean anything here.
+        assert report["frames_answered"] >= 15
+        assert report["error_px"]["mean"] < 0.5
+
+        second.reload()  # the slot is free again
+        second.wait_for_function("() => document.body.dataset.state === 'tracking'", timeout=20000)
+    finally:
+        for page in (first, second):
+            if not page.is_closed():
+                page.close()
+        program.close()
