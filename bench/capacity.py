@@ -84,6 +84,10 @@ SESSION_STREAMING = ": streaming to "
 #: Background CPU (% of one core) above which a row is marked as disturbed.
 OTHER_CPU_WARNING_PCT = 15.0
 
+#: Run-queue wait of the server (% of wall time) worth a note: a server alone
+#: on its core below saturation waits a few % at most.
+SERVER_WAIT_WARNING_PCT = 10.0
+
 
 class LevelFailed(Exception):
     pass
@@ -98,6 +102,7 @@ class LevelResult:
     #: Seconds between the first and the last session starting to stream.
     start_spread_s: Optional[float] = None
     server_cpu_pct: Optional[float] = None  # of the server's core(s)
+    server_wait_pct: Optional[float] = None  # runnable but waiting for a CPU, % of wall time
     client_cpu_pct: Optional[float] = None  # of the clients' core(s), all clients together
     other_cpu_pct: Optional[float] = None  # of one core: everything else on the machine
     server_rss_mb: Optional[float] = None
@@ -173,6 +178,48 @@ def session_rss_mb(session_id: int) -> float:
         except OSError:  # exited meanwhile
             pass
     return total_kb / 1024
+
+
+class RunQueueWait:
+    """How long the threads of one process session waited for a CPU while
+    runnable (``/proc/<pid>/task/<tid>/schedstat``, field 2), between
+    ``start()`` and ``stop()``, in % of the wall time.
+
+    CPU % alone cannot tell a server that needed little from one that was
+    kept off its core by other jobs on a shared machine; this can. Threads
+    are summed, so several runnable threads can exceed 100 %.
+    """
+
+    def __init__(self, session_id: int) -> None:
+        self._session_id = session_id
+        self._last_seen: dict[tuple[int, int], int] = {}  # (pid, tid) -> ns waited
+        self._begin = 0
+        self._begin_wall = 0.0
+        self.percent: Optional[float] = None
+
+    def sample(self) -> None:
+        pids = {s.key[0] for s in scan_processes() if s.session == self._session_id}
+        for pid in pids:
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:  # exited meanwhile
+                continue
+            for tid in tids:
+                try:
+                    waited = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                self._last_seen[(pid, int(tid))] = waited
+
+    def start(self) -> None:
+        self.sample()
+        self._begin = sum(self._last_seen.values())
+        self._begin_wall = time.monotonic()
+
+    def stop(self) -> None:
+        self.sample()
+        wall_ns = (time.monotonic() - self._begin_wall) * 1e9
+        self.percent = 100.0 * (sum(self._last_seen.values()) - self._begin) / wall_ns
 
 
 def _wait_count(program: Program, text: str, count: int, deadline: float) -> None:
@@ -286,13 +333,18 @@ def run_level(
                 server, sessions, time.monotonic() + SESSIONS_START_TIMEOUT_S
             )
             # CPU while all N stream: each session ends `seconds` after it began.
+            waited = RunQueueWait(server.pid)
             window.start()
+            waited.start()
             end = time.monotonic() + max(seconds - result.start_spread_s - 1.0, 1.0)
             while (left := end - time.monotonic()) > 0:
                 time.sleep(min(SAMPLE_INTERVAL_S, left))
                 window.sample()
+                waited.sample()
             result.server_rss_mb = session_rss_mb(server.pid)
             window.stop()
+            waited.stop()
+            result.server_wait_pct = waited.percent
             result.server_cpu_pct = window.percent["server"] / len(server_cpus)
             client_total = sum(v for k, v in window.percent.items() if k.startswith("client-"))
             result.client_cpu_pct = client_total / len(client_cpus)
@@ -330,6 +382,7 @@ COLUMNS = (
     "latency p50 ms (worst session)",
     "latency p99 ms (worst session)",
     "server CPU % of its core",
+    "server waited for CPU %",
     "clients CPU % of their core",
     "out of CPU",
     "other CPU %",
@@ -357,6 +410,7 @@ def table_row(result: LevelResult, server_cpus: int, client_cpus: int) -> list[s
         _number(worst["latency_ms"].get("p50"), 1),
         _number(worst["latency_ms"].get("p99"), 1),
         _number(result.server_cpu_pct, 0),
+        _number(result.server_wait_pct, 0),
         _number(result.client_cpu_pct, 0),
         result.limit(server_cpus, client_cpus),
         _number(result.other_cpu_pct, 0),
@@ -390,6 +444,11 @@ def notes(results: Sequence[LevelResult], server_cpus: int, client_cpus: int) ->
             items.append(r.error)
         if r.other_cpu_pct is not None and r.other_cpu_pct > OTHER_CPU_WARNING_PCT:
             items.append(f"other processes used {r.other_cpu_pct:.0f}% of a core meanwhile")
+        if r.server_wait_pct is not None and r.server_wait_pct > SERVER_WAIT_WARNING_PCT:
+            items.append(
+                f"the server waited for its core {r.server_wait_pct:.0f}% of the time "
+                "(other jobs on it, or the server itself saturated)"
+            )
         skipped = sum(rep.get("frames_skipped", 0) for rep in r.reports)
         if skipped:
             items.append(f"server skipped {skipped} frames (rendering behind schedule)")
@@ -421,6 +480,19 @@ def headline(results: Sequence[LevelResult], server_cpus: int, client_cpus: int)
         lines.append(
             f"N={first_fail.sessions} failed with the clients out of CPU: the server may carry "
             "more; this figure is a lower bound. Give the clients more cores (--client-cpus)."
+        )
+    busy = [
+        r.sessions
+        for r in results
+        if r.server_wait_pct is not None
+        and r.server_wait_pct > SERVER_WAIT_WARNING_PCT
+        and r.server_cpu_pct is not None
+        and r.server_cpu_pct < SATURATED_PCT * server_cpus
+    ]
+    if busy:
+        lines.append(
+            f"N={','.join(map(str, busy))}: the server waited for its core without using it "
+            "fully: other jobs ran on it. Measure again on a quiet machine."
         )
     if best and by_n[best].server_cpu_pct is not None:
         cpu = by_n[best].server_cpu_pct

@@ -80,7 +80,12 @@ def build_parser() -> EnvironmentArgumentParser:
     )
     parser.add_argument("--once", action="store_true", help="exit after the first session")
     parser.add_argument(
-        "--max-sessions", type=positive_int, default=4, help="concurrent sessions allowed"
+        "--max-sessions",
+        type=positive_int,
+        # Sessions one core carries at >= 99 % answered and p99 <= 20 ms
+        # (bench/capacity.py); k8s/ and docker-compose.yml use the same.
+        default=6,
+        help="concurrent sessions allowed",
     )
     parser.add_argument(
         "--handshake-timeout",

@@ -245,7 +245,7 @@ def test_compose_binary_exit_code_is_real(tmp_path: Path) -> None:
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_manifests_validate_strict(version: str) -> None:
     files = [str(p) for p in manifest_files()]
-    assert len(files) >= 4
+    assert len(files) >= 6
     result = run([find_tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, *files])
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -308,6 +308,11 @@ class _FakeApiServer(BaseHTTPRequestHandler):
             "networking.k8s.io/v1",
             [("networkpolicies", "NetworkPolicy")],
         ),
+        "/apis/autoscaling/v2": (
+            "autoscaling/v2",
+            [("horizontalpodautoscalers", "HorizontalPodAutoscaler")],
+        ),
+        "/apis/policy/v1": ("policy/v1", [("poddisruptionbudgets", "PodDisruptionBudget")]),
     }
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -491,14 +496,13 @@ def test_server_dockerfile_runtime_contract() -> None:
     healthchecks = [args for k, args in final if k == "HEALTHCHECK"]
     assert len(healthchecks) == 1
     command = json.loads(healthchecks[0].split("CMD", 1)[1])
-    assert (
-        command[:2] == ["python", "-c"] and "/healthz" in command[2] and "HTTP_PORT" in command[2]
-    )
+    assert command[:2] == ["python", "-c"] and "/livez" in command[2] and "HTTP_PORT" in command[2]
 
 
 def test_healthcheck_command_really_probes(tmp_path: Path) -> None:
-    """Run the HEALTHCHECK's Python against a live WebConsole: 0 when
-    ready, non-zero when unready and when nothing listens."""
+    """Run the HEALTHCHECK's Python against a live WebConsole: 0 when ready
+    and also when full (not ready: a full server is healthy, and whatever
+    acts on "unhealthy" must leave it alone), non-zero when nothing listens."""
     import asyncio
 
     from server.metrics import TrackingMetrics
@@ -529,13 +533,13 @@ def test_healthcheck_command_really_probes(tmp_path: Path) -> None:
         try:
             healthy = await probe(port)
             readiness.ready = False
-            unready = await probe(port)
+            full = await probe(port)
         finally:
             await console.stop()
-        return healthy, unready, await probe(port)
+        return healthy, full, await probe(port)
 
-    healthy, unready, down = asyncio.run(main())
-    assert healthy == 0 and unready != 0 and down != 0
+    healthy, full, down = asyncio.run(main())
+    assert healthy == 0 and full == 0 and down != 0
 
 
 def test_dockerignore_is_an_allow_list() -> None:
@@ -591,7 +595,8 @@ def test_compose_ports_match_env(compose_config: dict[str, Any]) -> None:
     signaling, http = int(env["SIGNALING_PORT"]), int(env["HTTP_PORT"])
     assert published == {(signaling, signaling), (http, http)} == {(1234, 1234), (8080, 8080)}
     test = server["healthcheck"]["test"]
-    assert test[0] == "CMD" and "/healthz" in test[-1] and "HTTP_PORT" in test[-1]
+    # Liveness: a full server (/healthz 503) is healthy.
+    assert test[0] == "CMD" and "/livez" in test[-1] and "HTTP_PORT" in test[-1]
     # podman's Docker-compatible API splits healthcheck arguments on
     # whitespace (containers/podman#26519): it broke `service_healthy` here.
     assert not any(any(c.isspace() for c in arg) for arg in test)
@@ -699,18 +704,26 @@ def test_k8s_service_ports_probes_and_env_agree(manifests: dict[tuple[str, str],
         resolved = named_ports[target] if isinstance(target, str) else target
         assert resolved == named_ports[name] == port["port"]
 
-    for probe in ("readinessProbe", "livenessProbe"):
+    # Readiness is "has a free slot" (/healthz), liveness "answers" (/livez):
+    # a full pod must leave the Service's endpoints, not be restarted.
+    for probe, path in (("readinessProbe", "/healthz"), ("livenessProbe", "/livez")):
         get = container[probe]["httpGet"]
-        assert get["path"] == "/healthz"
+        assert get["path"] == path, probe
         port = get["port"]
         assert (named_ports[port] if isinstance(port, str) else port) == int(env["HTTP_PORT"])
+    # Slots fill and free with every session: readiness must follow within seconds.
+    readiness = container["readinessProbe"]
+    assert readiness["periodSeconds"] * readiness.get("failureThreshold", 3) <= 5
 
     client_spec = pod_spec(manifests, "balltracker-client")
     client_env = container_env(client_spec["containers"][0])
     assert client_env["SIGNALING_HOST"].split(".")[0] == service["metadata"]["name"]
     assert int(client_env["SIGNALING_PORT"]) == by_name["signaling"]["port"]
     replicas = manifests[("Deployment", "balltracker-client")]["spec"]["replicas"]
-    assert 1 <= replicas <= int(env["MAX_SESSIONS"])
+    min_servers = manifests[("HorizontalPodAutoscaler", "balltracker-server")]["spec"][
+        "minReplicas"
+    ]
+    assert 1 <= replicas <= int(env["MAX_SESSIONS"]) * min_servers
 
 
 def test_k8s_network_policy(manifests: dict[tuple[str, str], Any]) -> None:
@@ -741,6 +754,133 @@ def test_k8s_network_policy(manifests: dict[tuple[str, str], Any]) -> None:
             for s in sources
         )
     assert {"podSelector": {}} in http_sources
+
+
+def cpu_cores(value: str | int | float) -> float:
+    """A Kubernetes CPU quantity (``500m``, ``1``, ``1.5``) in cores."""
+    text = str(value)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def test_cpu_cores() -> None:
+    assert (cpu_cores("500m"), cpu_cores("1"), cpu_cores(2), cpu_cores("1.5")) == (0.5, 1, 2, 1.5)
+
+
+#: The annotation that records bench/capacity.py's headline figure.
+SESSIONS_PER_CORE = "balltracker/sessions-per-core"
+
+
+def server_deployment(manifests: dict[tuple[str, str], Any]) -> dict[str, Any]:
+    return manifests[("Deployment", "balltracker-server")]
+
+
+def server_hpa(manifests: dict[tuple[str, str], Any]) -> dict[str, Any]:
+    return manifests[("HorizontalPodAutoscaler", "balltracker-server")]
+
+
+def test_k8s_hpa_scales_the_server_deployment_on_cpu(
+    manifests: dict[tuple[str, str], Any],
+) -> None:
+    deployment = server_deployment(manifests)
+    hpa = server_hpa(manifests)
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    spec = hpa["spec"]
+    target = spec["scaleTargetRef"]
+    # The real object: an HPA naming a Deployment that does not exist is
+    # accepted by every validator and scales nothing.
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        deployment["apiVersion"],
+        deployment["kind"],
+        deployment["metadata"]["name"],
+    )
+    assert spec["minReplicas"] == 2 < spec["maxReplicas"]
+    # The HPA owns the count: a `replicas` in the Deployment would be
+    # re-applied by every `kubectl apply`, shrinking a scaled-out fleet.
+    assert "replicas" not in deployment["spec"]
+    (metric,) = spec["metrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    utilisation = metric["resource"]["target"]
+    assert utilisation["type"] == "Utilization"
+    # Relative to requests.cpu, which must exist; a full pod stays below
+    # 100 % of its one-core request, so a target at or above it never scales.
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert cpu_cores(container["resources"]["requests"]["cpu"]) > 0
+    assert 20 <= utilisation["averageUtilization"] < 90
+    # Removing a pod ends its sessions: scale-in must be slower than scale-out.
+    behavior = spec["behavior"]
+    assert (
+        behavior["scaleDown"]["stabilizationWindowSeconds"]
+        > behavior["scaleUp"]["stabilizationWindowSeconds"]
+    )
+
+
+def test_k8s_pdb_protects_the_server_pods(manifests: dict[tuple[str, str], Any]) -> None:
+    pdb = manifests[("PodDisruptionBudget", "balltracker-server")]
+    assert pdb["apiVersion"] == "policy/v1"
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    server_labels = server_deployment(manifests)["spec"]["template"]["metadata"]["labels"]
+    client_labels = manifests[("Deployment", "balltracker-client")]["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    assert selector.items() <= server_labels.items()
+    assert not selector.items() <= client_labels.items()
+    # Never all server pods at once: at least one of the HPA's minimum stays.
+    assert 1 <= pdb["spec"]["maxUnavailable"] < server_hpa(manifests)["spec"]["minReplicas"]
+    # A full pod is not Ready; AlwaysAllow would let a drain evict full pods freely.
+    assert pdb["spec"].get("unhealthyPodEvictionPolicy", "IfHealthyBudget") == "IfHealthyBudget"
+
+
+def _seconds(value: str) -> float:
+    """A Compose duration (``20s``, ``1m30s``) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", value)
+    assert parts and "".join(n + u for n, u in parts) == value, value
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_termination_grace_covers_the_server_shutdown(
+    manifests: dict[tuple[str, str], Any], compose_config: dict[str, Any]
+) -> None:
+    """SIGTERM: the server waits up to SHUTDOWN_TIMEOUT_S for its sessions to
+    end, then as long again for their reports to be written. A grace period
+    shorter than both (plus any preStop hook, which runs before SIGTERM)
+    would SIGKILL a server that is still writing reports."""
+    from server.tracking_server import SHUTDOWN_TIMEOUT_S
+
+    needed = 2 * SHUTDOWN_TIMEOUT_S + 5  # + start-up of the plotter's close, logging
+    spec = pod_spec(manifests, "balltracker-server")
+    (container,) = spec["containers"]
+    pre_stop = container.get("lifecycle", {}).get("preStop", {})
+    pre_stop_s = pre_stop.get("sleep", {}).get("seconds", 0)
+    assert "exec" not in pre_stop  # its duration could not be checked here
+    assert spec["terminationGracePeriodSeconds"] >= needed + pre_stop_s
+    stop_grace = compose_config["services"]["server"]["stop_grace_period"]
+    assert _seconds(stop_grace) >= needed
+    # A rolling update starts the new pod before ending an old one.
+    rolling = server_deployment(manifests)["spec"]["strategy"]["rollingUpdate"]
+    assert rolling["maxUnavailable"] == 0 and rolling["maxSurge"] >= 1
+
+
+def test_sessions_follow_the_measured_capacity(
+    manifests: dict[tuple[str, str], Any],
+    compose_config: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One measured figure (bench/capacity.py: sessions one core carries at
+    >= 99 % answered, p99 <= 20 ms) sizes the pods: MAX_SESSIONS is that
+    figure times the cores requested, and the server's default and
+    docker-compose.yml use the same, so one server anywhere is filled only
+    as far as was measured to work."""
+    deployment = server_deployment(manifests)
+    per_core = int(deployment["metadata"]["annotations"][SESSIONS_PER_CORE])
+    assert per_core >= 1
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    cores = cpu_cores(container["resources"]["requests"]["cpu"])
+    max_sessions = int(container_env(container)["MAX_SESSIONS"])
+    assert max_sessions == int(per_core * cores) >= 1
+    assert cpu_cores(container["resources"]["limits"]["cpu"]) >= cores
+    assert int(compose_config["services"]["server"]["environment"]["MAX_SESSIONS"]) == max_sessions
+    assert parse_with_env(_server_parser, {}, monkeypatch).max_sessions == max_sessions
 
 
 _QUANTITY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9}
@@ -800,9 +940,10 @@ def test_server_cli_defaults_match_deployment(
     assert args.signaling_host == "127.0.0.1"  # containers override it with 0.0.0.0
     assert args.signaling_port == 1234
     assert args.http_port == 8080
-    assert args.max_sessions == 4
     env = dockerfile_env(DOCKERFILES["server"])
     (container,) = pod_spec(manifests, "balltracker-server")["containers"]
+    # The default is the measured capacity of one core, like the pods' setting.
+    assert args.max_sessions == int(container_env(container)["MAX_SESSIONS"])
     for source in (
         env,
         container_env(container),
