@@ -39,6 +39,22 @@ Assumed, as RFC 7741 and RFC 6184 require: only the last packet of a frame
 carries the marker bit. Frames without any marker bit end at the next
 timestamp, as in stock.
 
+**Stale frames** (``stale_after``, off by default). Stock waits for a
+missing packet until 512 packets later overflow the buffer (17 s of this
+stream), and a frame behind a hole waits with it. On a link narrower than the
+stream that wait is what turns into seconds of latency: the hole's
+retransmission queues behind the new frames. With ``stale_after`` set, once
+a hole has been known that long (its first packet after it arrived
+``stale_after`` ago) the buffer gives up on the frame: it asks for a keyframe
+(``add`` returns the PLI flag, repeated every ``keyframe_retry_s`` while none
+comes) and, when the first packet of a keyframe is in and its frame is
+complete, drops everything before it and goes on from there. VP8 predicts
+each frame from the one before, so the frames between the hole and the
+keyframe could only decode into a picture of the wrong moment: they are
+dropped too. If the hole fills before a keyframe comes, nothing is dropped.
+Counted in ``frames_dropped_stale`` (frames given up, the incomplete one and
+the ones dropped with it) and ``keyframes_requested``.
+
 This module depends on private parts of aiortc. ``install_fast_jitter_buffer``
 checks them and refuses to run against any version other than
 ``SUPPORTED_AIORTC_VERSION``.
@@ -48,12 +64,13 @@ from __future__ import annotations
 
 import inspect
 import queue
-from typing import Any, Optional
+import time
+from typing import Any, Callable, Optional
 
 from aiortc import RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
-from aiortc.utils import uint16_add
+from aiortc.utils import uint16_add, uint16_gt
 
 from protocol.aiortc_internals import (
     SUPPORTED_AIORTC_VERSION,
@@ -66,8 +83,21 @@ __all__ = [
     "SUPPORTED_AIORTC_VERSION",
     "FastJitterBuffer",
     "IncompatibleAiortcError",
+    "STALE_FRAME_S",
     "install_fast_jitter_buffer",
+    "starts_keyframe",
 ]
+
+#: How long a frame may wait for a missing packet before the buffer gives up
+#: on it: a retransmission and one repeat (100 ms later) fit in it, a queue
+#: of old frames does not.
+STALE_FRAME_S = 0.15
+#: How often to ask for a keyframe again while none arrives: a few round trips.
+KEYFRAME_RETRY_S = 0.3
+
+_VP8_KEYFRAME_START_CODE = b"\x9d\x01\x2a"
+_ANNEX_B_START_CODE = b"\x00\x00\x00\x01"
+_H264_NAL_SPS = 7
 
 # RTCRtpReceiver's private attributes, after Python's name mangling.
 _RECEIVER_BUFFER_ATTRIBUTE = "_RTCRtpReceiver__jitter_buffer"
@@ -85,19 +115,60 @@ class FastJitterBuffer(JitterBuffer):
     :param prefetch: Must be 0. Prefetch holds frames back on purpose, which
         this class exists to avoid.
     :param is_video: Request a keyframe (``pli_flag``) when packets are dropped.
+    :param stale_after: Give up on a frame whose hole is known this long (s);
+        None waits like stock.
+    :param clock: Monotonic time in seconds (tests pass their own).
     """
 
-    def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        prefetch: int = 0,
+        is_video: bool = False,
+        stale_after: Optional[float] = None,
+        clock: Callable[[], float] = time.monotonic,
+        keyframe_retry_s: float = KEYFRAME_RETRY_S,
+    ) -> None:
         if prefetch != 0:
             raise ValueError("FastJitterBuffer does not support prefetch")
         super().__init__(capacity, prefetch=prefetch, is_video=is_video)
         # (sequence_number, timestamp) of the last packet of the last frame
         # released ahead of stock. Those packets are still in the slots.
         self._released_end: Optional[tuple[int, int]] = None
+        self._stale_after = stale_after
+        self._clock = clock
+        self._keyframe_retry_s = keyframe_retry_s
+        # When each slot's packet arrived, as (sequence_number, time).
+        self._arrivals: list[Optional[tuple[int, float]]] = [None] * capacity
+        self._newest: Optional[int] = None
+        self._now = 0.0
+        # Since when a keyframe is awaited (a stale frame was given up), and
+        # when one was last asked for.
+        self._resync_since: Optional[float] = None
+        self._keyframe_asked_at = 0.0
+        self._ask_keyframe = False
+        self.frames_dropped_stale = 0
+        self.keyframes_requested = 0
+
+    def add(self, packet: RtpPacket) -> tuple[bool, Optional[JitterFrame]]:
+        if self._stale_after is None:
+            return super().add(packet)
+        self._now = self._clock()
+        sequence_number = packet.sequence_number
+        self._arrivals[sequence_number % self._capacity] = (sequence_number, self._now)
+        if self._newest is None or uint16_gt(sequence_number, self._newest):
+            self._newest = sequence_number
+        pli_flag, frame = super().add(packet)
+        if self._ask_keyframe:
+            self._ask_keyframe = False
+            pli_flag = True
+        return pli_flag, frame
 
     def _remove_frame(self, sequence_number: int) -> Optional[JitterFrame]:
         # add() calls this after storing the packet and after any reset or
         # overflow, so the slots are already in their final state.
+        if self._stale_after is not None:
+            self._give_up_on_stale_frames()
         if self._released_ahead() == 0:
             # Nothing was released ahead of stock, so a frame stock releases
             # now (the oldest, once the next one has begun) is new: pass it on.
@@ -150,8 +221,24 @@ class FastJitterBuffer(JitterBuffer):
         Release the frame right after the packets already released, if all of
         its packets through the marker packet are present.
         """
+        packets = self._complete_frame_at(self._released_ahead())
+        if packets is None:
+            return None
+        if self._resync_since is not None:
+            # The hole filled before a keyframe came: nothing to give up.
+            self._resync_since = None
+        last = packets[-1]
+        self._released_end = (last.sequence_number, last.timestamp)
+        return JitterFrame(
+            data=b"".join([x._data for x in packets]),  # type: ignore
+            timestamp=packets[0].timestamp,
+        )
+
+    def _complete_frame_at(self, start: int) -> Optional[list[RtpPacket]]:
+        """The packets of the frame that begins ``start`` slots after the
+        origin, if all of them through the marker packet are present."""
         packets: list[RtpPacket] = []
-        for count in range(self._released_ahead(), self._capacity):
+        for count in range(start, self._capacity):
             packet = self._packets[(self._origin + count) % self._capacity]
             if packet is None:
                 # A hole: wait for the retransmission. Later frames wait too,
@@ -166,13 +253,85 @@ class FastJitterBuffer(JitterBuffer):
                 break
         else:
             return None
+        return packets
 
-        last = packets[-1]
-        self._released_end = (last.sequence_number, last.timestamp)
-        return JitterFrame(
-            data=b"".join([x._data for x in packets]),  # type: ignore
-            timestamp=packets[0].timestamp,
-        )
+    def _give_up_on_stale_frames(self) -> None:
+        """Ask for a keyframe once the head frame's hole is stale, and skip to
+        the keyframe once it is complete."""
+        assert self._stale_after is not None
+        if self._origin is None or self._newest is None:
+            return
+        start = self._released_ahead()
+        waiting = uint16_add(self._newest, -self._origin) + 1
+        if self._resync_since is None:
+            known_since = self._hole_known_since(start, waiting)
+            if known_since is None or self._now - known_since <= self._stale_after:
+                return
+            self._resync_since = self._now
+            self._request_keyframe()
+        elif self._now - self._keyframe_asked_at >= self._keyframe_retry_s:
+            self._request_keyframe()
+        for count in range(start + 1, min(waiting, self._capacity)):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None or not starts_keyframe(packet._data):  # type: ignore[attr-defined]
+                continue
+            if self._complete_frame_at(count) is None:
+                return  # wait for the rest of the keyframe
+            self.frames_dropped_stale += self._frames_before(start, count)
+            # Drops the frames given up and stock's copies of those released.
+            self.remove(count)
+            self._released_end = None
+            self._resync_since = None
+            return
+
+    def _hole_known_since(self, start: int, waiting: int) -> Optional[float]:
+        """When the first packet after the first hole past ``start`` arrived;
+        None without a hole."""
+        hole = False
+        for count in range(start, min(waiting, self._capacity)):
+            position = (self._origin + count) % self._capacity
+            packet = self._packets[position]
+            if packet is None:
+                hole = True
+            elif hole:
+                arrival = self._arrivals[position]
+                if arrival is not None and arrival[0] == packet.sequence_number:
+                    return arrival[1]
+                return self._now
+        return None
+
+    def _frames_before(self, start: int, end: int) -> int:
+        """Frames in the slots ``start``..``end``: their distinct timestamps,
+        plus the head frame when none of its packets came (exact with one
+        packet per frame, as this stream has)."""
+        timestamps = set()
+        for count in range(start, end):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is not None:
+                timestamps.add(packet.timestamp)
+        head_missing = self._packets[(self._origin + start) % self._capacity] is None
+        return len(timestamps) + head_missing
+
+    def _request_keyframe(self) -> None:
+        self._ask_keyframe = True
+        self._keyframe_asked_at = self._now
+        self.keyframes_requested += 1
+
+
+def starts_keyframe(data: bytes) -> bool:
+    """
+    Whether depayloaded RTP data is the first packet of a keyframe: VP8's
+    keyframe header (RFC 6386 9.1: frame tag with the key bit clear, then the
+    start code 9d 01 2a), or H.264 beginning with a sequence parameter set,
+    which leads every IDR access unit aiortc's encoder makes.
+    """
+    if len(data) >= 6 and data[0] & 0x01 == 0 and data[3:6] == _VP8_KEYFRAME_START_CODE:
+        return True
+    return (
+        len(data) > len(_ANNEX_B_START_CODE)
+        and data.startswith(_ANNEX_B_START_CODE)
+        and data[len(_ANNEX_B_START_CODE)] & 0x1F == _H264_NAL_SPS
+    )
 
 
 class _DrainingDecoderQueue(queue.Queue):  # type: ignore[type-arg]
@@ -199,9 +358,12 @@ class _DrainingDecoderQueue(queue.Queue):  # type: ignore[type-arg]
             super().put((codec, frame), block, timeout)
 
 
-def install_fast_jitter_buffer(receiver: RTCRtpReceiver) -> None:
+def install_fast_jitter_buffer(
+    receiver: RTCRtpReceiver, stale_after: Optional[float] = None
+) -> None:
     """
-    Replace the video jitter buffer of `receiver` with a :class:`FastJitterBuffer`.
+    Replace the video jitter buffer of `receiver` with a :class:`FastJitterBuffer`
+    that gives up on frames stale for `stale_after` seconds (None: never).
 
     Call it after ``setRemoteDescription`` creates the receiver and before
     any RTP arrives. Calling it again on the same receiver does nothing.
@@ -226,7 +388,7 @@ def install_fast_jitter_buffer(receiver: RTCRtpReceiver) -> None:
         # Swapping now would lose the packets already buffered.
         raise RuntimeError("install_fast_jitter_buffer must run before RTP arrives")
     _check_receiver_shape(receiver)
-    fast = FastJitterBuffer(capacity=buffer.capacity, is_video=True)
+    fast = FastJitterBuffer(capacity=buffer.capacity, is_video=True, stale_after=stale_after)
     setattr(receiver, _RECEIVER_BUFFER_ATTRIBUTE, fast)
     setattr(
         receiver,

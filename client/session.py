@@ -27,7 +27,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from client.detector_process import DetectorFailed, DetectorProcess
 from client.display import ClientDisplay, draw
-from client.fast_jitter_buffer import install_fast_jitter_buffer
+from client.fast_jitter_buffer import STALE_FRAME_S, install_fast_jitter_buffer
 from client.frame_exchange import DetectionResult, luma_view
 from client.repeating_nack import install_repeating_nack
 from client.wire_timestamps import WireTimestamps
@@ -49,6 +49,19 @@ def receiver_components(receiver: RTCRtpReceiver) -> dict[str, str]:
     return {
         "jitter_buffer": type(getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)).__name__,
         "nack_generator": type(getattr(receiver, "_RTCRtpReceiver__nack_generator", None)).__name__,
+    }
+
+
+def receiver_counters(receiver: RTCRtpReceiver) -> dict[str, int]:
+    """What the video receiver gave up on and asked for (0 where its parts do not count)."""
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    nack = getattr(receiver, "_RTCRtpReceiver__nack_generator", None)
+    return {
+        "frames_dropped_stale": getattr(buffer, "frames_dropped_stale", 0),
+        "keyframes_requested": getattr(buffer, "keyframes_requested", 0),
+        "packets_nacked": getattr(nack, "packets_requested", 0),
+        "nacks_over_budget": getattr(nack, "requests_over_budget", 0),
+        "packets_given_up": getattr(nack, "packets_given_up", 0),
     }
 
 
@@ -93,6 +106,7 @@ class ClientSession:
         #: Decoded pictures waiting for their own detection, by pts, oldest first.
         self._pending_pictures: dict[int, np.ndarray] = {}
         self._wire_timestamps: Optional[WireTimestamps] = None
+        self._video_receiver: Optional[RTCRtpReceiver] = None
 
     def stop(self, reason: str) -> None:
         """End the session from outside (duration, SIGINT, SIGTERM)."""
@@ -129,6 +143,11 @@ class ClientSession:
             # Only an unexpected exception on its way out leaves no outcome.
             self._end(SessionEnd.LOST, "the session failed")
             assert self._outcome is not None
+            if self._video_receiver is not None:
+                counters = receiver_counters(self._video_receiver)
+                logger.info(
+                    "video receiver: %s", ", ".join(f"{k} {v}" for k, v in counters.items())
+                )
             if self._outcome.end is SessionEnd.FINISHED:
                 try:
                     await asyncio.wait_for(self._signaling.send(Bye()), 1.0)
@@ -174,10 +193,16 @@ class ClientSession:
         await pc.setRemoteDescription(message)
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
-                install_repeating_nack(transceiver.receiver)
+                fast = self._jitter_buffer == "fast"
+                # The fast buffer gives up on a frame after STALE_FRAME_S and
+                # asks for a keyframe: its packets are not worth asking for later.
+                install_repeating_nack(
+                    transceiver.receiver, give_up_after=STALE_FRAME_S if fast else None
+                )
                 self._wire_timestamps = WireTimestamps(transceiver.receiver)
-                if self._jitter_buffer == "fast":
-                    install_fast_jitter_buffer(transceiver.receiver)
+                if fast:
+                    install_fast_jitter_buffer(transceiver.receiver, stale_after=STALE_FRAME_S)
+                self._video_receiver = transceiver.receiver
                 # What the receiver really uses, read back from it, so a test
                 # (or a user) can see which components are in place.
                 self.receiver_components = receiver_components(transceiver.receiver)

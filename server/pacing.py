@@ -5,6 +5,11 @@ tracks pace themselves: frame ``n`` is due ``n / fps`` seconds after the
 first one. A track that falls behind (a slow encoder, a busy machine) skips
 to the frame that is due rather than send a backlog, so the motion stays
 real-time instead of drifting into slow motion.
+
+A link narrower than the stream needs fewer frames: with ``frame_interval``
+k the pacer hands out every k-th frame of the same nominal timeline, so a
+frame keeps its index, its pts and its ground truth whatever the rate; the
+frames in between are skipped at the source (``frames_thinned``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ class FramePacer:
         self._clock = clock
         self._start: Optional[float] = None
         self._next_index = 0
+        #: Send every ``frame_interval``-th frame of the nominal timeline.
+        self.frame_interval = 1
+        #: Frames skipped because the track fell behind.
         self.frames_skipped = 0
+        #: Frames skipped because of ``frame_interval``.
+        self.frames_thinned = 0
 
     @property
     def started(self) -> bool:
@@ -41,5 +51,6 @@ class FramePacer:
             if current > index:
                 self.frames_skipped += current - index
                 index = current
-        self._next_index = index + 1
+        self._next_index = index + self.frame_interval
+        self.frames_thinned += self.frame_interval - 1
         return index

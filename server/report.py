@@ -1,8 +1,11 @@
-"""Per-session report files: a JSON summary and a CSV with one row per frame.
+"""Per-session report files: a JSON summary, a CSV with one row per frame
+and a CSV with one row per second.
 
 Rows are written as frames retire from the ledger, so a session of hours
-streams to disk instead of piling up in memory. The PNG plot is drawn from
-that CSV by ``server.plot``, in a worker process (``server.report_plotter``).
+streams to disk instead of piling up in memory. The per-second CSV is the
+link adaptation's record (``server.link_adaptation``): what was sent and
+skipped, the bitrate and frame rate in use. The PNG plot is drawn from both
+CSVs by ``server.plot``, in a worker process (``server.report_plotter``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import IO, Any, Optional, Sequence
 
 from server.ledger import FrameRecord
 
@@ -25,13 +28,31 @@ CSV_COLUMNS = (
     "latency_ms",
 )
 
+#: The per-second CSV: see ``server.link_adaptation.SecondRecord``.
+SECOND_COLUMNS = (
+    "second",
+    "frames_sent",
+    "frames_skipped_for_rate",
+    "frames_answered",
+    "latency_p50_ms",
+    "sent_kbps",
+    "payload_kbps",
+    "target_kbps",
+    "capacity_kbps",
+    "bitrate_kbps",
+    "fps",
+    "keyframes",
+    "receiver_estimate_kbps",
+)
+
 
 def _cell(value: Optional[float]) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
 class SessionReport:
-    """Writes ``<name>.csv`` while the session runs, then ``<name>.json``.
+    """Writes ``<name>.csv`` and ``<name>.seconds.csv`` while the session
+    runs, then ``<name>.json``.
 
     ``png_path`` is where the plotter draws ``<name>.png`` afterwards.
     """
@@ -40,16 +61,22 @@ class SessionReport:
         self.csv_path = directory / f"{name}.csv"
         self.json_path = directory / f"{name}.json"
         self.png_path = directory / f"{name}.png"
+        self.seconds_path = directory / f"{name}.seconds.csv"
         self._directory = directory
         self._name = name
         self._file: Optional[IO[str]] = None
         self._writer: Any = None
+        self._seconds_file: Optional[IO[str]] = None
+        self._seconds_writer: Any = None
 
     def open(self) -> None:
         self._directory.mkdir(parents=True, exist_ok=True)
         self._file = open(self.csv_path, "w", newline="", encoding="utf8")
         self._writer = csv.writer(self._file)
         self._writer.writerow(CSV_COLUMNS)
+        self._seconds_file = open(self.seconds_path, "w", newline="", encoding="utf8")
+        self._seconds_writer = csv.writer(self._seconds_file)
+        self._seconds_writer.writerow(SECOND_COLUMNS)
 
     def write_frame(self, record: FrameRecord) -> None:
         if self._writer is None:
@@ -66,6 +93,16 @@ class SessionReport:
             )
         )
 
+    def write_second(self, values: Sequence[Any]) -> None:
+        """One row of the per-second CSV, ``SECOND_COLUMNS`` in order; None is empty."""
+        if self._seconds_writer is None:
+            return
+        if len(values) != len(SECOND_COLUMNS):
+            raise ValueError(f"{len(values)} values for {len(SECOND_COLUMNS)} columns")
+        self._seconds_writer.writerow(
+            [v if isinstance(v, int) else _cell(v) for v in values]
+        )
+
     def close(self, summary: dict[str, Any]) -> None:
         """Finish the CSV and write the summary atomically.
 
@@ -73,10 +110,11 @@ class SessionReport:
         drawing it takes a few hundred ms and tens of MB that the server's
         event loop and memory must not pay.
         """
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-            self._writer = None
+        for file in (self._file, self._seconds_file):
+            if file is not None:
+                file.close()
+        self._file = self._seconds_file = None
+        self._writer = self._seconds_writer = None
         temporary = self.json_path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf8")
         os.replace(temporary, self.json_path)

@@ -34,6 +34,7 @@ from aiortc import (
 from protocol.coordinates import CHANNEL_LABEL
 from protocol.signaling import SignalingError
 from server.ledger import FrameRecord, frame_pts
+from server.link_adaptation import LinkAdaptation
 from server.report import SessionReport
 from server.report_plotter import ReportPlotter
 from server.rtp_origin import SenderTimestampOrigin
@@ -163,6 +164,13 @@ class TrackingSession:
         self._streaming_since: Optional[float] = None
         self._streaming_until: Optional[float] = None
         self._track: Optional[BallTrack] = None
+        # Fits the stream to the link: bitrate, frame rate (server.link_adaptation).
+        self._adaptation = LinkAdaptation(
+            config.fps,
+            clock,
+            on_second=self._report.write_second if self._report else None,
+            name=self.name,
+        )
 
     def stop(self, reason: str) -> None:
         """Ask the session to end; ``run`` returns once it has cleaned up."""
@@ -179,7 +187,12 @@ class TrackingSession:
         servers = [RTCIceServer(config.stun)] if config.stun else []
         pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self._track = BallTrack(
-            self.scene, config.fps, self._frame_sent, self._clock, start_gate=self._answers_possible
+            self.scene,
+            config.fps,
+            self._frame_sent,
+            self._clock,
+            start_gate=self._answers_possible,
+            frame_gate=self._adaptation,
         )
         tasks: list[asyncio.Task[Any]] = []
         if self._report:
@@ -209,6 +222,7 @@ class TrackingSession:
         assert self._track is not None
         transceiver = pc.addTransceiver(self._track, direction="sendonly")
         transceiver.setCodecPreferences(_codec_preferences(self._config.codec))
+        self._adaptation.attach(transceiver.sender, self._config.codec)
         # Answers may name their frame by RTP timestamp: learn the sender's origin.
         self._rtp_origin.attach(transceiver.sender)
         pc.on("datachannel", self._adopt_channel)
@@ -265,11 +279,14 @@ class TrackingSession:
             self._observer.frame_sent()
 
     def _on_message(self, message: Union[str, bytes]) -> None:
-        entry = self.scoreboard.answer(message, self._clock())
+        arrival = self._clock()
+        entry = self.scoreboard.answer(message, arrival)
         if entry is None:
             if self._observer:
                 self._observer.invalid_message()
             return
+        assert entry.latency_ms is not None
+        self._adaptation.frame_answered(entry.index, arrival, entry.latency_ms)
         self.last_answer = entry
         self.recent_answers.append(entry)
         if self._observer:
@@ -287,6 +304,7 @@ class TrackingSession:
             self._streaming_until = self._clock()
         if self._track is not None:
             self._track.stop()
+        self._adaptation.close(self._streaming_until)
         assert self.end_reason is not None
         await self._link.close(self.end_reason)
         await pc.close()
@@ -328,8 +346,10 @@ class TrackingSession:
             "codec": config.codec,
             "duration_s": (until - since) if since is not None else 0.0,
             "frames_skipped": self._track.frames_skipped if self._track else 0,
+            "frames_skipped_for_rate": self._track.frames_skipped_for_rate if self._track else 0,
         }
         summary.update(self.scoreboard.summary())
+        summary.update(self._adaptation.summary())
         return summary
 
 

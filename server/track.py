@@ -4,6 +4,10 @@ aiortc's ``VideoStreamTrack.next_timestamp`` is fixed at 30 fps, so this track
 paces itself. Frame ``n`` shows the scene at ``n / fps`` and carries pts
 ``round(n * 90000 / fps)``; its ground truth and wall-clock production time go
 to the scoreboard the moment it is handed to the encoder.
+
+A ``FrameGate`` (the session's link adaptation) may thin the timeline to
+every k-th frame and hold a frame back while the link is still draining a
+queue; such frames are skipped at the source, never rendered or sent.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import av
 from aiortc import VideoStreamTrack
@@ -28,6 +32,23 @@ FrameListener = Callable[[int, float, float, float], None]
 """Called as ``listener(index, true_x, true_y, produced_at)`` for each frame."""
 
 
+class FrameGate(Protocol):
+    """Decides how many frames of the nominal timeline go out."""
+
+    @property
+    def frame_interval(self) -> int:
+        """Send every ``frame_interval``-th frame."""
+        ...
+
+    def admit(self, now: float) -> bool:
+        """Whether the frame due at ``now`` may go."""
+        ...
+
+    def frame_sent(self, index: int, now: float) -> None:
+        """Frame ``index`` is being handed to the encoder at ``now``."""
+        ...
+
+
 class BallTrack(VideoStreamTrack):
     def __init__(
         self,
@@ -36,9 +57,13 @@ class BallTrack(VideoStreamTrack):
         on_frame: FrameListener,
         clock: Callable[[], float] = time.monotonic,
         start_gate: Optional[asyncio.Event] = None,
+        frame_gate: Optional[FrameGate] = None,
     ) -> None:
         super().__init__()
         self._start_gate = start_gate
+        self._frame_gate = frame_gate
+        #: Frames the frame gate held back (the link was still draining).
+        self.frames_held = 0
         self._scene = scene
         self._fps = fps
         self._renderer = BallRenderer(scene.width, scene.height, scene.radius)
@@ -54,7 +79,10 @@ class BallTrack(VideoStreamTrack):
         frame = self._renderer.render(x, y)
         frame.pts = frame_pts(index, self._fps)
         frame.time_base = TIME_BASE
-        self._on_frame(index, x, y, self._clock())
+        produced_at = self._clock()
+        if self._frame_gate is not None:
+            self._frame_gate.frame_sent(index, produced_at)
+        self._on_frame(index, x, y, produced_at)
         return frame
 
     async def _wait_for_next_index(self) -> int:
@@ -62,8 +90,23 @@ class BallTrack(VideoStreamTrack):
             # Frames sent before the client can answer would only count as
             # unanswered: hold the first one until the data channel is open.
             await self._start_gate.wait()
-        return await self._pacer.next_index()
+        gate = self._frame_gate
+        while True:
+            if gate is not None:
+                self._pacer.frame_interval = gate.frame_interval
+            index = await self._pacer.next_index()
+            if self.readyState != "live":
+                raise MediaStreamError
+            if gate is None or gate.admit(self._clock()):
+                return index
+            self.frames_held += 1
 
     @property
     def frames_skipped(self) -> int:
+        """Frames skipped because the track fell behind (a slow encoder, a busy machine)."""
         return self._pacer.frames_skipped
+
+    @property
+    def frames_skipped_for_rate(self) -> int:
+        """Frames skipped to fit the link: thinned by the frame interval or held back."""
+        return self._pacer.frames_thinned + self.frames_held
