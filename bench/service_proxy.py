@@ -101,7 +101,7 @@ def _port_pair(text: str) -> tuple[int, int]:
     return int(listen), int(target or listen)
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace, host: str = "0.0.0.0") -> None:
     endpoints = Endpoints(args.pods.split(","), args.ready_port, args.ready_path)
     watcher = asyncio.create_task(endpoints.watch(args.period))
     servers: list[asyncio.base_events.Server] = []
@@ -112,7 +112,7 @@ async def serve(args: argparse.Namespace) -> None:
         ) -> Optional[asyncio.Task[None]]:
             return asyncio.ensure_future(_forward(endpoints, target, reader, writer))
 
-        servers.append(await asyncio.start_server(handler, "0.0.0.0", listen))
+        servers.append(await asyncio.start_server(handler, host, listen))
         logger.info("listening on %d for %s port %d", listen, endpoints.pods, target)
     try:
         await watcher
@@ -121,7 +121,7 @@ async def serve(args: argparse.Namespace) -> None:
             server.close()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def build_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", required=True, help="comma-separated pod host names")
     parser.add_argument(
@@ -130,7 +130,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--ready-port", type=int, required=True)
     parser.add_argument("--ready-path", default="/healthz")
     parser.add_argument("--period", type=float, default=2.0, help="readiness probe period, s")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = build_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     asyncio.run(serve(args))
 
