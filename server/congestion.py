@@ -160,6 +160,9 @@ class CongestionConfig:
     probe_ceiling: float = 1.5
     #: A frame unanswered this long is lost, whatever else happened.
     loss_timeout_s: float = 1.0
+    #: The window stops counting a frame unanswered this long: a queue the
+    #: window allows drains well within it.
+    presumed_lost_s: float = 0.3
     #: A frame unanswered after a later one's answer is this old is lost.
     loss_reorder_s: float = 0.03
     #: Window over which the sent rate is measured.
@@ -292,10 +295,19 @@ class CongestionController:
         """Whether the frame due at ``now`` may be sent; updates ``settings``."""
         self._expire(now)
         self._maybe_increase(now)
-        if self._inflight_bytes <= 0:
-            return True
         window = self._window_bytes(now)
-        if window is None or self._inflight_bytes + self._typical_frame_bytes <= window:
+        if window is None:
+            return True
+        # A frame unanswered this long is not in the queue the window is
+        # about: it was lost (its answer, or the frame itself). Holding new
+        # frames back until it is declared lost would stall the stream.
+        recent = now - self._config.presumed_lost_s
+        inflight = sum(
+            f.wire_bytes
+            for f in self._flights.values()
+            if f.answered_at is None and f.produced_at > recent
+        )
+        if inflight <= 0 or inflight + self._typical_frame_bytes <= window:
             return True
         self.frames_held += 1
         self._last_held_at = now
