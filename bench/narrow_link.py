@@ -224,9 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep the session reports (and the server's log) in this directory",
     )
-    parser.add_argument(
-        "server_flags", nargs="*", help="extra server flags, after --", default=[]
-    )
+    parser.add_argument("server_flags", nargs="*", help="extra server flags, after --", default=[])
     return parser
 
 

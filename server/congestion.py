@@ -13,32 +13,40 @@ The law, and why:
 
 - **Base latency.** The smallest latency of the last ``base_window_s`` is the
   path without a queue (5 ms on loopback, 55 ms behind a 50 ms delay). A
-  frame answered ``late_after_s`` above it waited in a queue.
-- **Capacity, from the spacing of late answers.** A queued frame leaves the
-  bottleneck as soon as the one ahead of it has, so two answers of queued
-  frames arrive the link's service time of the second frame apart:
-  capacity = its bytes / that gap. This is what tells a narrow link from a
-  busy CPU or a lost packet: after a stall or a retransmission the waiting
-  frames come out together, a burst whose "capacity" is far above the rate
-  we send at, while a narrow link paces them below it.
-- **Decrease** (multiplicative, like libwebrtc's GCC): when a paced capacity
-  sample is below the rate we send at, the target rate becomes
-  ``decrease_factor`` x that capacity, once per episode (only frames
-  produced after the last decrease can cause the next).
-- **Window.** Once a capacity is known, a frame is held back (skipped at the
-  source) while the bytes in flight exceed what the link drains in the base
-  latency plus ``window_s``: the queue a probe or the start of a session
-  built is drained instead of waited behind. The first late answer of an
-  episode, before the second confirms it, already opens a short suspicion
-  window from its own delay (bytes ahead of it / its queueing delay), so a
-  link far narrower than the stream does not fill with frames while the
-  confirmation travels. With one frame in flight at most, the window never
-  holds back anything on a link that keeps up.
-- **Increase.** After ``hold_s`` without a decrease, the target grows by
-  ``increase_factor`` every ``probe_interval_s``, but never beyond
-  ``probe_ceiling`` x the rate actually sent (an encoder that does not use
-  its budget gets no more). When even that does not bind, the controller lets
-  go: back to the encoder's defaults, as if nothing had happened.
+  frame answered more than ``late_after_s`` above it waited somewhere.
+- **Capacity samples.** Each late answer gives one. If its frame was sent
+  before the previous answer arrived, it waited while that frame left the
+  bottleneck, so the gap between the two answers is its own service time:
+  capacity = its bytes / the gap. Otherwise its queueing delay was spent
+  behind the bytes in flight when it was sent: capacity = (those bytes and
+  its own) / its delay.
+- **A queue, not a hiccup.** A narrow link paces the answers of queued frames
+  out one service time apart; a busy CPU or a retransmission lets the
+  waiting frames go together. So an answer arriving within ``min_gap_s`` of
+  the previous one ends the episode (the run of late answers), and only
+  ``confirm_samples`` late answers in a row confirm a queue.
+- **Decrease** (multiplicative, like libwebrtc's GCC): on a confirmed queue
+  the target becomes ``decrease_factor`` x the capacity: the median of the
+  last three samples, or the rate the link delivered in the last second if
+  lower (single samples scatter while tbf's token bucket hovers near empty;
+  what gets through while a queue stands is the link's rate). Once per
+  episode: only frames produced after the last decrease can cause the next.
+- **Window.** While an episode runs, and while a capacity is known, a frame
+  is held back (skipped at the source) if the bytes in flight would exceed
+  what the link drains in the base latency plus ``window_s``: the queue the
+  start of a session or a probe built is drained, not waited behind, and a
+  link far narrower than the stream does not fill up while the confirmation
+  travels. One frame in flight is always allowed, so on a link that keeps up
+  the window never binds, and a frame unanswered for ``presumed_lost_s`` no
+  longer counts (a lost answer must not stall the stream).
+- **Increase.** After ``hold_s`` without a decrease, a late answer or a
+  frame held back, the target grows by ``increase_factor`` every
+  ``probe_interval_s``, but never beyond ``probe_ceiling`` x the rate
+  actually sent (an encoder that does not use its budget gets no more). When
+  even that does not bind at the full frame rate, the controller lets go:
+  back to the encoder's defaults and no window, as if nothing had happened.
+  A probe above the link shows as late answers once tbf's bucket is empty,
+  and the decrease takes the target back below it.
 - **Bitrate, then frame rate.** A target rate maps to settings
   (``settings_for_rate``): the highest frame rate whose frames still get
   ``min_frame_bytes`` of payload once each frame's fixed overhead is paid,
@@ -140,6 +148,8 @@ def settings_for_rate(
 
 @dataclass(frozen=True)
 class CongestionConfig:
+    """The control law's constants; see the module docstring for each one's role."""
+
     #: Latency above the base that marks a frame as queued.
     late_after_s: float = 0.025
     #: How long the smallest latency counts as the base.
@@ -152,7 +162,7 @@ class CongestionConfig:
     window_s: float = 0.06
     #: Late answers in a row (not in a burst) that confirm a queue.
     confirm_samples: int = 3
-    #: Quiet time after a decrease before the first increase.
+    #: Quiet time (no decrease, late answer or frame held back) before an increase.
     hold_s: float = 2.0
     probe_interval_s: float = 2.0
     increase_factor: float = 1.2

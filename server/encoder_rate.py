@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from aiortc import RTCRtpSender
-from aiortc.codecs.vpx import MAX_BITRATE, VpxPayloadDescriptor, Vp8Encoder
+from aiortc.codecs.vpx import DEFAULT_BITRATE, MAX_BITRATE, Vp8Encoder, VpxPayloadDescriptor
 from av.frame import Frame
 
 from protocol.aiortc_internals import IncompatibleAiortcError, check_aiortc_version, code_names
 
 #: aiortc's default, used while the controller sets nothing.
-DEFAULT_BITRATE_BPS = 500_000
+DEFAULT_BITRATE_BPS: int = DEFAULT_BITRATE
 #: Below this libvpx's quantiser limit sets the frame size anyway.
 MIN_BITRATE_BPS = 10_000
 
@@ -52,6 +52,7 @@ _TARGET_ATTRIBUTE = "_Vp8Encoder__target_bitrate"
 class EncodedFrame:
     """What one frame cost: payload bytes (with the VP8 descriptors) in ``packets`` RTP packets."""
 
+    #: On the 90 kHz clock, as the frame was handed over (VP8 may make 2999 of 3000).
     pts: int
     payload_bytes: int
     packets: int
@@ -90,7 +91,8 @@ class RateControlledVp8Encoder(Vp8Encoder):
         self.keyframes += keyframe
         self._encoded.append(
             EncodedFrame(
-                pts=int(frame.pts or 0),
+                # Not frame.pts: encoding rebased it to the codec's time base.
+                pts=timestamp,
                 payload_bytes=sum(len(p) for p in payloads),
                 packets=len(payloads),
                 keyframe=keyframe,

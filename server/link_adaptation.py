@@ -36,7 +36,6 @@ from server.ledger import VIDEO_CLOCK_RATE
 logger = logging.getLogger("server.link")
 
 
-
 @dataclass
 class SecondRecord:
     """What happened in one second of the session, counted from its first frame.
@@ -95,14 +94,14 @@ class LinkAdaptation:
         fps: float,
         clock: Callable[[], float],
         on_second: Optional[SecondListener] = None,
-        config: CongestionConfig = CongestionConfig(),
+        config: Optional[CongestionConfig] = None,
         name: str = "session",
     ) -> None:
         self._fps = fps
         self._clock = clock
         self._on_second = on_second
         self._name = name
-        self._controller = CongestionController(fps, config)
+        self._controller = CongestionController(fps, config or CongestionConfig())
         self._encoder: Optional[RateControlledVp8Encoder] = None
         self._started_at: Optional[float] = None
         self._second: Optional[SecondRecord] = None
@@ -209,13 +208,14 @@ class LinkAdaptation:
                 self._lowest_bitrate_bps or settings.bitrate_bps, settings.bitrate_bps
             )
         state = self._controller.state(now)
-        logger.info(
-            "%s: link %s: %s",
-            self._name,
-            "unconstrained" if state.target_bps is None else f"target {_kbps(state.target_bps):.0f} "
-            f"kbit/s (capacity {_kbps(state.capacity_bps):.0f})",
-            _describe(settings, self._fps),
-        )
+        if state.target_bps is None:
+            link = "unconstrained"
+        else:
+            link = (
+                f"target {state.target_bps / 1000:.0f} kbit/s "
+                f"(capacity {(state.capacity_bps or 0) / 1000:.0f})"
+            )
+        logger.info("%s: link %s: %s", self._name, link, _describe(settings, self._fps))
 
     def _track_constrained(self, now: float) -> None:
         constrained = self._controller.settings.bitrate_bps is not None

@@ -1,4 +1,4 @@
-"""The session plot: one PNG with error and latency over time and the latency distribution.
+"""The session plot: one PNG with error, latency and the link over time, and the latency distribution.
 
 Drawn with matplotlib's Agg canvas on a ``Figure`` of its own: no pyplot, no
 global state, no display, so it is safe in a server process and its tests.
@@ -24,9 +24,9 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from server.ledger import VIDEO_CLOCK_RATE
-from server.report import CSV_COLUMNS
+from server.report import CSV_COLUMNS, SECOND_COLUMNS, seconds_csv_path
 
-FIGURE_SIZE_IN = (10.0, 8.0)
+FIGURE_SIZE_IN = (10.0, 10.0)
 DPI = 100
 
 #: Above this many frames the time plots draw a plain line without point markers.
@@ -45,6 +45,8 @@ _ERROR_COLOUR = "tab:blue"
 _LATENCY_COLOUR = "tab:green"
 _UNANSWERED_COLOUR = "tab:red"
 _NOT_FOUND_COLOUR = "tab:orange"
+_SENT_COLOUR = "tab:purple"
+_FPS_COLOUR = "tab:gray"
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,54 @@ def _value(cell: str) -> float:
     return float(cell) if cell else float("nan")
 
 
+@dataclass(frozen=True)
+class LinkSeries:
+    """The per-second record (``server.report.SECOND_COLUMNS``) as arrays, NaN for empty cells."""
+
+    #: The start of each row's second.
+    time_s: np.ndarray
+    sent_kbps: np.ndarray
+    target_kbps: np.ndarray
+    capacity_kbps: np.ndarray
+    fps: np.ndarray
+    skipped: np.ndarray
+
+    @classmethod
+    def empty(cls) -> LinkSeries:
+        nothing = np.empty(0, dtype=float)
+        return cls(nothing, nothing, nothing, nothing, nothing, nothing)
+
+    def __len__(self) -> int:
+        return len(self.time_s)
+
+
+def read_seconds(path: Path) -> LinkSeries:
+    """The per-second CSV as arrays; empty when there is none (an older report)."""
+    if not path.exists():
+        return LinkSeries.empty()
+    columns: dict[str, list[float]] = {name: [] for name in SECOND_COLUMNS}
+    with open(path, newline="", encoding="utf8") as file:
+        reader = csv.DictReader(file)
+        if tuple(reader.fieldnames or ()) != SECOND_COLUMNS:
+            raise ValueError(f"{path}: columns {reader.fieldnames}, expected {SECOND_COLUMNS}")
+        for row in reader:
+            for name in SECOND_COLUMNS:
+                columns[name].append(_value(row[name]))
+    return LinkSeries(
+        time_s=np.array(columns["second"]),
+        sent_kbps=np.array(columns["sent_kbps"]),
+        target_kbps=np.array(columns["target_kbps"]),
+        capacity_kbps=np.array(columns["capacity_kbps"]),
+        fps=np.array(columns["fps"]),
+        skipped=np.array(columns["frames_skipped_for_rate"]),
+    )
+
+
 def write_plot(csv_path: Path, summary: Mapping[str, Any], png_path: Path) -> None:
-    """Plot a finished session's report CSV into ``png_path``."""
-    render_session_plot(read_frames(csv_path), summary, png_path)
+    """Plot a finished session's report CSVs into ``png_path``."""
+    render_session_plot(
+        read_frames(csv_path), summary, png_path, read_seconds(seconds_csv_path(csv_path))
+    )
 
 
 def session_title(summary: Mapping[str, Any]) -> str:
@@ -141,18 +188,27 @@ def session_title(summary: Mapping[str, Any]) -> str:
     return f"{first}\n{second}"
 
 
-def render_session_plot(frames: SessionSeries, summary: Mapping[str, Any], path: Path) -> None:
+def render_session_plot(
+    frames: SessionSeries,
+    summary: Mapping[str, Any],
+    path: Path,
+    link: Optional[LinkSeries] = None,
+) -> None:
     """Write the session's PNG to ``path`` (atomically: a reader never sees half of it)."""
     figure = Figure(figsize=FIGURE_SIZE_IN, dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
-    error_axes, latency_axes, histogram_axes = figure.subplots(3, 1)
+    error_axes, latency_axes, link_axes, histogram_axes = figure.subplots(4, 1)
     latency_axes.sharex(error_axes)
+    link_axes.sharex(error_axes)
+    latency_axes.tick_params(labelbottom=False)
+    latency_axes.set_xlabel("")
     figure.suptitle(session_title(summary), fontsize=11)
     latency = summary.get("latency_ms") or {}
     p50 = _quantile(latency.get("p50"), frames.latency_ms, 50)
     p99 = _quantile(latency.get("p99"), frames.latency_ms, 99)
     _draw_error(error_axes, frames)
     _draw_latency(latency_axes, frames, p50, p99)
+    _draw_link(link_axes, link if link is not None else LinkSeries.empty(), summary)
     _draw_histogram(histogram_axes, frames, p50, p99)
     temporary = path.with_name(path.name + ".tmp")
     try:
@@ -184,7 +240,6 @@ def _draw_latency(
     axes: Axes, frames: SessionSeries, p50: Optional[float], p99: Optional[float]
 ) -> None:
     axes.set_title("Latency per frame (production to answer)", fontsize=10, loc="left")
-    axes.set_xlabel("stream time (s)")
     axes.set_ylabel("latency (ms)")
     latency = frames.latency_ms[frames.answered]
     if len(latency):
@@ -196,6 +251,64 @@ def _draw_latency(
     _mark_frames(axes, frames.time_s[~frames.answered], 0.97, _UNANSWERED_COLOUR, "unanswered")
     _note_if_empty(axes, frames, len(latency), "no answers")
     _legend(axes)
+
+
+def _draw_link(axes: Axes, link: LinkSeries, summary: Mapping[str, Any]) -> None:
+    """What the link adaptation did, second by second: the rate sent, its target, the frame rate."""
+    axes.set_title("Link per second: rate sent and frame rate", fontsize=10, loc="left")
+    axes.set_xlabel("stream time (s)")
+    axes.set_ylabel("kbit/s (wire, estimated)")
+    if not len(link):
+        _note(axes, "no per-second record")
+        axes.set_yticks([])
+        return
+    edges = np.append(link.time_s, link.time_s[-1] + 1.0)
+    if np.any(~np.isnan(link.sent_kbps)):
+        axes.stairs(link.sent_kbps, edges, baseline=None, color=_SENT_COLOUR, lw=1.5, label="sent")
+    if np.any(~np.isnan(link.target_kbps)):
+        axes.stairs(
+            link.target_kbps, edges, baseline=None, color="black", lw=0.8, ls="--", label="target"
+        )
+    if np.any(~np.isnan(link.capacity_kbps)):
+        axes.plot(
+            link.time_s + 0.5,
+            link.capacity_kbps,
+            ls="none",
+            marker="_",
+            ms=8,
+            mew=1.2,
+            color="black",
+            label="capacity",
+        )
+    high = float(np.nanmax(np.concatenate([link.sent_kbps, link.target_kbps, [1.0]])))
+    axes.set_ylim(0.0, high * (1 + 2 * _MARK_BAND))
+    frames_axes = axes.twinx()
+    skipped = int(np.nansum(link.skipped))
+    frames_axes.stairs(
+        link.fps,
+        edges,
+        baseline=None,
+        color=_FPS_COLOUR,
+        lw=1.0,
+        label=f"frames/s ({skipped} skipped to fit)",
+    )
+    frames_axes.set_ylabel("frames/s", color=_FPS_COLOUR)
+    frames_axes.tick_params(axis="y", colors=_FPS_COLOUR)
+    nominal = summary.get("fps")
+    top = float(nominal) if isinstance(nominal, (int, float)) else float(np.nanmax(link.fps))
+    frames_axes.set_ylim(0.0, (top or 1.0) * (1 + 2 * _MARK_BAND))
+    handles, labels = axes.get_legend_handles_labels()
+    more_handles, more_labels = frames_axes.get_legend_handles_labels()
+    axes.legend(
+        handles + more_handles,
+        labels + more_labels,
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        ncols=4,
+        fontsize=8,
+        frameon=False,
+        borderaxespad=0.2,
+    )
 
 
 def _draw_histogram(

@@ -46,6 +46,11 @@ SECOND_COLUMNS = (
 )
 
 
+def seconds_csv_path(csv_path: Path) -> Path:
+    """The per-second CSV that goes with the per-frame ``csv_path``."""
+    return csv_path.with_name(f"{csv_path.stem}.seconds.csv")
+
+
 def _cell(value: Optional[float]) -> str:
     return "" if value is None else f"{value:.4f}"
 
@@ -61,7 +66,7 @@ class SessionReport:
         self.csv_path = directory / f"{name}.csv"
         self.json_path = directory / f"{name}.json"
         self.png_path = directory / f"{name}.png"
-        self.seconds_path = directory / f"{name}.seconds.csv"
+        self.seconds_path = seconds_csv_path(self.csv_path)
         self._directory = directory
         self._name = name
         self._file: Optional[IO[str]] = None
@@ -99,9 +104,7 @@ class SessionReport:
             return
         if len(values) != len(SECOND_COLUMNS):
             raise ValueError(f"{len(values)} values for {len(SECOND_COLUMNS)} columns")
-        self._seconds_writer.writerow(
-            [v if isinstance(v, int) else _cell(v) for v in values]
-        )
+        self._seconds_writer.writerow([v if isinstance(v, int) else _cell(v) for v in values])
 
     def close(self, summary: dict[str, Any]) -> None:
         """Finish the CSV and write the summary atomically.

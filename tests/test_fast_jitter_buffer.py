@@ -35,6 +35,7 @@ from client.fast_jitter_buffer import (
     FastJitterBuffer,
     IncompatibleAiortcError,
     install_fast_jitter_buffer,
+    starts_keyframe,
 )
 
 CAPACITY = 512  # what RTCRtpReceiver uses for video
@@ -452,6 +453,155 @@ def test_install_refuses_a_started_receiver() -> None:
     receiver._RTCRtpReceiver__decoder_thread = object()  # type: ignore[attr-defined]
     with pytest.raises(RuntimeError, match="before the receiver starts"):
         install_fast_jitter_buffer(receiver)
+
+
+# --- giving up on stale frames ---------------------------------------------------
+
+#: The first bytes of a VP8 keyframe (RFC 6386 9.1): frame tag with the key
+#: bit clear, then the start code 9d 01 2a.
+VP8_KEYFRAME_HEADER = b"\x50\x42\x00\x9d\x01\x2a"
+STALE_S = 0.25
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def keyframe(packet: RtpPacket) -> RtpPacket:
+    packet._data = VP8_KEYFRAME_HEADER + packet._data  # type: ignore[attr-defined]
+    return packet
+
+
+def stale_buffer(clock: Clock) -> FastJitterBuffer:
+    return FastJitterBuffer(capacity=CAPACITY, is_video=True, stale_after=STALE_S, clock=clock)
+
+
+def arrive(
+    buffer: FastJitterBuffer, clock: Clock, packet: RtpPacket, at: float
+) -> tuple[bool, list[int]]:
+    """Add ``packet`` at time ``at``; the PLI flag and every frame released (timestamps)."""
+    clock.now = at
+    pli, frame = buffer.add(packet)
+    released = [] if frame is None else [frame.timestamp]
+    return pli, released + [f.timestamp for f in buffer.release_ready_frames()]
+
+
+def test_a_stale_hole_asks_for_a_keyframe_and_skips_to_it() -> None:
+    clock = Clock()
+    buffer = stale_buffer(clock)
+    packets = one_packet_frames(100, 12)
+    keyframe(packets[9])
+    assert arrive(buffer, clock, packets[0], 0.0) == (False, [0])
+    # Frame 1 is lost for good; frames 2.. wait behind it.
+    for n in range(2, 9):
+        at = n / 30
+        assert arrive(buffer, clock, packets[n], at) == (False, []), n
+    # The hole has been known since frame 2 arrived (2/30 s): stale after 250 ms.
+    pli, released = arrive(buffer, clock, packets[8], 2 / 30 + STALE_S + 0.001)
+    assert pli and released == []
+    assert buffer.keyframes_requested == 1
+    # The keyframe comes: everything before it is dropped, it and what follows go.
+    assert arrive(buffer, clock, packets[9], 0.4) == (False, [9 * 3000])
+    assert buffer.frames_dropped_stale == 8  # frames 1 to 8
+    assert arrive(buffer, clock, packets[10], 0.45) == (False, [10 * 3000])
+    assert arrive(buffer, clock, packets[11], 0.5) == (False, [11 * 3000])
+    assert buffer.keyframes_requested == 1
+
+
+def test_a_hole_filled_in_time_costs_nothing() -> None:
+    clock = Clock()
+    buffer = stale_buffer(clock)
+    packets = one_packet_frames(100, 6)
+    arrive(buffer, clock, packets[0], 0.0)
+    for n in range(2, 6):
+        assert arrive(buffer, clock, packets[n], n / 30) == (False, [])
+    # The retransmission, 240 ms after the hole was seen: just in time.
+    pli, released = arrive(buffer, clock, packets[1], 2 / 30 + 0.24)
+    assert not pli and released == [n * 3000 for n in range(1, 6)]
+    assert buffer.frames_dropped_stale == 0 and buffer.keyframes_requested == 0
+
+
+def test_a_hole_filled_before_the_keyframe_comes_still_releases_its_frames() -> None:
+    clock = Clock()
+    buffer = stale_buffer(clock)
+    packets = one_packet_frames(100, 8)
+    arrive(buffer, clock, packets[0], 0.0)
+    for n in range(2, 6):
+        arrive(buffer, clock, packets[n], n / 30)
+    pli, _ = arrive(buffer, clock, packets[6], 0.4)
+    assert pli
+    pli, released = arrive(buffer, clock, packets[1], 0.41)  # a late retransmission
+    assert not pli and released == [n * 3000 for n in range(1, 7)]
+    assert buffer.frames_dropped_stale == 0
+    # Nothing awaited any more: no further keyframe requests.
+    assert arrive(buffer, clock, packets[7], 1.0) == (False, [7 * 3000])
+
+
+def test_the_keyframe_request_is_repeated_while_none_comes() -> None:
+    clock = Clock()
+    buffer = stale_buffer(clock)
+    packets = one_packet_frames(100, 40)
+    arrive(buffer, clock, packets[0], 0.0)
+    plis = [arrive(buffer, clock, packets[n], n / 30)[0] for n in range(2, 40)]
+    # Stale at 2/30 + 0.25 s; asked again every 300 ms after.
+    assert [n for n, pli in zip(range(2, 40), plis) if pli] == [10, 19, 28, 37]
+    assert buffer.frames_dropped_stale == 0  # nothing to skip to yet
+
+
+def test_a_frame_still_arriving_is_not_stale() -> None:
+    # A big frame crossing a narrow link: its packets come in order, slowly.
+    clock = Clock()
+    buffer = stale_buffer(clock)
+    frames = make_frames(100, [1, 40, 1])
+    arrive(buffer, clock, frames[0][0], 0.0)
+    for n, packet in enumerate(frames[1]):
+        pli, released = arrive(buffer, clock, packet, 0.02 * (n + 1))
+        assert not pli
+    assert released == [frames[1][0].timestamp]
+    assert buffer.keyframes_requested == 0
+
+
+def test_keyframe_starts() -> None:
+    assert starts_keyframe(VP8_KEYFRAME_HEADER + b"rest")
+    assert not starts_keyframe(b"\x51\x42\x00\x9d\x01\x2a")  # key bit set: a delta frame
+    assert not starts_keyframe(b"\x50\x42\x00\x00\x00\x00")
+    assert starts_keyframe(b"\x00\x00\x00\x01\x67\x42")  # H.264 SPS
+    assert not starts_keyframe(b"\x00\x00\x00\x01\x41\x9a")  # H.264 non-IDR slice
+    assert not starts_keyframe(b"") and not starts_keyframe(b"\x00")
+
+
+@settings(max_examples=200, deadline=None)
+@given(impaired_streams(max_delay=60), st.integers(0, 2**32 - 1))
+def test_stale_frames_never_release_a_broken_or_misordered_frame(stream: Stream, seed: int) -> None:
+    frames, arrivals = stream
+    rng = random.Random(seed)
+    # Some frames are keyframes; a packet arrives every 10-40 ms.
+    keyframes = {f[0].timestamp for f in frames if rng.random() < 0.1}
+    for frame in frames:
+        if frame[0].timestamp in keyframes:
+            frame[0]._data = VP8_KEYFRAME_HEADER + frame[0]._data  # type: ignore[attr-defined]
+    clock = Clock()
+    buffer = stale_buffer(clock)
+    released = []
+    for packet in arrivals:
+        clock.now += rng.uniform(0.01, 0.04)
+        dropped = buffer.frames_dropped_stale
+        _, frame = buffer.add(packet)
+        out = ([] if frame is None else [frame]) + buffer.release_ready_frames()
+        if buffer.frames_dropped_stale > dropped:
+            # Gave up and skipped: the first frame out is the keyframe it
+            # skipped to, so nothing decodes against a picture it never had.
+            assert out and out[0].timestamp in keyframes
+        released += [(f.timestamp, f.data) for f in out]
+    by_timestamp = {frame[0].timestamp: frame_data(frame) for frame in frames}
+    timestamps = [timestamp for timestamp, _ in released]
+    assert timestamps == sorted(set(timestamps))
+    for timestamp, data in released:
+        assert by_timestamp[timestamp].endswith(data)
 
 
 # --- installing on a receiver, and the version guard ------------------------------

@@ -1,12 +1,21 @@
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import cv2
 import numpy as np
 import pytest
 
-from server.plot import DPI, FIGURE_SIZE_IN, SessionSeries, render_session_plot, session_title
+from server.plot import (
+    DPI,
+    FIGURE_SIZE_IN,
+    LinkSeries,
+    SessionSeries,
+    read_seconds,
+    render_session_plot,
+    session_title,
+)
+from server.report import SECOND_COLUMNS
 
 WIDTH, HEIGHT = int(FIGURE_SIZE_IN[0] * DPI), int(FIGURE_SIZE_IN[1] * DPI)
 
@@ -36,11 +45,30 @@ SUMMARY: dict[str, Any] = {
 }
 
 
-def render(frames: SessionSeries, path: Path, summary: dict[str, Any] = SUMMARY) -> np.ndarray:
+def narrowed_link(seconds: int = 10) -> LinkSeries:
+    """A link that narrowed after 3 s: the target and the frame rate came down."""
+    time_s = np.arange(seconds, dtype=float)
+    constrained = time_s >= 3
+    return LinkSeries(
+        time_s=time_s,
+        sent_kbps=np.where(constrained, 70.0, 180.0),
+        target_kbps=np.where(constrained, 85.0, np.nan),
+        capacity_kbps=np.where(constrained, 100.0, np.nan),
+        fps=np.where(constrained, 15.0, 30.0),
+        skipped=np.where(constrained, 15.0, 0.0),
+    )
+
+
+def render(
+    frames: SessionSeries,
+    path: Path,
+    summary: dict[str, Any] = SUMMARY,
+    link: Optional[LinkSeries] = None,
+) -> np.ndarray:
     """Render with every warning turned into an error; return the decoded PNG."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        render_session_plot(frames, summary, path)
+        render_session_plot(frames, summary, path, link)
     image = cv2.imread(str(path))
     assert image is not None, "not a decodable PNG"
     assert image.shape == (HEIGHT, WIDTH, 3)
@@ -54,11 +82,35 @@ def coloured_pixels(image: np.ndarray) -> int:
     return int(np.count_nonzero(spread > 60))
 
 
-def test_png_with_three_drawn_panels(tmp_path: Path) -> None:
-    image = render(realistic(), tmp_path / "s.png")
-    thirds = np.array_split(image, 3, axis=0)
-    counts = [coloured_pixels(third) for third in thirds]
+def test_png_with_four_drawn_panels(tmp_path: Path) -> None:
+    image = render(realistic(), tmp_path / "s.png", link=narrowed_link())
+    quarters = np.array_split(image, 4, axis=0)
+    counts = [coloured_pixels(quarter) for quarter in quarters]
     assert all(count > 1000 for count in counts), counts
+
+
+def test_the_link_panel_shows_the_rate_sent(tmp_path: Path) -> None:
+    with_link = render(realistic(), tmp_path / "a.png", link=narrowed_link())
+    without = render(realistic(), tmp_path / "b.png")
+    link_panel = slice(HEIGHT // 2, 3 * HEIGHT // 4)
+    blue, green, red = (with_link[link_panel, :, c].astype(int) for c in range(3))
+    # tab:purple (148, 103, 189), the rate sent
+    purple = (abs(red - 148) < 30) & (abs(green - 103) < 30) & (abs(blue - 189) < 30)
+    assert np.count_nonzero(purple) > 200
+    assert coloured_pixels(without[link_panel]) < coloured_pixels(with_link[link_panel]) / 4
+
+
+def test_read_seconds(tmp_path: Path) -> None:
+    assert len(read_seconds(tmp_path / "missing.seconds.csv")) == 0
+    path = tmp_path / "s.seconds.csv"
+    row = ["0", "30", "0", "30", "5.0", "180.0", "130.0", "", "", "500.0", "30.0", "1", ""]
+    path.write_text(",".join(SECOND_COLUMNS) + "\n" + ",".join(row) + "\n")
+    link = read_seconds(path)
+    assert list(link.time_s) == [0.0] and list(link.sent_kbps) == [180.0]
+    assert np.isnan(link.target_kbps[0]) and list(link.fps) == [30.0]
+    path.write_text("second,x\n0,1\n")
+    with pytest.raises(ValueError, match="columns"):
+        read_seconds(path)
 
 
 def test_unanswered_frames_are_marked(tmp_path: Path) -> None:
@@ -66,7 +118,10 @@ def test_unanswered_frames_are_marked(tmp_path: Path) -> None:
     blue, green, red = (image[..., channel].astype(int) for channel in range(3))
     marks = (red > 180) & (green < 100) & (blue < 100)  # tab:red, the unanswered marks
     assert np.count_nonzero(marks) > 20
-    assert np.count_nonzero(marks[: HEIGHT // 3]) and np.count_nonzero(marks[HEIGHT // 3 :])
+    # In the error panel (the top quarter) and in the latency panel (the second).
+    assert np.count_nonzero(marks[: HEIGHT // 4]) and np.count_nonzero(
+        marks[HEIGHT // 4 : HEIGHT // 2]
+    )
 
 
 def test_long_session_renders(tmp_path: Path) -> None:
@@ -86,6 +141,7 @@ def test_long_session_renders(tmp_path: Path) -> None:
 )
 def test_edge_cases_still_give_a_png(tmp_path: Path, frames: SessionSeries) -> None:
     render(frames, tmp_path / "edge.png", summary={"session": "s"})
+    render(frames, tmp_path / "edge.png", summary={"session": "s"}, link=narrowed_link(1))
 
 
 def test_title_names_the_session_and_the_headline_numbers() -> None:

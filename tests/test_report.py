@@ -9,7 +9,7 @@ import pytest
 
 from server.ledger import FrameRecord
 from server.plot import read_frames
-from server.report import CSV_COLUMNS, SessionReport
+from server.report import CSV_COLUMNS, SECOND_COLUMNS, SessionReport, seconds_csv_path
 from server.report_plotter import ReportPlotter
 
 
@@ -25,6 +25,22 @@ def test_csv_rows_and_json_summary(tmp_path: Path) -> None:
     assert rows[2] == ["3000", "11.0000", "21.0000", "", "", "", ""]
     assert json.loads(report.json_path.read_text()) == {"frames_sent": 2}
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_one_row_a_second_in_its_own_csv(tmp_path: Path) -> None:
+    report = SessionReport(tmp_path, "session-y")
+    report.open()
+    report.write_second((0, 30, 0, 29, 5.25, 180.5, 130.25, None, None, 500.0, 30.0, 1, None))
+    report.write_second((1, 15, 15, 15, 6.0, 70.0, 40.0, 85.0, 100.0, 61.0, 15.0, 0, 64.5))
+    with pytest.raises(ValueError, match="columns"):
+        report.write_second((2, 30))
+    report.close({})
+    assert report.seconds_path == seconds_csv_path(report.csv_path)
+    assert report.seconds_path.name == "session-y.seconds.csv"
+    rows = list(csv.reader(report.seconds_path.read_text().splitlines()))
+    assert tuple(rows[0]) == SECOND_COLUMNS
+    assert rows[1][:5] == ["0", "30", "0", "29", "5.2500"] and rows[1][7:9] == ["", ""]
+    assert rows[2][7:9] == ["85.0000", "100.0000"] and rows[2][12] == "64.5000"
 
 
 def test_summary_without_csv(tmp_path: Path) -> None:
@@ -74,7 +90,7 @@ def test_the_plotter_draws_the_closed_report_in_its_own_process(tmp_path: Path) 
     asyncio.run(plot())
     assert report.png_path == tmp_path / "session-p.png"
     image = cv2.imread(str(report.png_path))
-    assert image is not None and image.shape == (800, 1000, 3)
+    assert image is not None and image.shape == (1000, 1000, 3)
     assert not list(tmp_path.rglob("*.tmp"))
 
 

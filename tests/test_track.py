@@ -90,3 +90,67 @@ def test_start_gate_holds_the_first_frame() -> None:
         track.stop()
 
     asyncio.run(scenario())
+
+
+class Gate:
+    """A frame gate that thins to every ``interval``-th frame and refuses some."""
+
+    def __init__(self, interval: int, refuse: frozenset[int] = frozenset()) -> None:
+        self.frame_interval = interval
+        self._refuse = refuse
+        self._asked = 0
+        self.sent: list[tuple[int, float]] = []
+
+    def admit(self, now: float) -> bool:
+        self._asked += 1
+        return self._asked not in self._refuse
+
+    def frame_sent(self, index: int, now: float) -> None:
+        self.sent.append((index, now))
+
+
+def gated_frames(gate: Gate, count: int) -> tuple[list[tuple], BallTrack]:
+    scene = BallScene(640, 480, 20.0, 300.0, 320.0, 240.0, 0.5)
+    clock = FakeClock()
+    produced: list[tuple] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    async def scenario() -> BallTrack:
+        original = asyncio.sleep
+        asyncio.sleep = fake_sleep  # type: ignore[assignment]
+        try:
+            track = BallTrack(
+                scene, 30, lambda *args: produced.append(args), clock, frame_gate=gate
+            )
+            for _ in range(count):
+                frame = await track.recv()
+                assert frame.pts == produced[-1][0] * 3000
+            return track
+        finally:
+            asyncio.sleep = original  # type: ignore[assignment]
+
+    return produced, asyncio.run(scenario())
+
+
+def test_a_frame_gate_thins_the_timeline_keeping_each_frames_truth() -> None:
+    scene = BallScene(640, 480, 20.0, 300.0, 320.0, 240.0, 0.5)
+    gate = Gate(interval=3)
+    produced, track = gated_frames(gate, 4)
+    assert [p[0] for p in produced] == [0, 3, 6, 9]
+    for index, x, y, produced_at in produced:
+        assert (x, y) == scene.position(index / 30)  # frame n still shows n / fps
+        assert produced_at == pytest.approx(100.0 + index / 30)
+    assert [i for i, _ in gate.sent] == [0, 3, 6, 9]
+    assert track.frames_skipped == 0
+    assert track.frames_skipped_for_rate == 4 * 2
+
+
+def test_a_frame_the_gate_refuses_is_skipped_at_the_source() -> None:
+    gate = Gate(interval=1, refuse=frozenset({2, 3}))
+    produced, track = gated_frames(gate, 3)
+    assert [p[0] for p in produced] == [0, 3, 4]  # frames 1 and 2 were held back
+    assert track.frames_held == 2
+    assert track.frames_skipped_for_rate == 2
+    assert track.frames_skipped == 0
