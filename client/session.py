@@ -78,7 +78,8 @@ class SessionEnd(enum.Enum):
 class SessionOutcome:
     end: SessionEnd
     reason: str
-    #: A refusal for lack of room (``Bye.worth_retrying``): try again later.
+    #: The server refused or ended the session for lack of room or because it
+    #: shuts down (``Bye.worth_retrying``): another try may be served.
     worth_retrying: bool = False
 
 
@@ -226,7 +227,9 @@ class ClientSession:
             self._end(SessionEnd.LOST, "lost the connection to the server")
         else:
             self._end(
-                SessionEnd.SERVER_ENDED, f"server ended the session: {message.reason or 'bye'}"
+                SessionEnd.SERVER_ENDED,
+                f"server ended the session: {message.reason or 'bye'}",
+                message.worth_retrying,
             )
 
     async def _consume(self, track: MediaStreamTrack) -> None:

@@ -60,7 +60,6 @@ class TrackingClient:
             self._session.stop(reason)
 
     async def run(self) -> int:
-        args = self._args
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
@@ -122,8 +121,14 @@ class TrackingClient:
                 self._frames_received += session.frames_received
                 self._results_sent += session.results_sent
             logger.info("session ended: %s", outcome.reason)
+            # A server that shuts down (a rolling update) ends its sessions
+            # with a BYE saying so; another server behind the same name may
+            # take the client at once, as after a loss.
+            server_left = outcome.end is SessionEnd.LOST or (
+                outcome.end is SessionEnd.SERVER_ENDED and outcome.worth_retrying
+            )
             if (
-                outcome.end is SessionEnd.LOST
+                server_left
                 and args.reconnect
                 and not self._stop_reason
                 and not self._detector.failed

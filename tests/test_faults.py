@@ -417,6 +417,30 @@ def test_killed_server_fails_client_or_reconnects_it(report_dir: Path) -> None:
         close_all(plain, patient, first, second)
 
 
+@pytest.mark.timeout(120)
+def test_a_reconnecting_client_follows_a_rolling_update_to_the_next_server(
+    report_dir: Path,
+) -> None:
+    port = free_port()
+    old = _start_tracked_server(port, report_dir)
+    client = start_client(port, "--reconnect")
+    new: Optional[Program] = None
+    try:
+        old.wait_for_output("answered", timeout=30, count=2)
+        old.signal(signal.SIGTERM)  # what Kubernetes does to the old pod
+        assert old.wait(timeout=15) == 0, old.describe()
+        client.wait_for_output("server shutting down; reconnecting", timeout=10)
+        assert client.process.poll() is None, client.describe()
+        new = _start_tracked_server(port, report_dir, "--once", "--duration", "3")
+        assert client.wait(timeout=40) == 0, client.describe()
+        reports = wait_for_reports(report_dir, 2)
+        assert [r["end_reason"] for r in reports] == ["server shutting down", "duration reached"]
+        assert_tracked(reports[1], min_answered=0.9)
+        assert client.json_documents()[-1]["sessions"] == 2
+    finally:
+        close_all(client, old, new)
+
+
 @pytest.mark.timeout(90)
 def test_client_started_before_server_connects_when_it_comes_up(report_dir: Path) -> None:
     port = free_port()
