@@ -95,3 +95,40 @@ def test_rtp_timestamp_matches_after_the_32_bit_clock_wrapped() -> None:
         wire = (frame_pts(index, 30) + origin) % 2**32
         entry = ledger.match_rtp_timestamp(wire, origin)
         assert entry is not None and entry.index == index
+
+
+def test_capacity_message_and_a_ledger_of_one() -> None:
+    with pytest.raises(ValueError, match="^capacity must be positive$"):
+        FrameLedger(30, -1)
+    ledger = FrameLedger(30, capacity=1)
+    ledger.record(0, 0.0, 0.0, 0.0)
+    _, evicted = ledger.record(1, 0.0, 0.0, 0.0)
+    assert [r.index for r in evicted] == [0] and len(ledger) == 1
+
+
+def test_record_keeps_the_ground_truth_and_the_send_time() -> None:
+    entry, evicted = FrameLedger(30, 4).record(7, 1.5, -2.5, 12.25)
+    assert (entry.index, entry.pts, entry.true_x, entry.true_y) == (7, 21000, 1.5, -2.5)
+    assert entry.produced_at == 12.25 and not entry.answered and evicted == []
+
+
+def test_rtp_timestamp_matches_with_a_single_frame_sent() -> None:
+    ledger = FrameLedger(30, 8)
+    ledger.record(0, 0.0, 0.0, 0.0)
+    entry = ledger.match_rtp_timestamp(123, 123)
+    assert entry is not None and entry.index == 0
+
+
+def test_rtp_timestamp_means_the_pts_nearest_the_newest_frame() -> None:
+    # Frames 2**31 ticks apart (absurdly slow, so the ledger spans half the
+    # 32-bit clock): exactly half a clock back is read as the past...
+    ledger = FrameLedger(90000 / 2**31, 8)
+    ledger.record(0, 0.0, 0.0, 0.0)
+    ledger.record(1, 1.0, 0.0, 0.0)
+    entry = ledger.match_rtp_timestamp(5, 5)
+    assert entry is not None and entry.index == 0
+    # ...but more than half a clock back it is the future, and unknown.
+    ledger = FrameLedger(90000 / 2_500_000_000, 8)
+    ledger.record(0, 0.0, 0.0, 0.0)
+    ledger.record(1, 1.0, 0.0, 0.0)
+    assert ledger.match_rtp_timestamp(5, 5) is None

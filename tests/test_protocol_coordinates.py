@@ -9,6 +9,7 @@ from protocol.coordinates import (
     MAX_MESSAGE_BYTES,
     CoordinateReport,
     InvalidReport,
+    _is_finite_number,
     decode_report,
     encode_report,
 )
@@ -112,3 +113,52 @@ def test_a_report_must_name_its_frame() -> None:
 def test_invalid_rtp_timestamp_messages_raise(raw: str) -> None:
     with pytest.raises(InvalidReport):
         decode_report(raw)
+
+
+def test_encoding_refuses_what_json_cannot_carry() -> None:
+    with pytest.raises(ValueError):
+        encode_report(CoordinateReport(0, float("nan"), 1.0))
+
+
+def test_a_message_of_exactly_the_limit_is_read() -> None:
+    text = '{"pts": 0, "x": 1, "y": 2}'
+    padded = text + " " * (MAX_MESSAGE_BYTES - len(text))
+    assert len(padded) == MAX_MESSAGE_BYTES
+    assert decode_report(padded) == CoordinateReport(0, 1.0, 2.0)
+
+
+def test_pts_and_rtp_timestamp_limits_are_exclusive() -> None:
+    assert decode_report('{"pts": 9223372036854775807, "x": null, "y": null}').pts == 2**63 - 1
+    with pytest.raises(InvalidReport):
+        decode_report('{"pts": 9223372036854775808, "x": null, "y": null}')
+
+
+@pytest.mark.parametrize(
+    "raw,reason",
+    [
+        (" " * (MAX_MESSAGE_BYTES + 1), "message longer than 256 bytes"),
+        ("{", "not JSON: Expecting"),
+        ('{"pts": 0, "x": NaN, "y": 2}', "not JSON: NaN is not allowed"),
+        ("[]", "expected an object with x, y and rtp_timestamp, pts or both"),
+        ('{"pts": -1, "x": 1, "y": 2}', "pts must be a non-negative integer, got -1"),
+        ('{"rtp_timestamp": 1.5, "x": 1, "y": 2}', "rtp_timestamp must be a uint32, got 1.5"),
+        ('{"pts": 0, "x": 1, "y": null}', "x and y must both be finite coordinates or both null"),
+    ],
+)
+def test_each_rejection_says_why(raw: str, reason: str) -> None:
+    with pytest.raises(InvalidReport) as caught:
+        decode_report(raw)
+    assert str(caught.value).startswith(reason)  # json's own words may follow
+
+
+def test_a_report_without_a_frame_says_why() -> None:
+    with pytest.raises(
+        ValueError, match="^a report names its frame by pts, rtp_timestamp or both$"
+    ):
+        CoordinateReport(None, None, None)
+
+
+def test_an_int_beyond_float_range_is_not_a_coordinate() -> None:
+    # Too long for a message, but the check must not trust the length limit.
+    assert not _is_finite_number(10**400)
+    assert not _is_finite_number(-(10**400))

@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import time
+from typing import cast
 
 import pytest
 from aiortc import RTCSessionDescription
@@ -155,6 +157,113 @@ def test_channel_talks_to_aiortc_tcp_socket_signaling() -> None:
         await theirs.close()  # sends BYE
         assert await ours.receive(1.0) == Bye()
         await ours.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_bye_bytes_are_sorted_like_aiortcs() -> None:
+    assert encode_message(Bye("full")) == b'{"reason": "full", "type": "bye"}\n'
+    assert encode_message(Bye()) == b'{"type": "bye"}\n'
+
+
+def test_a_bye_reason_that_is_not_text_is_dropped() -> None:
+    assert decode_message(b'{"type": "bye", "reason": 5}\n') == Bye()
+
+
+def test_ipv6_candidate_round_trip_matches_aiortc() -> None:
+    ipv6 = dict(CANDIDATE, candidate="candidate:1 1 udp 2130706431 2001:db8::1 5000 typ host")
+    line = json.dumps(ipv6, sort_keys=True).encode() + b"\n"
+    ours = decode_message(line)
+    assert ours == object_from_string(line.decode())
+    assert ours.ip == "2001:db8::1" and ours.port == 5000
+
+
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        (b"garbage\n", "not JSON: Expecting value"),
+        (b"[1, 2]\n", "not a JSON object"),
+        (b'{"type": "hello"}\n', "unknown message type 'hello'"),
+        (b'{"type": "answer", "sdp": "not sdp"}\n', "answer without a valid sdp"),
+        (b'{"type": "candidate", "candidate": 5}\n', "candidate without a candidate line"),
+        (b'{"type": "candidate", "candidate": "nonsense"}\n', "candidate without a candidate line"),
+        (b'{"type": "candidate", "candidate": "candidate:1 x"}\n', "bad candidate: "),
+    ],
+)
+def test_each_rejection_says_why(line: bytes, reason: str) -> None:
+    with pytest.raises(SignalingError) as caught:
+        decode_message(line)
+    assert str(caught.value).startswith(reason)  # json's or aiortc's words may follow
+    assert "None" not in str(caught.value)
+
+
+class _FakeWriter:
+    """Just enough of a StreamWriter to name a peer."""
+
+    def __init__(self, peer: object) -> None:
+        self._peer = peer
+
+    def get_extra_info(self, name: str) -> object:
+        return self._peer if name == "peername" else None
+
+
+def channel_with_peer(peer: object) -> SignalingChannel:
+    reader = cast(asyncio.StreamReader, None)  # never read: the writer names the peer
+    return SignalingChannel(reader, cast(asyncio.StreamWriter, _FakeWriter(peer)))
+
+
+def test_channel_names_its_peer() -> None:
+    assert channel_with_peer(("192.0.2.7", 4242)).peer == "192.0.2.7:4242"
+    assert channel_with_peer("/run/signaling.sock").peer == "/run/signaling.sock"
+
+
+def test_connect_bounds_lines() -> None:
+    async def scenario() -> None:
+        accepted: asyncio.Future[asyncio.StreamWriter] = asyncio.get_running_loop().create_future()
+
+        async def on_client(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.set_result(writer)
+
+        # Not the default address: the host argument must reach the socket.
+        server = await asyncio.start_server(on_client, "127.0.0.2", 0)
+        port = server.sockets[0].getsockname()[1]
+        channel = await SignalingChannel.connect("127.0.0.2", port)
+        assert channel.peer == f"127.0.0.2:{port}"
+        raw = await accepted
+        raw.write(encode_message(Bye("hello")))
+        assert await channel.receive(1.0) == Bye("hello")
+        raw.write(b"a" * (MAX_LINE_BYTES + 10))
+        with pytest.raises(SignalingError, match=f"^line longer than {MAX_LINE_BYTES} bytes$"):
+            await channel.receive(1.0)
+        await channel.close()
+        raw.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_line_cut_by_the_peer_says_so() -> None:
+    async def scenario() -> None:
+        channel, raw, server = await _pair()
+        raw.write(b'{"type": "by')
+        raw.close()
+        with pytest.raises(SignalingError, match="^connection closed mid-line$"):
+            await channel.receive(1.0)
+        await channel.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_close_gives_up_after_a_second_on_a_peer_that_never_reads() -> None:
+    async def scenario() -> None:
+        channel, raw, server = await _pair()
+        channel._writer.write(b"x" * (32 << 20))  # more than the kernel buffers hold
+        started = time.monotonic()
+        await asyncio.wait_for(channel.close(), 5.0)
+        assert 0.9 < time.monotonic() - started < 1.8
+        raw.close()
         server.close()
 
     asyncio.run(scenario())

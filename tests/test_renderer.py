@@ -66,3 +66,34 @@ def test_renderer_output_matches_plain_render_for_padded_widths(width: int) -> N
     planes = renderer.render(20.25, 30.5).to_ndarray()
     assert np.array_equal(planes[:48], render_luma(width, 48, 20.25, 30.5, 5.0))
     assert (planes[48:] == 128).all()
+
+
+def test_box_is_clipped_at_the_top_and_empty_just_past_an_edge() -> None:
+    assert ball_box(100, 100, 50.0, -5.0, 10.0) == (0, 7, 39, 62)
+    # The ball's reach ends exactly on the last row or column: nothing to draw.
+    assert ball_box(100, 100, 50.0, 111.0, 10.0) is None
+    assert ball_box(100, 100, 111.0, 50.0, 10.0) is None
+
+
+def test_render_luma_is_a_uint8_plane() -> None:
+    luma = render_luma(64, 48, 20.0, 20.0, 5.0)
+    assert luma.dtype == np.uint8 and luma.shape == (48, 64)
+
+
+@pytest.mark.parametrize("width,height", [(63, 48), (64, 45)])
+def test_renderer_needs_even_size_both_ways(width: int, height: int) -> None:
+    with pytest.raises(ValueError, match="^I420 needs an even width and height$"):
+        BallRenderer(width, height, 5.0)
+
+
+def test_renderer_keeps_its_geometry() -> None:
+    renderer = BallRenderer(64, 48, 5.0)
+    assert (renderer.width, renderer.height, renderer.radius) == (64, 48, 5.0)
+
+
+@pytest.mark.parametrize("width", [48, 720])  # luma rows unpadded, chroma rows padded
+def test_renderer_output_matches_plain_render_when_only_chroma_is_padded(width: int) -> None:
+    renderer = BallRenderer(width, 48, 5.0)
+    planes = renderer.render(20.25, 30.5).to_ndarray()
+    assert np.array_equal(planes[:48], render_luma(width, 48, 20.25, 30.5, 5.0))
+    assert (planes[48:] == 128).all()

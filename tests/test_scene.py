@@ -80,3 +80,19 @@ def test_seed_is_reproducible_and_heading_avoids_axes() -> None:
         assert a == BallScene.from_seed(640, 480, 20.0, 300.0, seed)
         off_axis = math.degrees(a.heading) % 90
         assert 15 <= off_axis <= 75
+
+
+def test_reflect_short_span_still_bounces() -> None:
+    # A span under one pixel is still a span: only an empty one pins the ball.
+    assert reflect(0.75, 0.0, 1.0) == 0.75
+    assert reflect(1.5, 0.0, 1.0) == pytest.approx(0.5)
+
+
+def test_seed_headings_cover_every_quadrant_and_the_whole_range() -> None:
+    headings = [
+        math.degrees(BallScene.from_seed(640, 480, 20.0, 300.0, s).heading) for s in range(200)
+    ]
+    assert all(0 <= h < 360 for h in headings)
+    assert {int(h // 90) for h in headings} == {0, 1, 2, 3}
+    off_axis = [h % 90 for h in headings]
+    assert min(off_axis) < 16 and max(off_axis) > 74

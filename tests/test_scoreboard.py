@@ -4,7 +4,7 @@ import math
 import pytest
 
 from server.ledger import FrameRecord
-from server.scoreboard import Scoreboard
+from server.scoreboard import Interval, Scoreboard
 
 
 def board(retired: list[FrameRecord] | None = None, capacity: int = 64) -> Scoreboard:
@@ -114,3 +114,47 @@ def test_rtp_timestamp_answer_before_the_origin_is_known_names_no_frame() -> Non
     scoreboard = board()  # rtp_origin: never known
     assert scoreboard.answer(rtp_message(6000, 102.0, 200.0), arrival=2.0) is None
     assert scoreboard.invalid == {"unknown_frame": 1}
+
+
+def test_counters_count_every_answer_and_every_rejection() -> None:
+    scoreboard = board()
+    for pts, x in ((0, 100.0), (3000, 104.0), (6000, None)):
+        y = None if x is None else 200.0
+        assert scoreboard.answer(message(pts, x, y), arrival=2.0) is not None
+    for raw in ("not json", "{", message(123456, 1.0, 2.0), message(7, 1.0, 2.0)):
+        scoreboard.answer(raw, arrival=2.0)
+    scoreboard.answer(message(0, 1.0, 1.0), arrival=2.0)
+    scoreboard.answer(message(3000, 1.0, 1.0), arrival=2.0)
+    assert (scoreboard.frames_answered, scoreboard.frames_found) == (3, 2)
+    assert scoreboard.invalid == {"malformed": 2, "unknown_frame": 2, "duplicate": 2}
+    assert scoreboard.invalid_messages == 6
+    interval = scoreboard.take_interval()
+    assert interval.frames_answered == 3 and interval.errors == [0.0, 3.0]
+
+
+def test_interval_describes_mean_error_and_median_latency() -> None:
+    interval = Interval(frames_sent=5, frames_answered=2, errors=[1.0, 4.0], latencies=[12.0, 20.0])
+    assert interval.describe() == "sent 5 answered 2 error 2.500 px latency p50 16.0 ms"
+    assert Interval().describe() == "sent 0 answered 0 error - px latency p50 - ms"
+
+
+def test_sub_millisecond_and_early_latencies_are_kept_and_clamped() -> None:
+    scoreboard = board()
+    scoreboard.answer(message(0, 100.0, 200.0), arrival=1.0005)
+    scoreboard.answer(message(3000, 101.0, 200.0), arrival=1.0)  # before it was sent
+    assert scoreboard.latency_ms.min == 0.0
+    assert scoreboard.latency_ms.max == pytest.approx(0.5)
+
+
+def test_summary_keys_and_an_empty_session() -> None:
+    summary = Scoreboard(30, 8).summary()
+    assert summary == {
+        "frames_sent": 0,
+        "frames_answered": 0,
+        "frames_found": 0,
+        "answered_ratio": None,
+        "invalid_messages": 0,
+        "invalid_by_reason": {},
+        "error_px": {"mean": None, "max": None, "p50": None, "p95": None},
+        "latency_ms": {"mean": None, "max": None, "p50": None, "p95": None, "p99": None},
+    }
