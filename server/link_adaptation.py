@@ -110,8 +110,6 @@ class LinkAdaptation:
         self._lowest_bitrate_bps: Optional[int] = None
         self._constrained_since: Optional[float] = None
         self._constrained_s = 0.0
-        self.frames_held = 0
-        self.frames_thinned = 0
 
     def attach(self, sender: RTCRtpSender, codec: str) -> None:
         """Control ``sender``'s VP8 bitrate (other codecs: the frame rate only)."""
@@ -127,20 +125,16 @@ class LinkAdaptation:
         self._collect_encoded(now)
         admitted = self._controller.admit(now)
         self._apply(now)
-        if not admitted:
-            self.frames_held += 1
-            self._record(now).frames_skipped_for_rate += 1
         return admitted
 
     def frame_sent(self, index: int, now: float) -> None:
         if self._started_at is None:
             self._started_at = now
         self._controller.frame_sent(now, index)
-        record = self._record(now)
-        record.frames_sent += 1
-        thinned = self._settings.frame_interval - 1
-        record.frames_skipped_for_rate += thinned
-        self.frames_thinned += thinned
+        self._record(now).frames_sent += 1
+
+    def frames_skipped(self, count: int, now: float) -> None:
+        self._record(now).frames_skipped_for_rate += count
 
     # ----------------------------------------------------------------- the session
     def frame_answered(self, index: int, now: float, latency_ms: float) -> None:
@@ -182,8 +176,7 @@ class LinkAdaptation:
             "rate_control": {
                 "decreases": self._controller.decreases,
                 "increases": self._controller.increases,
-                "frames_held": self.frames_held,
-                "frames_thinned": self.frames_thinned,
+                "frames_held": self._controller.frames_held,
                 "time_constrained_s": constrained,
                 "final_bitrate_kbps": _kbps(settings.bitrate_bps or DEFAULT_BITRATE_BPS),
                 "final_fps": settings.fps(self._fps),

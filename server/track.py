@@ -48,6 +48,10 @@ class FrameGate(Protocol):
         """Frame ``index`` is being handed to the encoder at ``now``."""
         ...
 
+    def frames_skipped(self, count: int, now: float) -> None:
+        """``count`` more frames were skipped to fit the link (thinned or held back)."""
+        ...
+
 
 class BallTrack(VideoStreamTrack):
     def __init__(
@@ -91,13 +95,20 @@ class BallTrack(VideoStreamTrack):
             # unanswered: hold the first one until the data channel is open.
             await self._start_gate.wait()
         gate = self._frame_gate
+        if gate is None:
+            return await self._pacer.next_index()
         while True:
-            if gate is not None:
-                self._pacer.frame_interval = gate.frame_interval
+            self._pacer.frame_interval = gate.frame_interval
+            thinned = self._pacer.frames_thinned
             index = await self._pacer.next_index()
             if self.readyState != "live":
                 raise MediaStreamError
-            if gate is None or gate.admit(self._clock()):
+            now = self._clock()
+            admitted = gate.admit(now)
+            skipped = self._pacer.frames_thinned - thinned + (not admitted)
+            if skipped:
+                gate.frames_skipped(skipped, now)
+            if admitted:
                 return index
             self.frames_held += 1
 

@@ -100,6 +100,7 @@ class Gate:
         self._refuse = refuse
         self._asked = 0
         self.sent: list[tuple[int, float]] = []
+        self.skipped = 0
 
     def admit(self, now: float) -> bool:
         self._asked += 1
@@ -107,6 +108,9 @@ class Gate:
 
     def frame_sent(self, index: int, now: float) -> None:
         self.sent.append((index, now))
+
+    def frames_skipped(self, count: int, now: float) -> None:
+        self.skipped += count
 
 
 def gated_frames(gate: Gate, count: int) -> tuple[list[tuple], BallTrack]:
@@ -144,7 +148,7 @@ def test_a_frame_gate_thins_the_timeline_keeping_each_frames_truth() -> None:
         assert produced_at == pytest.approx(100.0 + index / 30)
     assert [i for i, _ in gate.sent] == [0, 3, 6, 9]
     assert track.frames_skipped == 0
-    assert track.frames_skipped_for_rate == 4 * 2
+    assert track.frames_skipped_for_rate == 4 * 2 == gate.skipped
 
 
 def test_a_frame_the_gate_refuses_is_skipped_at_the_source() -> None:
@@ -152,5 +156,5 @@ def test_a_frame_the_gate_refuses_is_skipped_at_the_source() -> None:
     produced, track = gated_frames(gate, 3)
     assert [p[0] for p in produced] == [0, 3, 4]  # frames 1 and 2 were held back
     assert track.frames_held == 2
-    assert track.frames_skipped_for_rate == 2
+    assert track.frames_skipped_for_rate == 2 == gate.skipped
     assert track.frames_skipped == 0
