@@ -6,7 +6,11 @@ For every configuration (resolution, frame rate, codec) the server and the
 client run as real processes, first with the client's ``fast`` jitter buffer,
 then with aiortc's ``stock`` one, and the script prints one markdown table:
 the server's session report (frames, answered ratio, error, latency), the CPU
-use of both sides and the client's detector time per frame.
+use of both sides and the client's detector time per frame. Then, for every
+run, where the time went: both programs run with ``--trace-stages`` and the
+two traces are joined by RTP timestamp into a per-stage table (each stage's
+share of the end-to-end time, p50 and p99; see ``bench/stage_budget.py``).
+``--no-trace-stages`` runs them without.
 
 Runs never overlap: on a 2-core box two sessions at once would measure the
 contention, not the product.
@@ -43,6 +47,9 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any, Iterable, Optional, Sequence
 
+from bench.stage_budget import StageBudget, budget_from_files
+from bench.stage_budget import markdown as budget_markdown
+from protocol.stage_trace import ClockMismatch, TraceFormatError
 from tests.programs import PYTHON, Program, free_port, read_reports, start_client
 
 JITTER_BUFFERS = ("fast", "stock")
@@ -246,6 +253,9 @@ class RunResult:
     client_exit: Optional[int] = None
     server_log: list[str] = field(default_factory=list)
     client_log: list[str] = field(default_factory=list)
+    #: Per-stage budget from both sides' --trace-stages (None: not traced).
+    stages: Optional[StageBudget] = None
+    stages_error: Optional[str] = None
 
 
 class RunFailed(Exception):
@@ -299,12 +309,27 @@ def _log_lines(program: Optional[Program], limit: int = 40) -> list[str]:
     return program.stderr.splitlines()[-limit:] if program is not None else []
 
 
-def run_once(configuration: Configuration, jitter: str, seconds: float) -> RunResult:
-    """One server + client run; always leaves no process behind."""
+def run_once(
+    configuration: Configuration,
+    jitter: str,
+    seconds: float,
+    trace_stages: bool = True,
+    server_prefix: Sequence[str] = (),
+    client_prefix: Sequence[str] = (),
+    env: Optional[dict[str, str]] = None,
+) -> RunResult:
+    """One server + client run; always leaves no process behind.
+
+    ``*_prefix`` go before each program's path (e.g. a wrapper that runs
+    it); ``env`` adds to the neutral environment.
+    """
     result = RunResult(configuration.name, configuration.label(), jitter, seconds)
     server: Optional[Program] = None
     client: Optional[Program] = None
+    environment = {**NEUTRAL_ENVIRONMENT, **(env or {})}
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as report_dir:
+        server_trace = Path(report_dir, "server-stages.jsonl")
+        client_trace = Path(report_dir, "client-stages.jsonl")
         try:
             port = free_port()
             # Not tests.programs.start_server: it waits before returning the
@@ -325,8 +350,10 @@ def run_once(configuration: Configuration, jitter: str, seconds: float) -> RunRe
                     f"{seconds:g}",
                     "--report-dir",
                     report_dir,
+                    *(["--trace-stages", str(server_trace)] if trace_stages else []),
                 ],
-                env=NEUTRAL_ENVIRONMENT,
+                prefix=server_prefix,
+                env=environment,
             )
             _wait_for(server, "signaling on", time.monotonic() + STARTUP_TIMEOUT_S)
             # --duration only as a backstop: the server's bye ends the client.
@@ -336,7 +363,9 @@ def run_once(configuration: Configuration, jitter: str, seconds: float) -> RunRe
                 jitter,
                 "--duration",
                 f"{seconds + STARTUP_TIMEOUT_S:g}",
-                env=NEUTRAL_ENVIRONMENT,
+                *(["--trace-stages", str(client_trace)] if trace_stages else []),
+                prefix=client_prefix,
+                env=environment,
             )
             window = CpuWindow({"server": server.pid, "client": client.pid})
             _wait_for(server, "streaming to", time.monotonic() + STARTUP_TIMEOUT_S, client)
@@ -357,6 +386,11 @@ def run_once(configuration: Configuration, jitter: str, seconds: float) -> RunRe
             if not documents:
                 raise RunFailed("the client printed no summary")
             result.client_summary = documents[-1]
+            if trace_stages:
+                try:
+                    result.stages = budget_from_files(server_trace, client_trace)
+                except (ClockMismatch, TraceFormatError, OSError) as exc:
+                    result.stages_error = str(exc)
         except (RunFailed, OSError, ValueError) as exc:  # ValueError: bad report JSON
             result.error = str(exc).splitlines()[0]
         finally:
@@ -457,6 +491,19 @@ def run_notes(r: RunResult) -> list[str]:
     return found
 
 
+def stage_tables(results: Sequence[RunResult]) -> str:
+    """One per-stage table per run that has one."""
+    parts = []
+    for r in results:
+        if r.stages is not None:
+            parts.append(
+                f"\n{r.label} {r.jitter_buffer}, per stage:\n\n{budget_markdown(r.stages)}"
+            )
+        elif r.stages_error is not None:
+            parts.append(f"\n{r.label} {r.jitter_buffer}: no per-stage table: {r.stages_error}")
+    return "\n".join(parts)
+
+
 def notes(results: Sequence[RunResult]) -> list[str]:
     return [
         f"- {r.label} {r.jitter_buffer}: " + "; ".join(found)
@@ -525,6 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write raw results here")
     parser.add_argument(
+        "--no-trace-stages",
+        dest="trace_stages",
+        action="store_false",
+        help="run the programs without --trace-stages (no per-stage tables)",
+    )
+    parser.add_argument(
         "--quiet-below",
         type=float,
         default=30.0,
@@ -559,9 +612,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"running {configuration.label()} {jitter} ...", file=sys.stderr, flush=True)
             if args.quiet_below > 0:
                 wait_until_quiet(args.quiet_below, args.quiet_wait)
-            results.append(run_once(configuration, jitter, args.seconds))
+            results.append(run_once(configuration, jitter, args.seconds, args.trace_stages))
     print()
     print(markdown_table(results))
+    if args.trace_stages:
+        print(stage_tables(results))
     ratios = [p50_ratio(results, c.name) for c in configurations]
     valid = [r for r in ratios if r is not None]
     if valid:

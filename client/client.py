@@ -59,6 +59,14 @@ def build_parser() -> EnvironmentArgumentParser:
         "--reconnect", action="store_true", help="reconnect when the server goes away"
     )
     parser.add_argument(
+        "--trace-stages",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write each frame's stage times (JSON lines, time.monotonic) here; "
+        "meaningful next to the server's only on one host",
+    )
+    parser.add_argument(
         "--display",
         action="store_true",
         # Not DISPLAY: that is X11's, set in every desktop session.

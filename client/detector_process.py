@@ -291,11 +291,20 @@ def run_worker(exchange: FrameExchange, detector_options: dict[str, Any]) -> Non
             if frame is None:
                 continue
             pts, luma = frame
-            started = time.perf_counter()
+            # time.monotonic(), not perf_counter(): the same clock as the
+            # client's loop and the server (the stage trace lines them up).
+            started = time.monotonic()
             centre = detector.detect(luma)
-            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            finished = time.monotonic()
             del frame, luma  # the view must not outlive the slot it aliases
             exchange.release()
-            exchange.post_result(pts, centre, elapsed_ms, detector.used_window)
+            exchange.post_result(
+                pts,
+                centre,
+                (finished - started) * 1000.0,
+                detector.used_window,
+                started_at=started,
+                finished_at=finished,
+            )
     finally:
         exchange.close()

@@ -66,10 +66,10 @@ _HEADER_WORDS = 16
 
 _META_FIELDS = 4  # pts, width, height, seq
 _RING_INTS = 4  # result number, pts, found, windowed
-_RING_FLOATS = 3  # x, y, detect_ms
+_RING_FLOATS = 5  # x, y, detect_ms, started_at, finished_at
 
 #: The frame slots start on a page boundary after the header.
-_SLOTS_OFFSET = 4096
+_SLOTS_OFFSET = 8192
 
 
 class ExchangeError(RuntimeError):
@@ -82,7 +82,10 @@ class DetectionResult:
 
     ``x`` and ``y`` are None when there was no ball; ``detect_ms`` is the time
     the detector itself took, without any waiting or copying; ``windowed``
-    says whether it found the ball in its tracking window.
+    says whether it found the ball in its tracking window. ``started_at`` and
+    ``finished_at`` are when the detector took the frame and when it was done,
+    on ``time.monotonic()``, which every process of the host shares (the
+    stage trace uses them); 0.0 when not given.
     """
 
     pts: int
@@ -90,6 +93,8 @@ class DetectionResult:
     y: Optional[float]
     detect_ms: float
     windowed: bool = False
+    started_at: float = 0.0
+    finished_at: float = 0.0
 
     @property
     def found(self) -> bool:
@@ -332,7 +337,9 @@ class FrameExchange:
             for number in range(first, posted + 1):
                 index = number % RESULT_RING
                 _, pts, found, windowed = (int(v) for v in self._ring_ints[index])
-                x, y, detect_ms = (float(v) for v in self._ring_floats[index])
+                x, y, detect_ms, started_at, finished_at = (
+                    float(v) for v in self._ring_floats[index]
+                )
                 results.append(
                     DetectionResult(
                         pts=pts,
@@ -340,6 +347,8 @@ class FrameExchange:
                         y=y if found else None,
                         detect_ms=detect_ms,
                         windowed=bool(windowed),
+                        started_at=started_at,
+                        finished_at=finished_at,
                     )
                 )
             self._collected = posted
@@ -404,8 +413,10 @@ class FrameExchange:
         centre: Optional[tuple[float, float]],
         detect_ms: float,
         windowed: bool = False,
+        started_at: float = 0.0,
+        finished_at: float = 0.0,
     ) -> None:
-        """Publish one result and wake the main process."""
+        """Publish one result and wake the main process (times: see ``DetectionResult``)."""
         self._check_open()
         found = centre is not None
         x, y = centre if centre is not None else (0.0, 0.0)
@@ -413,7 +424,7 @@ class FrameExchange:
             number = int(self._header[_RESULTS_POSTED]) + 1
             index = number % RESULT_RING
             self._ring_ints[index] = (number, pts, found, windowed)
-            self._ring_floats[index] = (x, y, detect_ms)
+            self._ring_floats[index] = (x, y, detect_ms, started_at, finished_at)
             self._header[_RESULTS_POSTED] = number
         _ring(self._results_w)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -30,9 +31,11 @@ from client.display import ClientDisplay, draw
 from client.fast_jitter_buffer import STALE_FRAME_S, install_fast_jitter_buffer
 from client.frame_exchange import DetectionResult, luma_view
 from client.repeating_nack import install_repeating_nack
+from client.stage_tracer import ClientStageTracer
 from client.wire_timestamps import WireTimestamps
 from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
 from protocol.signaling import Bye, SignalingChannel, SignalingError
+from protocol.stage_trace import StageTraceWriter
 
 logger = logging.getLogger("client.session")
 
@@ -91,6 +94,8 @@ class ClientSession:
         jitter_buffer: str = "fast",
         display: Optional[ClientDisplay] = None,
         handshake_timeout: float = 30.0,
+        stage_trace: Optional[StageTraceWriter] = None,
+        name: str = "client-session",
     ) -> None:
         self._signaling = signaling
         self._detector = detector
@@ -108,6 +113,10 @@ class ClientSession:
         self._pending_pictures: dict[int, np.ndarray] = {}
         self._wire_timestamps: Optional[WireTimestamps] = None
         self._video_receiver: Optional[RTCRtpReceiver] = None
+        self._stage_trace = stage_trace
+        self._name = name
+        #: Only with --trace-stages; None costs one test per frame and stage.
+        self._tracer: Optional[ClientStageTracer] = None
 
     def stop(self, reason: str) -> None:
         """End the session from outside (duration, SIGINT, SIGTERM)."""
@@ -149,6 +158,8 @@ class ClientSession:
                 logger.info(
                     "video receiver: %s", ", ".join(f"{k} {v}" for k, v in counters.items())
                 )
+            if self._tracer is not None:
+                self._tracer.close()
             if self._outcome.end is SessionEnd.FINISHED:
                 try:
                     await asyncio.wait_for(self._signaling.send(Bye()), 1.0)
@@ -203,6 +214,12 @@ class ClientSession:
                 self._wire_timestamps = WireTimestamps(transceiver.receiver)
                 if fast:
                     install_fast_jitter_buffer(transceiver.receiver, stale_after=STALE_FRAME_S)
+                if self._stage_trace is not None:
+                    # Last: it hooks the decoder queue the jitter buffer installed.
+                    self._tracer = ClientStageTracer(
+                        self._stage_trace, self._name, self._wire_timestamps
+                    )
+                    self._tracer.attach(transceiver.receiver, pc.sctp)
                 self._video_receiver = transceiver.receiver
                 # What the receiver really uses, read back from it, so a test
                 # (or a user) can see which components are in place.
@@ -239,6 +256,9 @@ class ClientSession:
             except MediaStreamError:
                 return
             self.frames_received += 1
+            tracer = self._tracer
+            if tracer is not None:
+                tracer.delivered(int(frame.pts), time.monotonic())
             luma = luma_view(frame)
             if self._detector.pending:
                 # Inside a burst of frames (see wait_taken). The wait blocks
@@ -251,6 +271,9 @@ class ClientSession:
                 self._pending_pictures[int(frame.pts)] = luma
                 while len(self._pending_pictures) > MAX_PENDING_PICTURES:
                     del self._pending_pictures[next(iter(self._pending_pictures))]
+            if tracer is not None:
+                # Before: the detector may take the frame before submit returns.
+                tracer.handed_to_detector(int(frame.pts), time.monotonic())
             try:
                 self._detector.submit(int(frame.pts), luma)
             except DetectorFailed as exc:
@@ -266,15 +289,20 @@ class ClientSession:
             self._end(SessionEnd.LOST, str(exc))
             return
         channel = self._channel
+        tracer = self._tracer
         if channel is not None and channel.readyState == "open":
             for result in results:
                 # Both frame ids: the RTP timestamp is immune to a lost first
                 # packet, the pts is what servers before it understand.
+                rtp_timestamp = self._rtp_timestamp(result.pts)
                 report = CoordinateReport(
-                    result.pts, result.x, result.y, rtp_timestamp=self._rtp_timestamp(result.pts)
+                    result.pts, result.x, result.y, rtp_timestamp=rtp_timestamp
                 )
                 channel.send(encode_report(report))
                 self.results_sent += 1
+                if tracer is not None and rtp_timestamp is not None:
+                    tracer.detected(result.pts, result.started_at, result.finished_at)
+                    tracer.answer_queued(rtp_timestamp, time.monotonic())
         # The answers are out; only now draw, so the window never delays them.
         if self._display is not None and results:
             self._show(results[-1])

@@ -23,6 +23,8 @@ from client.detector_process import DetectorProcess
 from client.display import ClientDisplay
 from client.session import ClientSession, SessionEnd, SessionOutcome
 from client.signaling_client import ServerUnreachable, connect_with_retry
+from client.stage_tracer import ClientStageTracer, check_tracer_hooks
+from protocol.stage_trace import StageTraceWriter
 
 logger = logging.getLogger("client")
 
@@ -53,6 +55,8 @@ class TrackingClient:
         #: Ends the client --duration seconds after its first session began
         #: (time spent waiting for a full server does not count).
         self._duration_timer: Optional[asyncio.TimerHandle] = None
+        #: --trace-stages: every session's frames go to this one file.
+        self._stage_trace: Optional[StageTraceWriter] = None
 
     def stop(self, reason: str) -> None:
         self._stop_reason = self._stop_reason or reason
@@ -64,6 +68,10 @@ class TrackingClient:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
         try:
+            if self._args.trace_stages is not None:
+                check_tracer_hooks()
+                ClientStageTracer.warn_unless_local(self._args.signaling_host)
+                self._stage_trace = StageTraceWriter(self._args.trace_stages, "client")
             self._detector.start()
             # Spawning imports numpy and cv2 afresh (about a second); frames
             # that arrive before it is ready would go unanswered.
@@ -76,6 +84,8 @@ class TrackingClient:
         finally:
             self._detector.stop()
             self._detector.close()
+            if self._stage_trace is not None:
+                self._stage_trace.close()
             if self._display is not None:
                 self._display.close()
             print(json.dumps(self.summary(), indent=2), flush=True)
@@ -97,7 +107,14 @@ class TrackingClient:
                 self._duration_timer = asyncio.get_running_loop().call_later(
                     args.duration, self.stop, "duration reached"
                 )
-            session = ClientSession(signaling, self._detector, args.jitter_buffer, self._display)
+            session = ClientSession(
+                signaling,
+                self._detector,
+                args.jitter_buffer,
+                self._display,
+                stage_trace=self._stage_trace,
+                name=f"client-session-{self._sessions + 1}",
+            )
             self._session = session
             if self._stop_reason:
                 session.stop(self._stop_reason)

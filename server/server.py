@@ -32,10 +32,12 @@ from protocol.options import (
     positive_float,
     positive_int,
 )
+from protocol.stage_trace import StageTraceWriter
 from server.display import ServerDisplay
 from server.metrics import TrackingMetrics
 from server.rtp_origin import check_sender_shape
 from server.session import SessionConfig
+from server.stage_tracer import check_tracer_hooks
 from server.tracking_server import TrackingServer
 from server.viewer import SessionViewers
 from server.web_console import WebConsole
@@ -96,6 +98,14 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument("--report-dir", type=Path, default=None, help="write reports here")
     parser.add_argument("--stun", default=None, help="STUN server URL (default: none)")
     parser.add_argument(
+        "--trace-stages",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write each frame's stage times (JSON lines, time.monotonic) here; "
+        "meaningful next to the client's only on one host",
+    )
+    parser.add_argument(
         "--display",
         action="store_true",
         # Not DISPLAY: that is X11's, set in every desktop session.
@@ -118,6 +128,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 async def serve(args: argparse.Namespace) -> int:
     try:
         check_sender_shape()
+        if args.trace_stages is not None:
+            check_tracer_hooks()
     except IncompatibleAiortcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -133,6 +145,13 @@ async def serve(args: argparse.Namespace) -> int:
         stun=args.stun,
         handshake_timeout=args.handshake_timeout,
     )
+    try:
+        stage_trace = (
+            StageTraceWriter(args.trace_stages, "server") if args.trace_stages is not None else None
+        )
+    except OSError as exc:
+        print(f"error: cannot write --trace-stages {args.trace_stages}: {exc}", file=sys.stderr)
+        return 1
     metrics = TrackingMetrics()
     viewers = SessionViewers(args.max_viewers, args.stun)
     metrics.count_viewers(lambda: viewers.count)
@@ -145,6 +164,7 @@ async def serve(args: argparse.Namespace) -> int:
         once=args.once,
         observer=metrics,
         watchers=viewers,
+        stage_trace=stage_trace,
     )
     console = (
         WebConsole(
@@ -175,6 +195,8 @@ async def serve(args: argparse.Namespace) -> int:
     except _CannotListen as exc:
         print(f"error: {exc}", file=sys.stderr)
         await server.stop_listening()
+        if stage_trace is not None:
+            stage_trace.close()
         return 1
     if display is not None:
         display.start()
@@ -186,6 +208,8 @@ async def serve(args: argparse.Namespace) -> int:
         await viewers.stop()
         if console is not None:
             await console.stop()
+        if stage_trace is not None:
+            stage_trace.close()
     return 0
 
 

@@ -33,6 +33,7 @@ from aiortc import (
 
 from protocol.coordinates import CHANNEL_LABEL
 from protocol.signaling import SignalingError
+from protocol.stage_trace import StageTraceWriter
 from server.ledger import FrameRecord, frame_pts
 from server.link_adaptation import LinkAdaptation
 from server.report import SessionReport
@@ -40,6 +41,7 @@ from server.report_plotter import ReportPlotter
 from server.rtp_origin import SenderTimestampOrigin
 from server.scene import BallScene
 from server.scoreboard import Scoreboard
+from server.stage_tracer import ServerStageTracer
 from server.track import BallTrack
 
 logger = logging.getLogger("server.session")
@@ -134,6 +136,7 @@ class TrackingSession:
         observer: Optional[SessionObserver] = None,
         report_dir: Optional[Path] = None,
         clock: Callable[[], float] = time.monotonic,
+        stage_trace: Optional[StageTraceWriter] = None,
     ) -> None:
         self.number = number
         self.name = f"session-{time.strftime('%Y%m%dT%H%M%S')}-{number:04d}"
@@ -153,6 +156,8 @@ class TrackingSession:
         self._answers_possible = asyncio.Event()
         self._channel: Optional[RTCDataChannel] = None
         self._rtp_origin = SenderTimestampOrigin()
+        #: Only with --trace-stages; None costs one test per frame and answer.
+        self._tracer = ServerStageTracer(stage_trace, self.name, clock) if stage_trace else None
         self.end_reason: Optional[str] = None
         self.scoreboard = Scoreboard(
             config.fps,
@@ -225,6 +230,9 @@ class TrackingSession:
         self._adaptation.attach(transceiver.sender, self._config.codec)
         # Answers may name their frame by RTP timestamp: learn the sender's origin.
         self._rtp_origin.attach(transceiver.sender)
+        if self._tracer is not None:
+            self._tracer.warn_unless_local(self._link.peer)
+            self._tracer.attach(transceiver.sender)
         pc.on("datachannel", self._adopt_channel)
 
         @pc.on("connectionstatechange")
@@ -271,7 +279,10 @@ class TrackingSession:
 
     def _frame_sent(self, index: int, x: float, y: float, produced_at: float) -> None:
         # Called inside the track's recv(), while the sender waits for the frame.
-        self._rtp_origin.frame_handed(frame_pts(index, self._config.fps))
+        pts = frame_pts(index, self._config.fps)
+        self._rtp_origin.frame_handed(pts)
+        if self._tracer is not None:
+            self._tracer.frame_produced(pts, produced_at)
         if self._streaming_since is None:
             self._streaming_since = produced_at
         self.scoreboard.frame_sent(index, x, y, produced_at)
@@ -286,6 +297,8 @@ class TrackingSession:
                 self._observer.invalid_message()
             return
         assert entry.latency_ms is not None
+        if self._tracer is not None:
+            self._tracer.answer_received(frame_pts(entry.index, self._config.fps), arrival)
         self._adaptation.frame_answered(entry.index, arrival, entry.latency_ms)
         self.last_answer = entry
         self.recent_answers.append(entry)
@@ -308,6 +321,8 @@ class TrackingSession:
         assert self.end_reason is not None
         await self._link.close(self.end_reason)
         await pc.close()
+        if self._tracer is not None:
+            self._tracer.close()
         self.scoreboard.close()
         if self._observer:
             self._observer.session_ended()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Coroutine, Optional, Protocol
 
 from protocol.signaling import SERVER_BUSY, SERVER_SHUTTING_DOWN, Bye, SignalingChannel
+from protocol.stage_trace import StageTraceWriter
 from server.ledger import FrameRecord
 from server.report_plotter import ReportPlotter
 from server.session import ClientLink, SessionConfig, SessionObserver, TrackingSession
@@ -50,8 +51,10 @@ class TrackingServer:
         once: bool = False,
         observer: Optional[SessionObserver] = None,
         watchers: Optional[SessionWatchers] = None,
+        stage_trace: Optional[StageTraceWriter] = None,
     ) -> None:
         self._config = config
+        self._stage_trace = stage_trace
         self._max_sessions = max_sessions
         self._report_dir = report_dir
         self._once = once
@@ -180,7 +183,12 @@ class TrackingServer:
 
     def _start(self, link: ClientLink) -> TrackingSession:
         session = TrackingSession(
-            next(self._numbers), link, self._config, self._observer, self._report_dir
+            next(self._numbers),
+            link,
+            self._config,
+            self._observer,
+            self._report_dir,
+            stage_trace=self._stage_trace,
         )
         self._sessions[session.name] = session
         task = asyncio.create_task(self._run_session(session))
