@@ -50,7 +50,7 @@ from typing import Any, Iterable, Optional, Sequence
 from bench.stage_budget import StageBudget, budget_from_files
 from bench.stage_budget import markdown as budget_markdown
 from protocol.stage_trace import ClockMismatch, TraceFormatError
-from tests.programs import PYTHON, Program, free_port, read_reports, start_client
+from tests.programs import PYTHON, Program, free_port, read_reports
 
 JITTER_BUFFERS = ("fast", "stock")
 
@@ -317,12 +317,15 @@ def run_once(
     server_prefix: Sequence[str] = (),
     client_prefix: Sequence[str] = (),
     env: Optional[dict[str, str]] = None,
+    root: Optional[Path] = None,
 ) -> RunResult:
     """One server + client run; always leaves no process behind.
 
-    ``*_prefix`` go before each program's path (e.g. a wrapper that runs
-    it); ``env`` adds to the neutral environment.
+    ``*_prefix`` go before each program's command line (e.g. ``taskset``);
+    ``env`` adds to the neutral environment; ``root`` runs the programs of
+    another checkout (each puts its own root first on ``sys.path``).
     """
+    programs = root if root is not None else Path(".")
     result = RunResult(configuration.name, configuration.label(), jitter, seconds)
     server: Optional[Program] = None
     client: Optional[Program] = None
@@ -337,7 +340,7 @@ def run_once(
             server = Program(
                 [
                     PYTHON,
-                    "server/server.py",
+                    str(programs / "server/server.py"),
                     "--signaling-host",
                     "127.0.0.1",
                     "--signaling-port",
@@ -357,13 +360,20 @@ def run_once(
             )
             _wait_for(server, "signaling on", time.monotonic() + STARTUP_TIMEOUT_S)
             # --duration only as a backstop: the server's bye ends the client.
-            client = start_client(
-                port,
-                "--jitter-buffer",
-                jitter,
-                "--duration",
-                f"{seconds + STARTUP_TIMEOUT_S:g}",
-                *(["--trace-stages", str(client_trace)] if trace_stages else []),
+            client = Program(
+                [
+                    PYTHON,
+                    str(programs / "client/client.py"),
+                    "--signaling-host",
+                    "127.0.0.1",
+                    "--signaling-port",
+                    str(port),
+                    "--jitter-buffer",
+                    jitter,
+                    "--duration",
+                    f"{seconds + STARTUP_TIMEOUT_S:g}",
+                    *(["--trace-stages", str(client_trace)] if trace_stages else []),
+                ],
                 prefix=client_prefix,
                 env=environment,
             )
