@@ -17,7 +17,7 @@ LIVE = "live"
 ENDED = "ended"
 
 #: The report files of an ended session, by the console's link name.
-REPORT_SUFFIXES = ("json", "csv", "png")
+REPORT_SUFFIXES = ("json", "csv", "seconds.csv", "png")
 
 
 def session_row(

@@ -391,12 +391,17 @@ def test_unknown_sessions_and_viewers_are_404() -> None:
 def test_reports_serve_only_report_files(tmp_path: Path) -> None:
     name = "session-20261127T101010-0001.json"
     (tmp_path / name).write_text('{"ok": true}')
+    (tmp_path / "session-20261127T101010-0001.seconds.csv").write_text("second\n")
     (tmp_path / "secret.txt").write_text("no")
+    (tmp_path / "session-20261127T101010-0001.other.csv").write_text("no")
 
     async def body(console: WebConsole, *_: object) -> None:
         served = await get(console.port, f"/reports/{name}")
         assert (served.status, json.loads(served.body)) == (200, {"ok": True})
+        per_second = await get(console.port, "/reports/session-20261127T101010-0001.seconds.csv")
+        assert (per_second.status, per_second.body) == (200, b"second\n")
         for path in (
+            "/reports/session-20261127T101010-0001.other.csv",
             "/reports/secret.txt",
             "/reports/..%2Fsecret.txt",
             "/reports/%2e%2e/%2e%2e/etc/passwd",
