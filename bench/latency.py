@@ -318,12 +318,15 @@ def run_once(
     client_prefix: Sequence[str] = (),
     env: Optional[dict[str, str]] = None,
     root: Optional[Path] = None,
+    server_flags: Sequence[str] = (),
+    client_flags: Sequence[str] = (),
 ) -> RunResult:
     """One server + client run; always leaves no process behind.
 
     ``*_prefix`` go before each program's command line (e.g. ``taskset``);
     ``env`` adds to the neutral environment; ``root`` runs the programs of
-    another checkout (each puts its own root first on ``sys.path``).
+    another checkout (each puts its own root first on ``sys.path``);
+    ``*_flags`` are added to each program's flags.
     """
     programs = root if root is not None else Path(".")
     result = RunResult(configuration.name, configuration.label(), jitter, seconds)
@@ -354,6 +357,7 @@ def run_once(
                     "--report-dir",
                     report_dir,
                     *(["--trace-stages", str(server_trace)] if trace_stages else []),
+                    *server_flags,
                 ],
                 prefix=server_prefix,
                 env=environment,
@@ -373,6 +377,7 @@ def run_once(
                     "--duration",
                     f"{seconds + STARTUP_TIMEOUT_S:g}",
                     *(["--trace-stages", str(client_trace)] if trace_stages else []),
+                    *client_flags,
                 ],
                 prefix=client_prefix,
                 env=environment,

@@ -30,6 +30,7 @@ from client.detector_process import DetectorFailed, DetectorProcess
 from client.display import ClientDisplay, draw
 from client.fast_jitter_buffer import STALE_FRAME_S, install_fast_jitter_buffer
 from client.frame_exchange import DetectionResult, luma_view
+from client.inline_decoder import InlineDecoder
 from client.repeating_nack import install_repeating_nack
 from client.stage_tracer import ClientStageTracer
 from client.wire_timestamps import WireTimestamps
@@ -96,6 +97,7 @@ class ClientSession:
         handshake_timeout: float = 30.0,
         stage_trace: Optional[StageTraceWriter] = None,
         name: str = "client-session",
+        decoder_thread: bool = False,
     ) -> None:
         self._signaling = signaling
         self._detector = detector
@@ -114,6 +116,8 @@ class ClientSession:
         self._wire_timestamps: Optional[WireTimestamps] = None
         self._video_receiver: Optional[RTCRtpReceiver] = None
         self._stage_trace = stage_trace
+        #: Decode in aiortc's thread (stock) rather than in the loop (InlineDecoder).
+        self._decoder_thread = decoder_thread
         self._name = name
         #: Only with --trace-stages; None costs one test per frame and stage.
         self._tracer: Optional[ClientStageTracer] = None
@@ -214,20 +218,27 @@ class ClientSession:
                 self._wire_timestamps = WireTimestamps(transceiver.receiver)
                 if fast:
                     install_fast_jitter_buffer(transceiver.receiver, stale_after=STALE_FRAME_S)
+                # After the jitter buffer: both hook the decoder queue it installs.
+                decoder = None
+                if not self._decoder_thread:
+                    decoder = InlineDecoder(transceiver.receiver)
+                    decoder.install()
                 if self._stage_trace is not None:
-                    # Last: it hooks the decoder queue the jitter buffer installed.
                     self._tracer = ClientStageTracer(
                         self._stage_trace, self._name, self._wire_timestamps
                     )
                     self._tracer.attach(transceiver.receiver, pc.sctp)
+                    if decoder is not None:
+                        decoder.observer = self._tracer.decoder_stage
                 self._video_receiver = transceiver.receiver
                 # What the receiver really uses, read back from it, so a test
                 # (or a user) can see which components are in place.
                 self.receiver_components = receiver_components(transceiver.receiver)
                 logger.info(
-                    "video receiver: jitter buffer %s, NACK generator %s",
+                    "video receiver: jitter buffer %s, NACK generator %s, decoding %s",
                     self.receiver_components["jitter_buffer"],
                     self.receiver_components["nack_generator"],
+                    "in aiortc's thread" if decoder is None else "on the event loop",
                 )
         await pc.setLocalDescription(await pc.createAnswer())
         await self._signaling.send(pc.localDescription)

@@ -11,7 +11,8 @@ session's objects (``protocol.instance_hook``, never their classes):
   leaving the jitter buffer; its ``_get``, in the decoder thread, is the
   decoder taking it;
 - the track's ``asyncio.Queue.put``, which the decoder thread calls with
-  each decoded picture: the decode's end;
+  each decoded picture: the decode's end (a decoder in the loop,
+  ``client.inline_decoder``, reports both through ``decoder_stage``);
 - the SCTP transport's DTLS ``_send_data``, given each plaintext SCTP
   packet: the one carrying an answer is the answer leaving.
 
@@ -190,6 +191,11 @@ class ClientStageTracer:
         dtls = sctp.transport if sctp is not None else None
         if isinstance(dtls, RTCDtlsTransport):
             self._hooks.append(InstanceHook(dtls, "_send_data", self._watched_send_data))
+
+    def decoder_stage(self, stage: str, pts: int, at: float) -> None:
+        """A decoder outside aiortc's thread (``client.inline_decoder``) reports
+        ``decode_start`` or ``decoded``; safe from any thread."""
+        self._from_decoder.append((stage, pts, at))
 
     def _watched_send_data(self, original: Callable[..., Any]) -> Callable[..., Any]:
         async def send_data(data: bytes) -> None:

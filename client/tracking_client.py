@@ -114,6 +114,7 @@ class TrackingClient:
                 self._display,
                 stage_trace=self._stage_trace,
                 name=f"client-session-{self._sessions + 1}",
+                decoder_thread=args.decoder_thread,
             )
             self._session = session
             if self._stop_reason:

@@ -1,38 +1,54 @@
 """Replace one method of one object, and put it back.
 
-The stage tracers watch aiortc's sender, receiver and transports of one
-session without touching their classes: Python looks a method up on the
-instance before the class, so an attribute of the same name set on the
+The stage tracers and the in-loop decoder change how one session's aiortc
+objects behave without touching their classes: Python looks a method up on
+the instance before the class, so an attribute of the same name set on the
 object intercepts every call made as ``obj.method(...)`` -- and only those
-of that object. Other sessions, and every process that does not trace, run
-aiortc's code as it is.
+of that object. Other sessions, and every process that does not use them,
+run aiortc's code as it is.
+
+Hooks stack: a second hook on the same method wraps the first, and removing
+hooks in the reverse order puts back each one's predecessor.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+_ABSENT = object()
+
 
 class InstanceHook:
     """``obj.name`` now calls ``make(original)``'s result; ``remove()`` undoes it."""
 
     def __init__(self, obj: Any, name: str, make: Callable[[Callable[..., Any]], Any]) -> None:
-        if name in vars(obj):
-            raise RuntimeError(f"{type(obj).__name__}.{name} is already hooked on this object")
         original = getattr(obj, name)
         if not callable(original):
             raise TypeError(f"{type(obj).__name__}.{name} is not callable")
         self._obj = obj
         self._name = name
+        #: What the object itself held before (another hook), or nothing.
+        self._previous = vars(obj).get(name, _ABSENT)
         self.original: Callable[..., Any] = original
-        setattr(obj, name, make(original))
+        self._replacement = make(original)
+        setattr(obj, name, self._replacement)
 
     @property
     def installed(self) -> bool:
         return self._obj is not None
 
     def remove(self) -> None:
-        """Back to the class's method; idempotent."""
-        if self._obj is not None:
-            vars(self._obj).pop(self._name, None)
-            self._obj = None
+        """Back to what was there before; idempotent.
+
+        :raises RuntimeError: a later hook on the same method is still in place.
+        """
+        if self._obj is None:
+            return
+        attributes = vars(self._obj)
+        if attributes.get(self._name) is not self._replacement:
+            raise RuntimeError(f"{self._name}: remove the hooks made after this one first")
+        if self._previous is _ABSENT:
+            del attributes[self._name]
+        else:
+            attributes[self._name] = self._previous
+        self._obj = None

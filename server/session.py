@@ -34,6 +34,7 @@ from aiortc import (
 from protocol.coordinates import CHANNEL_LABEL
 from protocol.signaling import SignalingError
 from protocol.stage_trace import StageTraceWriter
+from server.inline_encoding import encode_in_loop
 from server.ledger import FrameRecord, frame_pts
 from server.link_adaptation import LinkAdaptation
 from server.report import SessionReport
@@ -117,6 +118,8 @@ class SessionConfig:
     duration: Optional[float] = None
     stun: Optional[str] = None
     handshake_timeout: float = 10.0
+    #: Encode in aiortc's executor thread (stock) rather than on the event loop.
+    encoder_thread: bool = False
 
     def ledger_capacity(self) -> int:
         # Five seconds of frames: far beyond any sane round trip, yet bounded.
@@ -228,6 +231,8 @@ class TrackingSession:
         transceiver = pc.addTransceiver(self._track, direction="sendonly")
         transceiver.setCodecPreferences(_codec_preferences(self._config.codec))
         self._adaptation.attach(transceiver.sender, self._config.codec)
+        if not self._config.encoder_thread:
+            encode_in_loop(transceiver.sender)
         # Answers may name their frame by RTP timestamp: learn the sender's origin.
         self._rtp_origin.attach(transceiver.sender)
         if self._tracer is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -185,8 +186,22 @@ def test_an_instance_hook_changes_one_object_and_comes_out() -> None:
     hooked, other = Greeter(), Greeter()
     hook = InstanceHook(hooked, "hello", lambda original: lambda name: original(name).upper())
     assert hooked.hello("a") == "HELLO A" and other.hello("a") == "hello a"
-    with pytest.raises(RuntimeError, match="already hooked"):
-        InstanceHook(hooked, "hello", lambda original: original)
     hook.remove()
     hook.remove()
     assert hooked.hello("a") == "hello a" and not hook.installed
+    assert "hello" not in vars(hooked)
+
+
+def test_instance_hooks_stack_and_come_out_in_reverse_order() -> None:
+    greeter = Greeter()
+    upper = InstanceHook(greeter, "hello", lambda original: lambda n: original(n).upper())
+    shout = InstanceHook(greeter, "hello", lambda original: lambda n: original(n) + "!")
+    assert greeter.hello("a") == "HELLO A!"
+    with pytest.raises(RuntimeError, match="first"):
+        upper.remove()
+    shout.remove()
+    assert greeter.hello("a") == "HELLO A"
+    upper.remove()
+    assert greeter.hello("a") == "hello a"
+    with pytest.raises(TypeError, match="not callable"):
+        InstanceHook(SimpleNamespace(hello=1), "hello", lambda original: original)
