@@ -25,6 +25,7 @@ import signal
 from typing import Awaitable, Optional, Sequence
 
 from protocol.aiortc_internals import IncompatibleAiortcError
+from protocol.event_loop import EVENT_LOOPS, run
 from protocol.options import (
     EnvironmentArgumentParser,
     configure_logging,
@@ -35,6 +36,7 @@ from protocol.options import (
 from protocol.stage_trace import StageTraceWriter
 from server.display import ServerDisplay
 from server.encoder_rate import check_encoder_hook
+from server.inline_encoding import check_inline_encoding_hook
 from server.metrics import TrackingMetrics
 from server.rtp_origin import check_sender_shape
 from server.session import SessionConfig
@@ -99,6 +101,13 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument("--report-dir", type=Path, default=None, help="write reports here")
     parser.add_argument("--stun", default=None, help="STUN server URL (default: none)")
     parser.add_argument(
+        "--encoder-thread",
+        action="store_true",
+        help="encode in aiortc's executor thread, as stock aiortc does, instead of on "
+        "the event loop (two thread hand-offs more per frame; encodes of several "
+        "sessions may then use several cores)",
+    )
+    parser.add_argument(
         "--trace-stages",
         type=Path,
         default=None,
@@ -112,6 +121,12 @@ def build_parser() -> EnvironmentArgumentParser:
         # Not DISPLAY: that is X11's, set in every desktop session.
         environment_variable="SHOW_WINDOW",
         help="show true and reported centres in a window",
+    )
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="uvloop",
+        help="the asyncio event loop to run on (uvloop: less overhead per packet)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return parser
@@ -131,6 +146,8 @@ async def serve(args: argparse.Namespace) -> int:
         # Refuse to start, rather than fail every session, on another aiortc.
         check_sender_shape()
         check_encoder_hook()
+        if not args.encoder_thread:
+            check_inline_encoding_hook()
         if args.trace_stages is not None:
             check_tracer_hooks()
     except IncompatibleAiortcError as exc:
@@ -147,6 +164,7 @@ async def serve(args: argparse.Namespace) -> int:
         duration=args.duration,
         stun=args.stun,
         handshake_timeout=args.handshake_timeout,
+        encoder_thread=args.encoder_thread,
     )
     try:
         stage_trace = (
@@ -232,7 +250,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     validate(parser, args)
     configure_logging(args.verbose)
-    return asyncio.run(serve(args))
+    return run(serve(args), args.event_loop)
 
 
 if __name__ == "__main__":
