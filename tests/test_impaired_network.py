@@ -54,6 +54,8 @@ class Measured:
     unanswered_tail: int
     #: Answered share of the frames before that tail.
     answered_before_tail: float
+    #: Times the link adaptation lowered the sender's rate (server.congestion).
+    rate_decreases: int
 
     def row(self) -> str:
         return (
@@ -122,6 +124,7 @@ def _measured(
         first_rtp_dropped=first_rtp_dropped,
         unanswered_tail=tail,
         answered_before_tail=report["frames_answered"] / (report["frames_sent"] - tail),
+        rate_decreases=report["rate_control"]["decreases"],
     )
 
 
@@ -330,13 +333,17 @@ RATE_MBIT = 1.0
 
 
 @pytest.mark.timeout(90)
-def test_one_mbit_cap_keeps_tracking_without_backlog(lab_server: LabServer) -> None:
-    # The video direction is the one that needs bandwidth (VP8 at ~500 kbps).
+def test_a_cap_wider_than_the_stream_changes_nothing(
+    lab_server: LabServer, baseline: Measured
+) -> None:
+    # The stream needs about 185 kbit/s: a 1 Mbit/s cap never binds, so the
+    # link adaptation must leave the sender alone and the session must look
+    # like the baseline. Caps that bind are tests/test_narrow_link.py's.
     measured = lab_server.measure(
         f"{RATE_MBIT:g} Mbit/s cap", lambda lab: lab.set_rate(RATE_MBIT, side="server")
     )
-    assert measured.answered >= 0.80, measured
-    assert measured.error_p95 <= 1.0, measured
-    # No growing backlog: the second half is not slower than the first.
-    assert measured.second_half_p50 <= measured.first_half_p50 + 20, measured
-    assert measured.latency_p95 < 300, measured
+    assert measured.rate_decreases == 0, measured
+    assert measured.answered_before_tail >= 0.99, measured
+    assert measured.error_mean < 0.05, measured
+    assert measured.latency_p50 <= baseline.latency_p50 + 5, (measured, baseline)
+    assert measured.second_half_p50 <= measured.first_half_p50 + 15, measured
