@@ -59,6 +59,13 @@ def build_parser() -> EnvironmentArgumentParser:
         "--reconnect", action="store_true", help="reconnect when the server goes away"
     )
     parser.add_argument(
+        "--detector",
+        choices=("inline", "process"),
+        default="inline",
+        help="detect on the event loop, or in a detector process fed through shared memory "
+        "(two process hand-offs more per frame)",
+    )
+    parser.add_argument(
         "--decoder-thread",
         action="store_true",
         help="decode in aiortc's decoder thread, as stock aiortc does, "

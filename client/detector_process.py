@@ -60,6 +60,41 @@ class DetectorStats:
     window: int
 
 
+class DetectionTally:
+    """Counts results and keeps the detector's recent times, for ``DetectorStats``."""
+
+    def __init__(self, window: int = 1000) -> None:
+        self.submitted = 0
+        self.detected = 0
+        self.found = 0
+        self.windowed = 0
+        self._total_ms = 0.0
+        self._recent_ms: deque[float] = deque(maxlen=window)
+
+    def add(self, result: DetectionResult) -> None:
+        self.detected += 1
+        self.found += result.found
+        self.windowed += result.windowed
+        self._total_ms += result.detect_ms
+        self._recent_ms.append(result.detect_ms)
+
+    def stats(self, dropped: int, results_lost: int) -> DetectorStats:
+        recent = np.fromiter(self._recent_ms, dtype=np.float64, count=len(self._recent_ms))
+        p50, p99 = np.percentile(recent, (50, 99)) if recent.size else (0.0, 0.0)
+        return DetectorStats(
+            submitted=self.submitted,
+            detected=self.detected,
+            found=self.found,
+            windowed=self.windowed,
+            dropped=dropped,
+            results_lost=results_lost,
+            mean_ms=self._total_ms / self.detected if self.detected else 0.0,
+            p50_ms=float(p50),
+            p99_ms=float(p99),
+            window=int(recent.size),
+        )
+
+
 class DetectorProcess:
     """Owns one detector process and the shared memory that feeds it.
 
@@ -83,13 +118,8 @@ class DetectorProcess:
         self._process: Optional[BaseProcess] = None
         self._stopping = False
         self._closed = False
-        self._submitted = 0
-        self._detected = 0
-        self._found = 0
-        self._windowed = 0
+        self._tally = DetectionTally(stats_window)
         self._final_dropped = 0
-        self._total_ms = 0.0
-        self._recent_ms: deque[float] = deque(maxlen=stats_window)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -200,7 +230,7 @@ class DetectorProcess:
             self._exchange.publish(pts, luma)
         except ExchangeError as exc:
             raise DetectorFailed(f"{exc} (worker exit code {self._exit_code()})") from exc
-        self._submitted += 1
+        self._tally.submitted += 1
 
     @property
     def pending(self) -> bool:
@@ -237,29 +267,15 @@ class DetectorProcess:
         except ExchangeError as exc:
             raise DetectorFailed(f"{exc} (worker exit code {self._exit_code()})") from exc
         for result in results:
-            self._detected += 1
-            self._found += result.found
-            self._windowed += result.windowed
-            self._total_ms += result.detect_ms
-            self._recent_ms.append(result.detect_ms)
+            self._tally.add(result)
         if not results and (self.failed or self._exchange.consumer_gone) and not self._stopping:
             raise DetectorFailed(f"detector process died (exit code {self._exit_code()})")
         return results
 
     def stats(self) -> DetectorStats:
-        recent = np.fromiter(self._recent_ms, dtype=np.float64, count=len(self._recent_ms))
-        p50, p99 = np.percentile(recent, (50, 99)) if recent.size else (0.0, 0.0)
-        return DetectorStats(
-            submitted=self._submitted,
-            detected=self._detected,
-            found=self._found,
-            windowed=self._windowed,
+        return self._tally.stats(
             dropped=self._final_dropped if self._closed else self._exchange.dropped,
             results_lost=self._exchange.results_lost,
-            mean_ms=self._total_ms / self._detected if self._detected else 0.0,
-            p50_ms=float(p50),
-            p99_ms=float(p99),
-            window=int(recent.size),
         )
 
     def _check_running(self) -> None:

@@ -110,6 +110,7 @@ class InlineDecoder:
         self._clock = clock
         self._decoders: dict[str, Any] = {}
         self._hook: Optional[InstanceHook] = None
+        self._track_queue: Optional[asyncio.Queue] = None
         #: Told when each frame's decoding starts and ends (the stage trace).
         self.observer: Optional[DecodeObserver] = None
         self.frames_decoded = 0
@@ -144,6 +145,12 @@ class InlineDecoder:
             return _put
 
         self._hook = InstanceHook(decoder_queue, "_put", make)
+        self._track_queue = track_queue
+
+    @property
+    def backlog(self) -> int:
+        """Decoded pictures in the track's queue, not yet taken by the session."""
+        return self._track_queue.qsize() if self._track_queue is not None else 0
 
     def _decode(
         self, codec: Any, encoded_frame: Any, error: threading.Event, track_queue: asyncio.Queue

@@ -1,9 +1,16 @@
 """One streaming session on the client: answer, receive, detect, report.
 
-The main process only moves data: each decoded frame's luma plane goes to the
-detector process through shared memory, and each result comes back through a
-pipe the event loop watches and goes out on the data channel. Detection
-always works on the newest frame, so a slow moment never becomes a backlog.
+By default everything happens on the event loop, one frame after the other:
+the frame is decoded as the jitter buffer releases it
+(``client.inline_decoder``), its ball detected (``client.inline_detector``)
+and the answer sent. Frames waiting behind it are detected in order, up to
+``MAX_DETECTION_BACKLOG``; beyond that the session skips to the newest, so a
+slow moment never becomes a backlog.
+
+With ``--detector process`` each decoded frame's luma plane goes to the
+detector process through shared memory, and each result comes back through
+a pipe the event loop watches and goes out on the data channel. The detector
+always works on the newest frame.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 from aiortc import (
@@ -31,6 +38,7 @@ from client.display import ClientDisplay, draw
 from client.fast_jitter_buffer import STALE_FRAME_S, install_fast_jitter_buffer
 from client.frame_exchange import DetectionResult, luma_view
 from client.inline_decoder import InlineDecoder
+from client.inline_detector import InlineDetector
 from client.repeating_nack import install_repeating_nack
 from client.stage_tracer import ClientStageTracer
 from client.wire_timestamps import WireTimestamps
@@ -40,8 +48,12 @@ from protocol.stage_trace import StageTraceWriter
 
 logger = logging.getLogger("client.session")
 
-#: Longest a frame waits for the detector to take the previous one.
+#: Longest a frame waits for the detector process to take the previous one.
 HANDOFF_WAIT_S = 0.002
+#: Decoded frames that may wait behind the one being detected on the loop; a
+#: burst after a retransmission is a few frames, and each takes ~0.2 ms to
+#: detect. With more waiting, the frame is skipped (counted as dropped).
+MAX_DETECTION_BACKLOG = 3
 #: Pictures held for the window until their detection comes back (about
 #: 0.3 ms). The detector keeps only the newest frame, so an older picture
 #: whose frame it skipped would wait forever: keep the newest two at most.
@@ -91,7 +103,7 @@ class ClientSession:
     def __init__(
         self,
         signaling: SignalingChannel,
-        detector: DetectorProcess,
+        detector: Union[DetectorProcess, InlineDetector],
         jitter_buffer: str = "fast",
         display: Optional[ClientDisplay] = None,
         handshake_timeout: float = 30.0,
@@ -115,6 +127,7 @@ class ClientSession:
         self._pending_pictures: dict[int, np.ndarray] = {}
         self._wire_timestamps: Optional[WireTimestamps] = None
         self._video_receiver: Optional[RTCRtpReceiver] = None
+        self._inline_decoder: Optional[InlineDecoder] = None
         self._stage_trace = stage_trace
         #: Decode in aiortc's thread (stock) rather than in the loop (InlineDecoder).
         self._decoder_thread = decoder_thread
@@ -135,7 +148,9 @@ class ClientSession:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         tasks: list[asyncio.Task[Any]] = []
         loop = asyncio.get_running_loop()
-        loop.add_reader(self._detector.result_fd, self._send_results)
+        result_fd = self._detector.result_fd
+        if result_fd is not None:
+            loop.add_reader(result_fd, self._send_results)
         try:
             await self._negotiate(pc, tasks)
             tasks.append(asyncio.create_task(self._watch_signaling()))
@@ -150,7 +165,8 @@ class ClientSession:
             # aiortc raises (or asserts) on an offer it cannot parse.
             self._end(SessionEnd.LOST, f"the server's offer was rejected: {exc!r}")
         finally:
-            loop.remove_reader(self._detector.result_fd)
+            if result_fd is not None:
+                loop.remove_reader(result_fd)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -223,6 +239,7 @@ class ClientSession:
                 if not self._decoder_thread:
                     decoder = InlineDecoder(transceiver.receiver)
                     decoder.install()
+                    self._inline_decoder = decoder
                 if self._stage_trace is not None:
                     self._tracer = ClientStageTracer(
                         self._stage_trace, self._name, self._wire_timestamps
@@ -270,6 +287,12 @@ class ClientSession:
             tracer = self._tracer
             if tracer is not None:
                 tracer.delivered(int(frame.pts), time.monotonic())
+            detector = self._detector
+            if isinstance(detector, InlineDetector) and self._detection_backlog() > (
+                MAX_DETECTION_BACKLOG
+            ):
+                detector.skip()
+                continue
             luma = luma_view(frame)
             if self._detector.pending:
                 # Inside a burst of frames (see wait_taken). The wait blocks
@@ -286,17 +309,25 @@ class ClientSession:
                 # Before: the detector may take the frame before submit returns.
                 tracer.handed_to_detector(int(frame.pts), time.monotonic())
             try:
-                self._detector.submit(int(frame.pts), luma)
+                detector.submit(int(frame.pts), luma)
             except DetectorFailed as exc:
                 self._end(SessionEnd.LOST, str(exc))
                 return
+            if detector.result_fd is None:
+                self._send_results()  # detected already: answer now
+
+    def _detection_backlog(self) -> int:
+        """Decoded frames waiting behind the one just received (0 if unknown)."""
+        decoder = self._inline_decoder
+        return decoder.backlog if decoder is not None else 0
 
     def _send_results(self) -> None:
         try:
             results = self._detector.collect()
         except DetectorFailed as exc:
             # The pipe stays readable at EOF: stop watching it or the loop spins.
-            asyncio.get_running_loop().remove_reader(self._detector.result_fd)
+            if self._detector.result_fd is not None:
+                asyncio.get_running_loop().remove_reader(self._detector.result_fd)
             self._end(SessionEnd.LOST, str(exc))
             return
         channel = self._channel

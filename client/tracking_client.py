@@ -17,10 +17,11 @@ import random
 import signal
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from client.detector_process import DetectorProcess
 from client.display import ClientDisplay
+from client.inline_detector import InlineDetector
 from client.session import ClientSession, SessionEnd, SessionOutcome
 from client.signaling_client import ServerUnreachable, connect_with_retry
 from client.stage_tracer import ClientStageTracer, check_tracer_hooks
@@ -45,7 +46,9 @@ class TrackingClient:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self._args = args
-        self._detector = DetectorProcess()
+        self._detector: Union[DetectorProcess, InlineDetector] = (
+            DetectorProcess() if args.detector == "process" else InlineDetector()
+        )
         self._display = ClientDisplay() if args.display else None
         self._session: Optional[ClientSession] = None
         self._stop_reason: Optional[str] = None

@@ -227,7 +227,8 @@ def test_sigterm_ends_client_cleanly(report_dir: Path) -> None:
 def test_detector_process_death_ends_the_client_with_a_clear_error() -> None:
     port = free_port()
     server = start_server(port)
-    client = start_client(port, "--reconnect")
+    # The detector runs on the client's event loop by default; this is the process one.
+    client = start_client(port, "--reconnect", "--detector", "process")
     try:
         server.wait_for_output("answered", timeout=30)
         children = Path(f"/proc/{client.pid}/task/{client.pid}/children").read_text().split()

@@ -1,0 +1,66 @@
+"""Detection on the client's event loop (client.inline_detector)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from client.detector import CentroidDetector
+from client.inline_detector import InlineDetector
+from server.renderer import BallRenderer
+
+
+def luma(x: float, y: float, padding: int = 0) -> np.ndarray:
+    """A rendered ball's luma plane; with ``padding``, a strided view as a decoder gives."""
+    plane = BallRenderer(320, 240, 20.0).render(x, y).to_ndarray()[:240]
+    if not padding:
+        return plane
+    rows = np.zeros((240, 320 + padding), dtype=np.uint8)
+    rows[:, :320] = plane
+    return rows[:, :320]
+
+
+def test_results_are_ready_when_submit_returns() -> None:
+    ticks = iter([10.0, 10.0002, 11.0, 11.0003])
+    with InlineDetector(clock=lambda: next(ticks)) as detector:
+        assert detector.result_fd is None and not detector.pending and not detector.failed
+        assert detector.wait_ready(1.0) and detector.wait_taken(0.0)
+        detector.submit(3000, luma(100.25, 80.5, padding=64))
+        detector.submit(6000, np.zeros((240, 320), dtype=np.uint8))
+        first, second = detector.collect()
+        assert detector.collect() == []
+    assert first.pts == 3000 and first.found
+    assert first.x == pytest.approx(100.25, abs=0.05) and first.y == pytest.approx(80.5, abs=0.05)
+    assert (first.started_at, first.finished_at) == (10.0, 10.0002)
+    assert first.detect_ms == pytest.approx(0.2)
+    assert second.pts == 6000 and not second.found
+
+
+def test_the_same_centres_as_the_detector_itself() -> None:
+    reference, detector = CentroidDetector(), InlineDetector()
+    for x in (50.0, 53.5, 57.25):
+        plane = luma(x, 120.0)
+        detector.submit(0, plane)
+        [result] = detector.collect()
+        assert (result.x, result.y) == reference.detect(plane)
+
+
+def test_stats_count_detections_and_skipped_frames() -> None:
+    detector = InlineDetector(stats_window=2)
+    for x in (50.0, 60.0, 70.0):
+        detector.submit(0, luma(x, 120.0))
+    detector.skip()
+    stats = detector.stats()
+    assert (stats.submitted, stats.detected, stats.found, stats.dropped) == (3, 3, 3, 1)
+    assert stats.window == 2 and stats.mean_ms > 0 and stats.results_lost == 0
+    assert stats.windowed == 2  # the first frame is searched whole
+
+
+def test_a_closed_detector_takes_nothing() -> None:
+    detector = InlineDetector()
+    detector.close()
+    assert not detector.wait_ready(1.0)
+    with pytest.raises(RuntimeError, match="closed"):
+        detector.submit(0, luma(50.0, 50.0))
+    with pytest.raises(RuntimeError, match="closed"):
+        detector.start()
