@@ -12,6 +12,11 @@ two traces are joined by RTP timestamp into a per-stage table (each stage's
 share of the end-to-end time, p50 and p99; see ``bench/stage_budget.py``).
 ``--no-trace-stages`` runs them without.
 
+``--before REV`` adds, per configuration, a run of the programs of commit
+``REV`` (fast jitter buffer, unpacked with ``git archive``, the work tree
+untouched), so a change is measured against what came before in the same
+run; its column "p50 / fast p50" is then before/after.
+
 Runs never overlap: on a 2-core box two sessions at once would measure the
 contention, not the product.
 
@@ -35,12 +40,14 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import argparse
+import io
 import json
 import os
 import platform
 import shlex
 import statistics
 import subprocess
+import tarfile
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -50,7 +57,7 @@ from typing import Any, Iterable, Optional, Sequence
 from bench.stage_budget import StageBudget, budget_from_files
 from bench.stage_budget import markdown as budget_markdown
 from protocol.stage_trace import ClockMismatch, TraceFormatError
-from tests.programs import PYTHON, Program, free_port, read_reports
+from tests.programs import PYTHON, ROOT, Program, free_port, read_reports
 
 JITTER_BUFFERS = ("fast", "stock")
 
@@ -253,6 +260,8 @@ class RunResult:
     client_exit: Optional[int] = None
     server_log: list[str] = field(default_factory=list)
     client_log: list[str] = field(default_factory=list)
+    #: Whose programs ran: "" for this tree, else the commit given to --before.
+    programs: str = ""
     #: Per-stage budget from both sides' --trace-stages (None: not traced).
     stages: Optional[StageBudget] = None
     stages_error: Optional[str] = None
@@ -432,7 +441,7 @@ COLUMNS = (
     "server CPU %",
     "client CPU % (tree)",
     "detector ms/frame",
-    "stock/fast p50",
+    "p50 / fast p50",
 )
 
 
@@ -445,23 +454,41 @@ def _p50(result: RunResult) -> Optional[float]:
     return None if p50 is None else float(p50)
 
 
-def p50_ratio(results: Sequence[RunResult], configuration: str) -> Optional[float]:
-    p50 = {r.jitter_buffer: _p50(r) for r in results if r.configuration == configuration}
-    fast, stock = p50.get("fast"), p50.get("stock")
-    return stock / fast if fast and stock is not None else None
+def p50_ratio(
+    results: Sequence[RunResult], configuration: str, variant: str = "stock"
+) -> Optional[float]:
+    """``variant``'s p50 over this tree's fast p50 ("stock", or "before" for --before)."""
+
+    def key(r: RunResult) -> str:
+        return "before" if r.programs else r.jitter_buffer
+
+    p50 = {key(r): _p50(r) for r in results if r.configuration == configuration}
+    fast, other = p50.get("fast"), p50.get(variant)
+    return other / fast if fast and other is not None else None
+
+
+def variant_label(result: RunResult) -> str:
+    return (
+        f"{result.jitter_buffer} @ {result.programs}" if result.programs else result.jitter_buffer
+    )
 
 
 def table_row(result: RunResult, results: Sequence[RunResult]) -> list[str]:
     if result.error is not None:
-        return [result.label, result.jitter_buffer, f"FAILED: {result.error}"] + [""] * (
+        return [result.label, variant_label(result), f"FAILED: {result.error}"] + [""] * (
             len(COLUMNS) - 3
         )
     report, detector = result.server_report, result.client_summary.get("detector", {})
     error, latency = report["error_px"], report["latency_ms"]
-    ratio = p50_ratio(results, result.configuration) if result.jitter_buffer == "stock" else None
+    if result.programs:
+        ratio = p50_ratio(results, result.configuration, "before")
+    elif result.jitter_buffer == "stock":
+        ratio = p50_ratio(results, result.configuration)
+    else:
+        ratio = None
     return [
         result.label,
-        result.jitter_buffer,
+        variant_label(result),
         str(report["frames_sent"]),
         _number(100.0 * report["answered_ratio"], 1),
         _number(error["mean"], 3),
@@ -512,16 +539,16 @@ def stage_tables(results: Sequence[RunResult]) -> str:
     for r in results:
         if r.stages is not None:
             parts.append(
-                f"\n{r.label} {r.jitter_buffer}, per stage:\n\n{budget_markdown(r.stages)}"
+                f"\n{r.label} {variant_label(r)}, per stage:\n\n{budget_markdown(r.stages)}"
             )
         elif r.stages_error is not None:
-            parts.append(f"\n{r.label} {r.jitter_buffer}: no per-stage table: {r.stages_error}")
+            parts.append(f"\n{r.label} {variant_label(r)}: no per-stage table: {r.stages_error}")
     return "\n".join(parts)
 
 
 def notes(results: Sequence[RunResult]) -> list[str]:
     return [
-        f"- {r.label} {r.jitter_buffer}: " + "; ".join(found)
+        f"- {r.label} {variant_label(r)}: " + "; ".join(found)
         for r in results
         if (found := run_notes(r))
     ]
@@ -550,6 +577,16 @@ def machine_description() -> str:
 
 
 # --- Command line ---------------------------------------------------------
+
+
+def unpack(revision: str, into: Path) -> None:
+    """The tree of commit ``revision`` in ``into`` (the work tree is not touched)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", revision], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
 
 
 def select(only: Optional[Sequence[str]]) -> list[Configuration]:
@@ -587,6 +624,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write raw results here")
     parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="also run the programs of commit REV (fast jitter buffer) per configuration",
+    )
+    parser.add_argument(
         "--no-trace-stages",
         dest="trace_stages",
         action="store_false",
@@ -621,24 +663,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"command: {command}", flush=True)
     print(f"machine: {machine_description()}", flush=True)
     results: list[RunResult] = []
-    for configuration in configurations:
-        for jitter in jitters:
-            # Progress on stderr so stdout stays a clean, pasteable report.
-            print(f"running {configuration.label()} {jitter} ...", file=sys.stderr, flush=True)
-            if args.quiet_below > 0:
-                wait_until_quiet(args.quiet_below, args.quiet_wait)
-            results.append(run_once(configuration, jitter, args.seconds, args.trace_stages))
+    with tempfile.TemporaryDirectory(prefix="bench-before-") as scratch:
+        before = Path(scratch, "tree")
+        if args.before:
+            unpack(args.before, before)
+        # Only a tree with stage tracing takes --trace-stages.
+        trace_before = args.trace_stages and (before / "protocol/stage_trace.py").exists()
+        for configuration in configurations:
+            runs = [(jitter, None) for jitter in jitters]
+            runs += [("fast", args.before)] if args.before else []
+            for jitter, revision in runs:
+                name = f"{jitter} @ {revision}" if revision else jitter
+                # Progress on stderr so stdout stays a clean, pasteable report.
+                print(f"running {configuration.label()} {name} ...", file=sys.stderr, flush=True)
+                if args.quiet_below > 0:
+                    wait_until_quiet(args.quiet_below, args.quiet_wait)
+                if revision is None:
+                    result = run_once(configuration, jitter, args.seconds, args.trace_stages)
+                else:
+                    result = run_once(
+                        configuration, jitter, args.seconds, trace_before, root=before
+                    )
+                    result.programs = revision
+                results.append(result)
     print()
     print(markdown_table(results))
     if args.trace_stages:
         print(stage_tables(results))
-    ratios = [p50_ratio(results, c.name) for c in configurations]
-    valid = [r for r in ratios if r is not None]
-    if valid:
-        print(
-            f"\nstock/fast p50 latency ratio: median {statistics.median(valid):.2f}× "
-            f"over {len(valid)} configuration(s)"
-        )
+    for variant, what in (("stock", "stock/fast"), ("before", f"{args.before}/this tree")):
+        ratios = [p50_ratio(results, c.name, variant) for c in configurations]
+        valid = [r for r in ratios if r is not None]
+        if valid:
+            print(
+                f"\n{what} p50 latency ratio: median {statistics.median(valid):.2f}× "
+                f"over {len(valid)} configuration(s)"
+            )
     lines = notes(results)
     if lines:
         print("\nnotes:\n" + "\n".join(lines))

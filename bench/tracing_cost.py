@@ -30,8 +30,6 @@ import argparse
 import os
 import shlex
 import statistics
-import subprocess
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -41,9 +39,9 @@ from bench.latency import (
     RunResult,
     machine_description,
     run_once,
+    unpack,
     wait_until_quiet,
 )
-from tests.programs import ROOT
 
 VARIANTS = ("absent", "off", "on")
 
@@ -68,16 +66,6 @@ class Variant:
     def spread(self, value: str) -> Optional[tuple[float, float]]:
         values = [float(r.server_report["latency_ms"][value]) for r in self.good()]
         return (min(values), max(values)) if values else None
-
-
-def unpack(revision: str, into: Path) -> None:
-    """The tree of ``revision`` in ``into`` (no checkout: the work tree is not touched)."""
-    into.mkdir(parents=True)
-    archive = into.with_suffix(".tar")
-    with open(archive, "wb") as out:
-        subprocess.run(["git", "archive", revision], cwd=ROOT, stdout=out, check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
 
 
 def table(variants: Sequence[Variant]) -> str:

@@ -34,6 +34,7 @@ from protocol.options import (
     positive_int,
 )
 from protocol.stage_trace import StageTraceWriter
+from server.codec_options import check_h264_hook
 from server.display import ServerDisplay
 from server.encoder_rate import check_encoder_hook
 from server.inline_encoding import check_inline_encoding_hook
@@ -148,6 +149,8 @@ async def serve(args: argparse.Namespace) -> int:
         check_encoder_hook()
         if not args.encoder_thread:
             check_inline_encoding_hook()
+        if args.codec == "h264":
+            check_h264_hook()
         if args.trace_stages is not None:
             check_tracer_hooks()
     except IncompatibleAiortcError as exc:

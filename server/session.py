@@ -34,6 +34,7 @@ from aiortc import (
 from protocol.coordinates import CHANNEL_LABEL
 from protocol.signaling import SignalingError
 from protocol.stage_trace import StageTraceWriter
+from server.codec_options import install_fast_h264_encoder
 from server.inline_encoding import encode_in_loop
 from server.ledger import FrameRecord, frame_pts
 from server.link_adaptation import LinkAdaptation
@@ -231,6 +232,9 @@ class TrackingSession:
         transceiver = pc.addTransceiver(self._track, direction="sendonly")
         transceiver.setCodecPreferences(_codec_preferences(self._config.codec))
         self._adaptation.attach(transceiver.sender, self._config.codec)
+        if self._config.codec.lower() == "h264":
+            # VP8 has the rate controlled encoder; H.264 gets its options here.
+            install_fast_h264_encoder(transceiver.sender)
         if not self._config.encoder_thread:
             encode_in_loop(transceiver.sender)
         # Answers may name their frame by RTP timestamp: learn the sender's origin.
