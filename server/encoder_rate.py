@@ -24,6 +24,10 @@ before its first frame, through the sender's private ``__encoder``; like
 the client's hooks it refuses any aiortc but the supported one. The session
 installs it only when it forced VP8 by codec preferences, so the sender
 cannot have negotiated another codec.
+
+Its libvpx contexts get ``server.codec_options.VP8_OPTION_OVERRIDES`` (issue
+11: the denoiser off, about 60 % of the encode time for this stream) merged
+into the options aiortc sets; everything else stays aiortc's.
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ from __future__ import annotations
 import inspect
 from collections import deque
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from aiortc import RTCRtpSender
 from aiortc.codecs.vpx import DEFAULT_BITRATE, MAX_BITRATE, Vp8Encoder, VpxPayloadDescriptor
 from av.frame import Frame
 
 from protocol.aiortc_internals import IncompatibleAiortcError, check_aiortc_version, code_names
+from server.codec_options import VP8_OPTION_OVERRIDES, OptionOverrides, option_constants
 
 #: aiortc's default, used while the controller sets nothing.
 DEFAULT_BITRATE_BPS: int = DEFAULT_BITRATE
@@ -61,6 +66,7 @@ class EncodedFrame:
 
 class RateControlledVp8Encoder(Vp8Encoder):
     def __init__(self) -> None:
+        self._codec: Optional[OptionOverrides] = None
         super().__init__()
         #: The last REMB aiortc's sender passed on, in bit/s.
         self.receiver_estimate_bps: Optional[int] = None
@@ -68,6 +74,15 @@ class RateControlledVp8Encoder(Vp8Encoder):
         self.keyframes_requested = 0
         self.keyframes = 0
         self._encoded: deque[EncodedFrame] = deque()
+
+    @property
+    def codec(self) -> Optional[OptionOverrides]:  # type: ignore[override]
+        return self._codec
+
+    @codec.setter
+    def codec(self, context: Any) -> None:
+        # aiortc's encode assigns each new libvpx context here, then sets it up.
+        self._codec = None if context is None else OptionOverrides(context, VP8_OPTION_OVERRIDES)
 
     @property
     def target_bitrate(self) -> int:
@@ -131,7 +146,7 @@ def check_encoder_hook() -> None:
         problems.append("RTCRtpSender no longer passes REMB to target_bitrate")
     encode = getattr(Vp8Encoder, "encode", None)
     names = code_names(encode)
-    for name in ("target_bitrate", _TARGET_ATTRIBUTE, "bit_rate"):
+    for name in ("target_bitrate", _TARGET_ATTRIBUTE, "bit_rate", "codec", "options"):
         if name not in names:
             problems.append(f"Vp8Encoder.encode no longer uses {name}")
     if callable(encode) and list(inspect.signature(encode).parameters) != [
@@ -140,6 +155,9 @@ def check_encoder_hook() -> None:
         "force_keyframe",
     ]:
         problems.append("Vp8Encoder.encode is not (self, frame, force_keyframe)")
+    for option in VP8_OPTION_OVERRIDES:
+        if option not in option_constants(encode):
+            problems.append(f"Vp8Encoder.encode no longer sets {option}")
     if _TARGET_ATTRIBUTE not in vars(Vp8Encoder()):
         problems.append(f"Vp8Encoder has no {_TARGET_ATTRIBUTE}")
     if problems:
