@@ -103,6 +103,8 @@ class LinkAdaptation:
         self._name = name
         self._controller = CongestionController(fps, config or CongestionConfig())
         self._encoder: Optional[RateControlledVp8Encoder] = None
+        #: (keyframes sent, keyframes requested), kept when close() lets the encoder go.
+        self._final_keyframes: Optional[tuple[int, int]] = None
         self._started_at: Optional[float] = None
         self._second: Optional[SecondRecord] = None
         self._settings = self._controller.settings
@@ -161,18 +163,31 @@ class LinkAdaptation:
         if self._second is not None:
             self._emit(self._second, now)
             self._second = None
+        if self._encoder is not None:
+            # The encoder holds a libvpx context of several MB. The sender
+            # drops it when it stops; the session lives on in reference
+            # cycles until the garbage collector runs, and must not keep the
+            # context alive that long (100 sessions in a row grew the server
+            # past 800 MB).
+            self._final_keyframes = (self._encoder.keyframes, self._encoder.keyframes_requested)
+            self._encoder = None
 
     def summary(self) -> dict[str, Any]:
         """The report's ``rate_control`` entry and the keyframe counts."""
         encoder = self._encoder
+        keyframes = (
+            (encoder.keyframes, encoder.keyframes_requested)
+            if encoder is not None
+            else self._final_keyframes
+        )
         settings = self._settings
         now = self._clock()
         constrained = self._constrained_s
         if self._constrained_since is not None:
             constrained += now - self._constrained_since
         return {
-            "keyframes_sent": encoder.keyframes if encoder else None,
-            "keyframes_requested": encoder.keyframes_requested if encoder else None,
+            "keyframes_sent": keyframes[0] if keyframes else None,
+            "keyframes_requested": keyframes[1] if keyframes else None,
             "rate_control": {
                 "decreases": self._controller.decreases,
                 "increases": self._controller.increases,
@@ -182,7 +197,7 @@ class LinkAdaptation:
                 "final_fps": settings.fps(self._fps),
                 "lowest_bitrate_kbps": _kbps(self._lowest_bitrate_bps or DEFAULT_BITRATE_BPS),
                 "lowest_fps": self._lowest_fps,
-                "bitrate_controlled": encoder is not None,
+                "bitrate_controlled": keyframes is not None,
             },
         }
 

@@ -134,7 +134,7 @@ def test_console_lists_a_live_session_plays_it_annotated_and_links_its_reports(
         assert client.wait(timeout=30) == 0, client.describe()
         wait_until(lambda: page.locator("tr[data-state=ended]").count() == 1, 5, "session ended")
         links = page.locator("tr[data-state=ended] a")
-        assert sorted(links.all_inner_texts()) == ["csv", "json", "png"]
+        assert sorted(links.all_inner_texts()) == ["csv", "json", "png", "seconds.csv"]
         png_link = links.filter(has_text="png").get_attribute("href")
         # The plot is drawn by a worker process just after the session ends.
         wait_until(
