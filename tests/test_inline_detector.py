@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+from aiortc.mediastreams import MediaStreamError
 
 from client.detector import CentroidDetector
 from client.inline_detector import InlineDetector
+from client.session import ClientSession
+from protocol.coordinates import decode_report
 from server.renderer import BallRenderer
 
 
@@ -64,3 +70,49 @@ def test_a_closed_detector_takes_nothing() -> None:
         detector.submit(0, luma(50.0, 50.0))
     with pytest.raises(RuntimeError, match="closed"):
         detector.start()
+
+
+class FakeTrack:
+    """Hands out frames, then ends like a remote track does."""
+
+    def __init__(self, frames: list) -> None:  # type: ignore[type-arg]
+        self._frames = frames
+
+    async def recv(self):  # type: ignore[no-untyped-def]
+        if not self._frames:
+            raise MediaStreamError
+        return self._frames.pop(0)
+
+
+class FakeChannel:
+    readyState = "open"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, message: str) -> None:
+        self.sent.append(message)
+
+
+def test_the_session_answers_a_short_backlog_in_full_and_skips_a_long_one() -> None:
+    renderer = BallRenderer(320, 240, 20.0)
+    frames = []
+    for index in range(6):
+        frame = renderer.render(60.0 + 5 * index, 120.0)
+        frame.pts = 3000 * index
+        frames.append(frame)
+    # What the decoder reports waiting behind each frame as the session takes it.
+    backlogs = iter([0, 5, 4, 3, 2, 0])
+    detector = InlineDetector()
+    session = ClientSession(SimpleNamespace(), detector)  # type: ignore[arg-type]
+    channel = FakeChannel()
+    session._channel = channel  # type: ignore[assignment]
+
+    def backlog() -> int:
+        return next(backlogs)
+
+    session._detection_backlog = backlog  # type: ignore[method-assign]
+    asyncio.run(session._consume(FakeTrack(frames)))  # type: ignore[arg-type]
+    answered = [decode_report(message).pts for message in channel.sent]
+    assert answered == [0, 9000, 12000, 15000]  # 3000 and 6000 had 5 and 4 behind them
+    assert detector.stats().dropped == 2 and session.results_sent == 4
