@@ -90,7 +90,7 @@ def build_parser() -> EnvironmentArgumentParser:
         type=positive_int,
         # Sessions one core carries at >= 99 % answered and p99 <= 20 ms
         # (bench/capacity.py); k8s/ and docker-compose.yml use the same.
-        default=6,
+        default=10,
         help="concurrent sessions allowed",
     )
     parser.add_argument(
