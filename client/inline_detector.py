@@ -17,9 +17,10 @@ burst after a retransmission is answered in full, but when more than a few
 are waiting it skips to the newest.
 
 ``InlineDetector`` has ``DetectorProcess``'s interface, so the session and
-the client use either (``--detector process`` keeps the process, e.g. for a
-detector too slow for the loop). It has no ``result_fd``: results are ready
-when ``submit`` returns.
+the client use either: ``--detector inline`` selects it, the process stays
+the default (the product's design: a slow frame never stalls the client's
+networking). It has no ``result_fd``: results are ready when ``submit``
+returns.
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
 """One streaming session on the client: answer, receive, detect, report.
 
-By default everything happens on the event loop, one frame after the other:
-the frame is decoded as the jitter buffer releases it
-(``client.inline_decoder``), its ball detected (``client.inline_detector``)
-and the answer sent. Frames waiting behind it are detected in order, up to
-``MAX_DETECTION_BACKLOG``; beyond that the session skips to the newest, so a
-slow moment never becomes a backlog.
-
-With ``--detector process`` each decoded frame's luma plane goes to the
+Each frame is decoded on the event loop as the jitter buffer releases it
+(``client.inline_decoder``). By default its luma plane then goes to the
 detector process through shared memory, and each result comes back through
-a pipe the event loop watches and goes out on the data channel. The detector
-always works on the newest frame.
+a pipe the event loop watches and goes out on the data channel; the
+detector always works on the newest frame, so a slow moment never becomes a
+backlog.
+
+With ``--detector inline`` the ball is detected right there on the loop
+(``client.inline_detector``) and the answer sent at once. Frames waiting
+behind it are detected in order, up to ``MAX_DETECTION_BACKLOG``; beyond
+that the session skips to the newest.
 """
 
 from __future__ import annotations
