@@ -103,10 +103,19 @@ def install_fast_h264_encoder(sender: RTCRtpSender) -> FastH264Encoder:
     :raises RuntimeError: the sender already has an encoder (it has sent).
     """
     check_h264_hook()
+    encoder = FastH264Encoder()
+    install_sender_encoder(sender, encoder, "install_fast_h264_encoder")
+    return encoder
+
+
+def install_sender_encoder(sender: RTCRtpSender, encoder: Any, installer: str) -> None:
+    """Put ``encoder`` into ``sender``'s private encoder slot, before its first frame.
+
+    :raises IncompatibleAiortcError: the sender has no such slot.
+    :raises RuntimeError: the sender already has an encoder (it has sent).
+    """
     if not hasattr(sender, _SENDER_ENCODER_ATTRIBUTE):
         raise IncompatibleAiortcError(f"{type(sender).__name__} has no {_SENDER_ENCODER_ATTRIBUTE}")
     if getattr(sender, _SENDER_ENCODER_ATTRIBUTE) is not None:
-        raise RuntimeError("install_fast_h264_encoder must run before the first frame")
-    encoder = FastH264Encoder()
+        raise RuntimeError(f"{installer} must run before the first frame")
     setattr(sender, _SENDER_ENCODER_ATTRIBUTE, encoder)
-    return encoder

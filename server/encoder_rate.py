@@ -42,14 +42,19 @@ from aiortc.codecs.vpx import DEFAULT_BITRATE, MAX_BITRATE, Vp8Encoder, VpxPaylo
 from av.frame import Frame
 
 from protocol.aiortc_internals import IncompatibleAiortcError, check_aiortc_version, code_names
-from server.codec_options import VP8_OPTION_OVERRIDES, OptionOverrides, option_constants
+from server.codec_options import (
+    _SENDER_ENCODER_ATTRIBUTE,
+    VP8_OPTION_OVERRIDES,
+    OptionOverrides,
+    install_sender_encoder,
+    option_constants,
+)
 
 #: aiortc's default, used while the controller sets nothing.
 DEFAULT_BITRATE_BPS: int = DEFAULT_BITRATE
 #: Below this libvpx's quantiser limit sets the frame size anyway.
 MIN_BITRATE_BPS = 10_000
 
-_SENDER_ENCODER_ATTRIBUTE = "_RTCRtpSender__encoder"
 _TARGET_ATTRIBUTE = "_Vp8Encoder__target_bitrate"
 
 
@@ -172,10 +177,6 @@ def install_rate_controlled_encoder(sender: RTCRtpSender) -> RateControlledVp8En
     :raises RuntimeError: the sender already has an encoder (it has sent).
     """
     check_encoder_hook()
-    if not hasattr(sender, _SENDER_ENCODER_ATTRIBUTE):
-        raise IncompatibleAiortcError(f"{type(sender).__name__} has no {_SENDER_ENCODER_ATTRIBUTE}")
-    if getattr(sender, _SENDER_ENCODER_ATTRIBUTE) is not None:
-        raise RuntimeError("install_rate_controlled_encoder must run before the first frame")
     encoder = RateControlledVp8Encoder()
-    setattr(sender, _SENDER_ENCODER_ATTRIBUTE, encoder)
+    install_sender_encoder(sender, encoder, "install_rate_controlled_encoder")
     return encoder

@@ -44,7 +44,8 @@ export class WhepPlayer {
   }
 }
 
-function gatheringComplete(pc) {
+// Resolves once ICE gathering is complete (WHEP here has no trickle), or after 2 s.
+export function gatheringComplete(pc) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {

@@ -17,6 +17,7 @@
 
 import { findBall } from "./ball_finder.js";
 import { TimeChart, format } from "./chart.js";
+import { gatheringComplete } from "./live_view.js";
 
 const params = new URLSearchParams(location.search);
 const elements = Object.fromEntries(
@@ -323,19 +324,6 @@ function setJitterBufferTarget(receiver) {
     }
   }
   tracker.jitterBufferTarget = receiver.jitterBufferTarget ?? null;
-}
-
-function gatheringComplete(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      if (pc.iceGatheringState !== "complete") return;
-      pc.removeEventListener("icegatheringstatechange", done);
-      resolve();
-    };
-    pc.addEventListener("icegatheringstatechange", done);
-    setTimeout(resolve, 2000); // whatever was gathered by then
-  });
 }
 
 // -- every decoded frame ---------------------------------------------------------------
