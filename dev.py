@@ -193,7 +193,7 @@ def user_namespace_prefix() -> list[str]:
 
     The network tests build namespaces, veth pairs, nftables and tc rules. A
     non-root user gets all of them, for this run only, inside a user
-    namespace where it is root; ``tests/in_user_namespace.sh`` sets it up.
+    namespace where it is root; ``lab/in_user_namespace.sh`` sets it up.
     """
     unshare = ["unshare", "--user", "--map-root-user", "--net", "--mount"]
     probe = subprocess.run([*unshare, "true"], capture_output=True, text=True)

@@ -32,8 +32,8 @@ import argparse
 import tempfile
 from typing import Any, Optional, Sequence
 
-from tests.browser import chromium
-from tests.programs import free_port, start_client, start_server, wait_for_reports
+from lab.browser import chromium
+from lab.programs import free_port, start_client, start_server, wait_for_reports
 
 PAGES = {
     "Chromium, jitterBufferTarget 0": "",

@@ -53,7 +53,7 @@ from bench.latency import (
     scan_processes,
     wait_until_quiet,
 )
-from tests.programs import PYTHON, Program, free_port, read_reports, start_client
+from lab.programs import PYTHON, Program, free_port, read_reports, start_client
 
 DEFAULT_SESSIONS = (1, 2, 4, 6, 8, 10, 12)
 
@@ -327,7 +327,7 @@ def run_level(
                     )
             _wait_clients_ready(clients, time.monotonic() + CLIENT_READY_TIMEOUT_S)
             with affinity(server_cpus):
-                # Not tests.programs.start_server: it waits before returning the
+                # Not lab.programs.start_server: it waits before returning the
                 # Program, so a server that never listens would escape cleanup.
                 server = Program(
                     [

@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
-    # Run as a script: make the repository root importable (tests.programs),
+    # Run as a script: make the repository root importable (lab.programs),
     # as server/server.py does, so PYTHONPATH=. is optional.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
@@ -56,8 +56,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 from bench.stage_budget import StageBudget, budget_from_files
 from bench.stage_budget import markdown as budget_markdown
+from lab.programs import PYTHON, ROOT, Program, free_port, read_reports
 from protocol.stage_trace import ClockMismatch, TraceFormatError
-from tests.programs import PYTHON, ROOT, Program, free_port, read_reports
 
 JITTER_BUFFERS = ("fast", "stock")
 
@@ -347,7 +347,7 @@ def run_once(
         client_trace = Path(report_dir, "client-stages.jsonl")
         try:
             port = free_port()
-            # Not tests.programs.start_server: it waits before returning the
+            # Not lab.programs.start_server: it waits before returning the
             # Program, so a server that never listens would escape cleanup.
             server = Program(
                 [

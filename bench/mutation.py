@@ -1,7 +1,7 @@
 """Mutation testing of the pure core with mutmut, each module against its own unit tests.
 
 ``nice -n 10 .venv/bin/python bench/mutation.py`` (or name some modules:
-``... bench/mutation.py server/scene.py protocol/coordinates.py``)
+``... bench/mutation.py server/core/scene.py protocol/coordinates.py``)
 
 For every module of ``MODULES`` the script lays out a work directory,
 ``mutants/<module>/`` (git-ignored), holding copies of the packages, that
@@ -40,12 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: Module under test -> its own fast unit tests.
 MODULES: dict[str, str] = {
-    "server/scene.py": "tests/test_scene.py",
-    "server/renderer.py": "tests/test_renderer.py",
-    "server/ledger.py": "tests/test_ledger.py",
-    "server/statistics.py": "tests/test_statistics.py",
-    "server/scoreboard.py": "tests/test_scoreboard.py",
-    "client/detector.py": "tests/test_detector.py",
+    "server/core/scene.py": "tests/test_scene.py",
+    "server/core/renderer.py": "tests/test_renderer.py",
+    "server/core/ledger.py": "tests/test_ledger.py",
+    "server/core/statistics.py": "tests/test_statistics.py",
+    "server/core/scoreboard.py": "tests/test_scoreboard.py",
+    "client/detection/detector.py": "tests/test_detector.py",
     "protocol/coordinates.py": "tests/test_protocol_coordinates.py",
     "protocol/signaling.py": "tests/test_protocol_signaling.py",
 }

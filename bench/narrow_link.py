@@ -35,8 +35,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from tests.network_lab import NetworkLab
-from tests.programs import Program, read_reports, start_client, start_server, wait_for_reports
+from lab.network_lab import NetworkLab
+from lab.programs import Program, read_reports, start_client, start_server, wait_for_reports
 
 SIGNALING_PORT = 1234
 DEFAULT_CAPS = ("200", "150", "100", "50")

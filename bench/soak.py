@@ -39,7 +39,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from tests.programs import Program, free_port, read_reports, start_client, start_server
+from lab.programs import Program, free_port, read_reports, start_client, start_server
 from tests.test_faults import rss_bytes, tree_rss_bytes
 
 VIDEO_CLOCK_RATE = 90000

@@ -35,9 +35,9 @@ from typing import Optional, Sequence
 import aiohttp
 import numpy as np
 
-from server.plot import read_frames
-from tests.programs import Program, free_port, start_client, start_server
-from tests.whep_client import WhepViewer
+from lab.programs import Program, free_port, start_client, start_server
+from lab.whep_client import WhepViewer
+from server.reports.plot import read_frames
 
 #: Left out of each phase's quantiles: a viewer's negotiation and first keyframe.
 TRANSIENT_S = 1.0

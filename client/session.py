@@ -1,14 +1,14 @@
 """One streaming session on the client: answer, receive, detect, report.
 
 Each frame is decoded on the event loop as the jitter buffer releases it
-(``client.inline_decoder``). By default its luma plane then goes to the
+(``client.media.inline_decoder``). By default its luma plane then goes to the
 detector process through shared memory, and each result comes back through
 a pipe the event loop watches and goes out on the data channel; the
 detector always works on the newest frame, so a slow moment never becomes a
 backlog.
 
 With ``--detector inline`` the ball is detected right there on the loop
-(``client.inline_detector``) and the answer sent at once. Frames waiting
+(``client.detection.inline_detector``) and the answer sent at once. Frames waiting
 behind it are detected in order, up to ``MAX_DETECTION_BACKLOG``; beyond
 that the session skips to the newest.
 """
@@ -33,15 +33,15 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from client.detector_process import DetectorFailed, DetectorProcess
+from client.detection.detector_process import DetectorFailed, DetectorProcess
+from client.detection.frame_exchange import DetectionResult, luma_view
+from client.detection.inline_detector import InlineDetector
 from client.display import ClientDisplay, draw
-from client.fast_jitter_buffer import STALE_FRAME_S, install_fast_jitter_buffer
-from client.frame_exchange import DetectionResult, luma_view
-from client.inline_decoder import InlineDecoder
-from client.inline_detector import InlineDetector
-from client.repeating_nack import install_repeating_nack
-from client.stage_tracer import ClientStageTracer
-from client.wire_timestamps import WireTimestamps
+from client.media.fast_jitter_buffer import STALE_FRAME_S, install_fast_jitter_buffer
+from client.media.inline_decoder import InlineDecoder
+from client.media.repeating_nack import install_repeating_nack
+from client.media.stage_tracer import ClientStageTracer
+from client.media.wire_timestamps import WireTimestamps
 from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
 from protocol.signaling import Bye, SignalingChannel, SignalingError
 from protocol.stage_trace import StageTraceWriter

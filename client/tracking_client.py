@@ -19,12 +19,12 @@ import sys
 import time
 from typing import Any, Optional, Union
 
-from client.detector_process import DetectorProcess
+from client.detection.detector_process import DetectorProcess
+from client.detection.inline_detector import InlineDetector
 from client.display import ClientDisplay
-from client.inline_detector import InlineDetector
+from client.media.stage_tracer import ClientStageTracer, check_tracer_hooks
 from client.session import ClientSession, SessionEnd, SessionOutcome
 from client.signaling_client import ServerUnreachable, connect_with_retry
-from client.stage_tracer import ClientStageTracer, check_tracer_hooks
 from protocol.stage_trace import StageTraceWriter
 
 logger = logging.getLogger("client")

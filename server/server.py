@@ -34,17 +34,17 @@ from protocol.options import (
     positive_int,
 )
 from protocol.stage_trace import StageTraceWriter
-from server.codec_options import check_h264_hook
-from server.display import ServerDisplay
-from server.encoder_rate import check_encoder_hook
-from server.inline_encoding import check_inline_encoding_hook
-from server.metrics import TrackingMetrics
-from server.rtp_origin import check_sender_shape
-from server.session import SessionConfig
-from server.stage_tracer import check_tracer_hooks
-from server.tracking_server import TrackingServer
-from server.viewer import SessionViewers
-from server.web_console import WebConsole
+from server.console.display import ServerDisplay
+from server.console.metrics import TrackingMetrics
+from server.console.viewer import SessionViewers
+from server.console.web_console import WebConsole
+from server.media.codec_options import check_h264_hook
+from server.media.encoder_rate import check_encoder_hook
+from server.media.inline_encoding import check_inline_encoding_hook
+from server.media.rtp_origin import check_sender_shape
+from server.media.stage_tracer import check_tracer_hooks
+from server.sessions.session import SessionConfig
+from server.sessions.tracking_server import TrackingServer
 
 
 def build_parser() -> EnvironmentArgumentParser:

@@ -1,4 +1,4 @@
-"""The annotated picture (server/annotation.py): marks, trails and text where they belong."""
+"""The annotated picture (server/console/annotation.py): marks, trails and text where they belong."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from server.annotation import (
+from server.console.annotation import (
     ANSWER_COLOUR,
     STALE_AFTER_S,
     TRAIL_LENGTH,
@@ -21,7 +21,7 @@ from server.annotation import (
     newest,
     text_band,
 )
-from server.ledger import FrameRecord
+from server.core.ledger import FrameRecord
 
 WIDTH, HEIGHT, RADIUS = 320, 240, 20.0
 

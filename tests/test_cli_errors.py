@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.programs import PYTHON, Program, free_port, start_server
+from lab.programs import PYTHON, Program, free_port, start_server
 
 
 @contextmanager

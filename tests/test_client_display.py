@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from client.detection.frame_exchange import DetectionResult
 from client.display import draw
-from client.frame_exchange import DetectionResult
-from server.renderer import render_luma
+from server.core.renderer import render_luma
 
 WIDTH, HEIGHT, RADIUS = 320, 240, 30.0
 

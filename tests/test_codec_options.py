@@ -14,7 +14,8 @@ from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 
 from protocol.aiortc_internals import IncompatibleAiortcError
-from server.codec_options import (
+from server.core.renderer import BallRenderer
+from server.media.codec_options import (
     H264_OPTION_OVERRIDES,
     VP8_OPTION_OVERRIDES,
     FastH264Encoder,
@@ -22,8 +23,7 @@ from server.codec_options import (
     check_h264_hook,
     install_fast_h264_encoder,
 )
-from server.encoder_rate import RateControlledVp8Encoder, check_encoder_hook
-from server.renderer import BallRenderer
+from server.media.encoder_rate import RateControlledVp8Encoder, check_encoder_hook
 
 
 def frames(count: int, width: int = 640, height: int = 480) -> list[av.VideoFrame]:

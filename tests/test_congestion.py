@@ -1,4 +1,4 @@
-"""Tests for server.congestion: the control law, pure, with time passed in.
+"""Tests for server.core.congestion: the control law, pure, with time passed in.
 
 Most tests run the controller against ``TokenBucketLink``, a model of the
 ``tbf`` qdisc NetworkLab caps links with (a FIFO served at the rate while its
@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import pytest
 
-from server.congestion import (
+from server.core.congestion import (
     ANSWER_ACK_BYTES,
     BITRATE_GRID,
     BITRATE_STEP,
@@ -31,7 +31,7 @@ from server.congestion import (
     frame_overhead_bits,
     settings_for_rate,
 )
-from server.encoder_rate import DEFAULT_BITRATE_BPS as ENCODER_DEFAULT_BITRATE_BPS
+from server.media.encoder_rate import DEFAULT_BITRATE_BPS as ENCODER_DEFAULT_BITRATE_BPS
 
 FPS = 30.0
 

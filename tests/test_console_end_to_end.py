@@ -22,9 +22,9 @@ import pytest
 from playwright.sync_api import Browser, Page
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.browser import chromium
-from tests.programs import Program, free_port, start_client, start_server
-from tests.whep_client import WhepViewer
+from lab.browser import chromium
+from lab.programs import Program, free_port, start_client, start_server
+from lab.whep_client import WhepViewer
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

@@ -505,8 +505,8 @@ def test_healthcheck_command_really_probes(tmp_path: Path) -> None:
     acts on "unhealthy" must leave it alone), non-zero when nothing listens."""
     import asyncio
 
-    from server.metrics import TrackingMetrics
-    from server.web_console import WebConsole
+    from server.console.metrics import TrackingMetrics
+    from server.console.web_console import WebConsole
 
     class Readiness:
         ready = True
@@ -845,7 +845,7 @@ def test_termination_grace_covers_the_server_shutdown(
     end, then as long again for their reports to be written. A grace period
     shorter than both (plus any preStop hook, which runs before SIGTERM)
     would SIGKILL a server that is still writing reports."""
-    from server.tracking_server import SHUTDOWN_TIMEOUT_S
+    from server.sessions.tracking_server import SHUTDOWN_TIMEOUT_S
 
     needed = 2 * SHUTDOWN_TIMEOUT_S + 5  # + start-up of the plotter's close, logging
     spec = pod_spec(manifests, "balltracker-server")
@@ -901,7 +901,7 @@ def test_client_shared_memory_fits_in_dev_shm(
     """The detector's SharedMemory segment (3 frame slots up to 3840x2160
     luma, about 25 MB) lives in /dev/shm: the compose shm_size and the k8s
     memory-backed emptyDir must hold it with room to spare (64 MiB)."""
-    from client import frame_exchange as fx
+    from client.detection import frame_exchange as fx
 
     segment = fx._SLOTS_OFFSET + fx.SLOTS * fx.MAX_WIDTH * fx.MAX_HEIGHT
     needed = max(64 * 2**20, 2 * segment)

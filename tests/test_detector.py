@@ -12,14 +12,14 @@ import cv2
 import numpy as np
 import pytest
 
-from client.detector import (
+from client.detection.detector import (
     CentroidDetector,
     _algebraic_circle,
     _median,
     _refine_circle,
     _solve,
 )
-from server.renderer import render_luma
+from server.core.renderer import render_luma
 
 WIDTH, HEIGHT = 320, 240
 
@@ -314,7 +314,7 @@ def test_rejects_bad_threshold_and_floor(kwargs: dict[str, int]) -> None:
 
 
 def test_defaults_are_the_documented_ones() -> None:
-    # server/web/static/ball_finder.js ports the detector with THRESHOLD 96
+    # server/console/web/static/ball_finder.js ports the detector with THRESHOLD 96
     # and FLOOR 28 written out: a change here must be made there too.
     detector = CentroidDetector()
     assert (detector.threshold, detector.floor, detector.pad) == (96, 28, 3)

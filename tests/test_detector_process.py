@@ -11,10 +11,10 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from client.detector_process import DetectorFailed, DetectorProcess
-from client.frame_exchange import DetectionResult
-from server.renderer import render_luma
-from tests.own_resources import open_fds, own_shm
+from client.detection.detector_process import DetectorFailed, DetectorProcess
+from client.detection.frame_exchange import DetectionResult
+from lab.own_resources import open_fds, own_shm
+from server.core.renderer import render_luma
 
 WIDTH, HEIGHT = 640, 480
 

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.programs import free_port, start_client, start_server
-from tests.virtual_display import VirtualDisplay
+from lab.programs import free_port, start_client, start_server
+from lab.virtual_display import VirtualDisplay
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,4 +1,4 @@
-"""Tests for server.encoder_rate: the VP8 encoder the congestion controller drives."""
+"""Tests for server.media.encoder_rate: the VP8 encoder the congestion controller drives."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamTrack
 
 from protocol.aiortc_internals import IncompatibleAiortcError
-from server.encoder_rate import (
+from server.core.renderer import BallRenderer
+from server.core.scene import BallScene
+from server.media.encoder_rate import (
     DEFAULT_BITRATE_BPS,
     MIN_BITRATE_BPS,
     RateControlledVp8Encoder,
@@ -22,8 +24,6 @@ from server.encoder_rate import (
     install_rate_controlled_encoder,
     is_vp8_keyframe,
 )
-from server.renderer import BallRenderer
-from server.scene import BallScene
 
 TIME_BASE = fractions.Fraction(1, 90000)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.programs import (
+from lab.programs import (
     free_port,
     read_reports,
     start_client,

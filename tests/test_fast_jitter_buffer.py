@@ -1,4 +1,4 @@
-"""Tests for client.fast_jitter_buffer.
+"""Tests for client.media.fast_jitter_buffer.
 
 Most tests feed synthetic RTP packets to FastJitterBuffer and, side by side, to
 aiortc's stock JitterBuffer, because the contract is "stock, minus the one-frame
@@ -30,7 +30,7 @@ from av import VideoFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.fast_jitter_buffer import (
+from client.media.fast_jitter_buffer import (
     SUPPORTED_AIORTC_VERSION,
     FastJitterBuffer,
     IncompatibleAiortcError,

@@ -30,11 +30,9 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from client.detector import CentroidDetector
-from client.frame_exchange import luma_view
-from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
-from protocol.signaling import MAX_LINE_BYTES, Bye, SignalingChannel
-from tests.programs import (
+from client.detection.detector import CentroidDetector
+from client.detection.frame_exchange import luma_view
+from lab.programs import (
     Program,
     close_all,
     free_port,
@@ -44,6 +42,8 @@ from tests.programs import (
     wait_for_plots,
     wait_for_reports,
 )
+from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
+from protocol.signaling import MAX_LINE_BYTES, Bye, SignalingChannel
 from tests.test_end_to_end import assert_tracked
 
 #: Clock ticks per second for the utime/stime fields of /proc/PID/stat.

@@ -17,14 +17,14 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from client.frame_exchange import (
+from client.detection.frame_exchange import (
     RESULT_RING,
     DetectionResult,
     ExchangeError,
     FrameExchange,
     luma_view,
 )
-from tests.own_resources import open_fds, own_shm
+from lab.own_resources import open_fds, own_shm
 
 WIDTH, HEIGHT = 64, 48
 

@@ -23,9 +23,7 @@ from aiortc import RTCIceCandidate, RTCSessionDescription
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from protocol.coordinates import InvalidReport, decode_report
-from protocol.signaling import MAX_LINE_BYTES, Bye, SignalingError, decode_message
-from tests.programs import (
+from lab.programs import (
     Program,
     free_port,
     read_reports,
@@ -34,6 +32,8 @@ from tests.programs import (
     wait_for_plots,
     wait_for_reports,
 )
+from protocol.coordinates import InvalidReport, decode_report
+from protocol.signaling import MAX_LINE_BYTES, Bye, SignalingError, decode_message
 from tests.test_end_to_end import assert_tracked
 from tests.test_faults import (
     Message,
@@ -364,7 +364,7 @@ def test_signaling_garbage_drops_only_that_connection(
 
 #: An answer with ICE credentials but no DTLS setup or fingerprint: aiortc's
 #: setRemoteDescription raises AttributeError ('NoneType' object has no
-#: attribute 'role'), which server/session.py does not catch.
+#: attribute 'role'), which server/sessions/session.py does not catch.
 ANSWER_WITHOUT_DTLS = _json_line(
     {
         "type": "answer",

@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
-from tests.network_lab import NetworkLab
-from tests.programs import Program, read_reports, start_client, start_server, wait_for_reports
+from lab.network_lab import NetworkLab
+from lab.programs import Program, read_reports, start_client, start_server, wait_for_reports
 
 SIGNALING_PORT = 1234
 #: The client's --duration includes its start (detector spawn, about 2-3 s),
@@ -54,7 +54,7 @@ class Measured:
     unanswered_tail: int
     #: Answered share of the frames before that tail.
     answered_before_tail: float
-    #: Times the link adaptation lowered the sender's rate (server.congestion).
+    #: Times the link adaptation lowered the sender's rate (server.core.congestion).
     rate_decreases: int
 
     def row(self) -> str:

@@ -1,4 +1,4 @@
-"""Encoding and decoding on the event loop (server.inline_encoding, client.inline_decoder)."""
+"""Encoding and decoding on the event loop (server.media.inline_encoding, client.media.inline_decoder)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,23 @@ from aiortc.codecs import vpx
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-import client.inline_decoder as inline_decoder
-from client.fast_jitter_buffer import install_fast_jitter_buffer
-from client.inline_decoder import (
+import client.media.inline_decoder as inline_decoder
+from client.media.fast_jitter_buffer import install_fast_jitter_buffer
+from client.media.inline_decoder import (
     InlineDecoder,
     NativeVp8Decoder,
     check_inline_decoder_hook,
     make_decoder,
 )
 from protocol.aiortc_internals import IncompatibleAiortcError
-from server.inline_encoding import InlineExecutorLoop, check_inline_encoding_hook, encode_in_loop
-from server.ledger import frame_pts
-from server.renderer import BallRenderer
-from server.track import TIME_BASE
+from server.core.ledger import frame_pts
+from server.core.renderer import BallRenderer
+from server.media.inline_encoding import (
+    InlineExecutorLoop,
+    check_inline_encoding_hook,
+    encode_in_loop,
+)
+from server.media.track import TIME_BASE
 
 FRAMES = 8
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
@@ -191,7 +195,7 @@ def test_a_frame_that_does_not_decode_asks_for_a_keyframe_as_aiortc_does(
     receiver = fake_receiver()
     decoder = InlineDecoder(receiver)
     decoder.install()
-    with caplog.at_level(logging.WARNING, "client.inline_decoder"):
+    with caplog.at_level(logging.WARNING, "client.media.inline_decoder"):
         receiver._RTCRtpReceiver__decoder_queue.put((VP8, JitterFrame(b"\x00" * 10, 0)))
     assert decoder.decode_errors == 1 and receiver._RTCRtpReceiver__decoder_error.is_set()
     assert "failed to decode VP8 frame" in caplog.text

@@ -1,4 +1,4 @@
-"""Detection on the client's event loop (client.inline_detector)."""
+"""Detection on the client's event loop (client.detection.inline_detector)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from client.detector import CentroidDetector
-from client.inline_detector import InlineDetector
+from client.detection.detector import CentroidDetector
+from client.detection.inline_detector import InlineDetector
 from client.session import ClientSession
 from protocol.coordinates import decode_report
-from server.renderer import BallRenderer
+from server.core.renderer import BallRenderer
 
 
 def luma(x: float, y: float, padding: int = 0) -> np.ndarray:

@@ -1,6 +1,6 @@
 import pytest
 
-from server.ledger import FrameLedger, frame_pts
+from server.core.ledger import FrameLedger, frame_pts
 
 
 def test_frame_pts_on_the_90khz_clock() -> None:

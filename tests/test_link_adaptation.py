@@ -1,4 +1,4 @@
-"""Tests for server.link_adaptation: the controller wired to a track, an encoder and the report."""
+"""Tests for server.media.link_adaptation: the controller wired to a track, an encoder and the report."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any, Optional
 
 from aiortc import RTCPeerConnection, VideoStreamTrack
 
-from server.encoder_rate import DEFAULT_BITRATE_BPS, RateControlledVp8Encoder
-from server.link_adaptation import LinkAdaptation
-from server.report import SECOND_COLUMNS
+from server.media.encoder_rate import DEFAULT_BITRATE_BPS, RateControlledVp8Encoder
+from server.media.link_adaptation import LinkAdaptation
+from server.reports.report import SECOND_COLUMNS
 from tests.test_encoder_rate import ball_frames
 
 FPS = 30.0

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.metrics import ERROR_BUCKETS_PX, LATENCY_BUCKETS_MS, TrackingMetrics
+from server.console.metrics import ERROR_BUCKETS_PX, LATENCY_BUCKETS_MS, TrackingMetrics
 
 
 def samples(metrics: TrackingMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

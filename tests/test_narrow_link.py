@@ -23,8 +23,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.network_lab import NetworkLab
-from tests.programs import start_client, start_server, wait_for_plots, wait_for_reports
+from lab.network_lab import NetworkLab
+from lab.programs import start_client, start_server, wait_for_plots, wait_for_reports
 
 SIGNALING_PORT = 1234
 CAP_KBPS = 100

@@ -1,4 +1,4 @@
-"""Self-tests of tests/network_lab.py: connectivity, loss, delay, rate, teardown.
+"""Self-tests of lab/network_lab.py: connectivity, loss, delay, rate, teardown.
 
 All traffic stays inside namespaces these tests create (192.0.2.0/24). Missing
 prerequisites FAIL with NetworkLab.available()'s message instead of skipping: the
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.network_lab import (
+from lab.network_lab import (
     NETNS_ETC_DIR,
     NetworkLab,
     Side,
@@ -345,7 +345,7 @@ def test_close_removes_everything() -> None:
 _CRASHING_CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {repo_root!r})
-    from tests.network_lab import NetworkLab
+    from lab.network_lab import NetworkLab
     lab = NetworkLab().start()
     lab.set_delay(10)
     print(lab.server_ns, lab.client_ns, flush=True)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from server.plot import (
+from server.reports.plot import (
     DPI,
     FIGURE_SIZE_IN,
     LinkSeries,
@@ -15,7 +15,7 @@ from server.plot import (
     render_session_plot,
     session_title,
 )
-from server.report import SECOND_COLUMNS
+from server.reports.report import SECOND_COLUMNS
 
 WIDTH, HEIGHT = int(FIGURE_SIZE_IN[0] * DPI), int(FIGURE_SIZE_IN[1] * DPI)
 

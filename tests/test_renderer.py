@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from server.renderer import BallRenderer, ball_box, draw_ball, render_luma
+from server.core.renderer import BallRenderer, ball_box, draw_ball, render_luma
 
 
 def centroid(luma: np.ndarray) -> tuple[float, float]:

@@ -4,8 +4,8 @@ import pytest
 from aiortc import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
-from client.fast_jitter_buffer import IncompatibleAiortcError
-from client.repeating_nack import RepeatingNackGenerator, install_repeating_nack
+from client.media.fast_jitter_buffer import IncompatibleAiortcError
+from client.media.repeating_nack import RepeatingNackGenerator, install_repeating_nack
 
 
 class Clock:

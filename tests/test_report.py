@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from server.ledger import FrameRecord
-from server.plot import read_frames
-from server.report import CSV_COLUMNS, SECOND_COLUMNS, SessionReport, seconds_csv_path
-from server.report_plotter import ReportPlotter
+from server.core.ledger import FrameRecord
+from server.reports.plot import read_frames
+from server.reports.plotter import ReportPlotter
+from server.reports.report import CSV_COLUMNS, SECOND_COLUMNS, SessionReport, seconds_csv_path
 
 
 def test_csv_rows_and_json_summary(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from aiortc import RTCPeerConnection, VideoStreamTrack
 
 from protocol.aiortc_internals import IncompatibleAiortcError
-from server.rtp_origin import SenderTimestampOrigin
+from server.media.rtp_origin import SenderTimestampOrigin
 
 ORIGIN = 4_294_960_000  # near the top: the wire timestamps wrap
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from server.scene import BallScene, reflect
+from server.core.scene import BallScene, reflect
 
 
 def test_reflect_inside_is_identity() -> None:

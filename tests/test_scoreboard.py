@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from server.ledger import FrameRecord
-from server.scoreboard import Interval, Scoreboard
+from server.core.ledger import FrameRecord
+from server.core.scoreboard import Interval, Scoreboard
 
 
 def board(retired: list[FrameRecord] | None = None, capacity: int = 64) -> Scoreboard:

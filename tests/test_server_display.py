@@ -1,8 +1,8 @@
 import numpy as np
 
-from server.annotation import ANSWER_COLOUR, TRUTH_COLOUR
-from server.display import ServerDisplay
-from server.ledger import FrameRecord
+from server.console.annotation import ANSWER_COLOUR, TRUTH_COLOUR
+from server.console.display import ServerDisplay
+from server.core.ledger import FrameRecord
 
 
 def display() -> ServerDisplay:

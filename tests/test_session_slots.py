@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.programs import close_all, free_port, start_client, start_server, wait_for_reports
+from lab.programs import close_all, free_port, start_client, start_server, wait_for_reports
 
 
 def status(http_port: int, path: str) -> int:

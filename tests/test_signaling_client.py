@@ -4,7 +4,7 @@ import time
 import pytest
 
 from client.signaling_client import ServerUnreachable, connect_with_retry
-from tests.programs import free_port
+from lab.programs import free_port
 
 
 def test_retries_until_the_server_listens() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bench.stage_budget import stage_budget
+from lab.programs import free_port, read_reports, start_client, start_server
 from protocol.stage_trace import STAGE_NAMES, StageTrace, merge_traces
-from tests.programs import free_port, read_reports, start_client, start_server
 
 pytestmark = pytest.mark.timeout(180)
 

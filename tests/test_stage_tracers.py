@@ -20,11 +20,11 @@ from aiortc import (
 )
 from aiortc.rtcsctptransport import DataChunk, SackChunk, serialize_packet
 
-import client.stage_tracer as client_tracing
-import server.stage_tracer as server_tracing
-from client.fast_jitter_buffer import install_fast_jitter_buffer
-from client.stage_tracer import ClientStageTracer, answered_rtp_timestamps
-from client.wire_timestamps import WireTimestamps
+import client.media.stage_tracer as client_tracing
+import server.media.stage_tracer as server_tracing
+from client.media.fast_jitter_buffer import install_fast_jitter_buffer
+from client.media.stage_tracer import ClientStageTracer, answered_rtp_timestamps
+from client.media.wire_timestamps import WireTimestamps
 from protocol.aiortc_internals import IncompatibleAiortcError
 from protocol.coordinates import CoordinateReport, decode_report, encode_report
 from protocol.stage_trace import (
@@ -33,10 +33,10 @@ from protocol.stage_trace import (
     StageTraceWriter,
     merge_traces,
 )
-from server.ledger import frame_pts
-from server.renderer import BallRenderer
-from server.stage_tracer import ServerStageTracer
-from server.track import TIME_BASE
+from server.core.ledger import frame_pts
+from server.core.renderer import BallRenderer
+from server.media.stage_tracer import ServerStageTracer
+from server.media.track import TIME_BASE
 
 FRAMES = 20
 

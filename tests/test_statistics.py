@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from server.statistics import LogHistogram
+from server.core.statistics import LogHistogram
 
 
 def test_empty_histogram() -> None:

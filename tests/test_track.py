@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from server.scene import BallScene
-from server.track import BallTrack
+from server.core.scene import BallScene
+from server.media.track import BallTrack
 
 
 class FakeClock:

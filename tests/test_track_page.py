@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, Route
 
-from server.renderer import render_luma
-from server.web_console import CONTENT_SECURITY_POLICY
-from tests.browser import chromium
-from tests.programs import Program, free_port, start_server, wait_for_reports
+from lab.browser import chromium
+from lab.programs import Program, free_port, start_server, wait_for_reports
+from server.console.web_console import CONTENT_SECURITY_POLICY
+from server.core.renderer import render_luma
 
 WEB = Path(__file__).resolve().parent.parent / "server" / "web"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-#: A made-up origin that playwright answers from server/web: no port, no server.
+#: A made-up origin that playwright answers from server/console/web: no port, no server.
 ORIGIN = "http://tracker.test"
 WIDTH, HEIGHT = 320, 240
 
@@ -42,7 +42,7 @@ def browser() -> Iterator[Browser]:
 
 
 def serve_web(route: Route) -> None:
-    """Answer ``ORIGIN/static/...`` and ``ORIGIN/track`` from server/web."""
+    """Answer ``ORIGIN/static/...`` and ``ORIGIN/track`` from server/console/web."""
     path = route.request.url[len(ORIGIN) :].split("?")[0]
     if path == "/track":
         file = WEB / "track.html"

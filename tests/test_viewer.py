@@ -1,4 +1,4 @@
-"""Browser viewers (server/viewer.py) against a stock aiortc peer standing in for the browser.
+"""Browser viewers (server/console/viewer.py) against a stock aiortc peer standing in for the browser.
 
 The peer does what a WHEP player does: a recvonly video transceiver, an offer
 with every candidate in it, the answer applied. ``SessionViewers.open`` is
@@ -27,12 +27,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from lab.own_resources import open_fds
 from protocol.coordinates import CoordinateReport, encode_report
-from server.annotation import text_band
-from server.ledger import FrameRecord, frame_pts
-from server.scene import BallScene
-from server.session import SessionConfig, TrackingSession
-from server.viewer import (
+from server.console.annotation import text_band
+from server.console.viewer import (
     InvalidOffer,
     SessionViewers,
     ViewerClosed,
@@ -40,7 +38,9 @@ from server.viewer import (
     ViewerTrack,
     receiving_video_mid,
 )
-from tests.own_resources import open_fds
+from server.core.ledger import FrameRecord, frame_pts
+from server.core.scene import BallScene
+from server.sessions.session import SessionConfig, TrackingSession
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.metrics import TrackingMetrics
-from server.session_table import SessionTable
-from server.web_console import TOKEN_COOKIE, HttpLimits, WebConsole
+from server.console.metrics import TrackingMetrics
+from server.console.session_table import SessionTable
+from server.console.web_console import TOKEN_COOKIE, HttpLimits, WebConsole
 
 T = TypeVar("T")
 

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from tests.programs import Program, free_port, start_client, start_server, wait_for_reports
-from tests.whep_tracker import ENDPOINT, WhepTracker
+from lab.programs import Program, free_port, start_client, start_server, wait_for_reports
+from lab.whep_tracker import ENDPOINT, WhepTracker
 
 HANDSHAKE_TIMEOUT_S = 3.0
 

@@ -9,7 +9,7 @@ import aiortc
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 
-from client.wire_timestamps import WireTimestamps
+from client.media.wire_timestamps import WireTimestamps
 from protocol.aiortc_internals import IncompatibleAiortcError
 
 

@@ -1,0 +1,144 @@
+"""Scores each answer against the true position of the very frame it names.
+
+Pure bookkeeping: it is handed frames as they are produced and messages as
+they arrive, with timestamps from the caller's clock, so it is tested without
+a network.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Union
+
+from protocol.coordinates import CoordinateReport, InvalidReport, decode_report
+from server.core.ledger import FrameLedger, FrameRecord
+from server.core.statistics import LogHistogram
+
+ERROR_QUANTILES = (0.5, 0.95)
+LATENCY_QUANTILES = (0.5, 0.95, 0.99)
+
+
+@dataclass
+class Interval:
+    """What happened since the previous progress line."""
+
+    frames_sent: int = 0
+    frames_answered: int = 0
+    errors: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    def describe(self) -> str:
+        error = f"{sum(self.errors) / len(self.errors):.3f}" if self.errors else "-"
+        latency = f"{statistics.median(self.latencies):.1f}" if self.latencies else "-"
+        return (
+            f"sent {self.frames_sent} answered {self.frames_answered} "
+            f"error {error} px latency p50 {latency} ms"
+        )
+
+
+class Scoreboard:
+    """Frames sent, answers received, and their error and latency.
+
+    ``on_retired`` receives each frame once it can no longer be answered
+    (evicted from the ledger or the session ended), for the per-frame CSV.
+    ``rtp_origin`` gives the sender's RTP timestamp of pts 0, None until it is
+    known (the first packet has left); answers that name their frame by RTP
+    timestamp need it.
+    """
+
+    def __init__(
+        self,
+        fps: float,
+        ledger_capacity: int,
+        on_retired: Optional[Callable[[FrameRecord], None]] = None,
+        rtp_origin: Callable[[], Optional[int]] = lambda: None,
+    ) -> None:
+        self._ledger = FrameLedger(fps, ledger_capacity)
+        self._on_retired = on_retired
+        self._rtp_origin = rtp_origin
+        self.frames_sent = 0
+        self.frames_answered = 0
+        self.frames_found = 0
+        self.invalid: Counter[str] = Counter()
+        self.error_px = LogHistogram()
+        self.latency_ms = LogHistogram()
+        self._interval = Interval()
+
+    @property
+    def invalid_messages(self) -> int:
+        return sum(self.invalid.values())
+
+    def frame_sent(self, index: int, x: float, y: float, produced_at: float) -> FrameRecord:
+        entry, evicted = self._ledger.record(index, x, y, produced_at)
+        self.frames_sent += 1
+        self._interval.frames_sent += 1
+        for record in evicted:
+            self._retire(record)
+        return entry
+
+    def answer(self, message: Union[str, bytes], arrival: float) -> Optional[FrameRecord]:
+        """Score one data channel message; None when it was invalid."""
+        try:
+            report = decode_report(message)
+        except InvalidReport:
+            self.invalid["malformed"] += 1
+            return None
+        entry = self._match(report)
+        if entry is None:
+            self.invalid["unknown_frame"] += 1
+            return None
+        if entry.answered:
+            self.invalid["duplicate"] += 1
+            return None
+        entry.answered = True
+        entry.latency_ms = (arrival - entry.produced_at) * 1000.0
+        self.frames_answered += 1
+        self._interval.frames_answered += 1
+        self.latency_ms.add(max(entry.latency_ms, 0.0))
+        self._interval.latencies.append(entry.latency_ms)
+        if report.found:
+            assert report.x is not None and report.y is not None
+            entry.reported_x, entry.reported_y = report.x, report.y
+            entry.error_px = math.hypot(report.x - entry.true_x, report.y - entry.true_y)
+            self.frames_found += 1
+            self.error_px.add(entry.error_px)
+            self._interval.errors.append(entry.error_px)
+        return entry
+
+    def _match(self, report: CoordinateReport) -> Optional[FrameRecord]:
+        if report.rtp_timestamp is not None:
+            origin = self._rtp_origin()
+            if origin is None:  # nothing has been sent, so nothing can be answered
+                return None
+            return self._ledger.match_rtp_timestamp(report.rtp_timestamp, origin)
+        assert report.pts is not None
+        return self._ledger.match(report.pts)
+
+    def take_interval(self) -> Interval:
+        interval, self._interval = self._interval, Interval()
+        return interval
+
+    def close(self) -> None:
+        """Retire every frame still waiting for an answer."""
+        for record in self._ledger.drain():
+            self._retire(record)
+
+    def _retire(self, record: FrameRecord) -> None:
+        if self._on_retired is not None:
+            self._on_retired(record)
+
+    def summary(self) -> dict[str, object]:
+        sent = self.frames_sent
+        return {
+            "frames_sent": sent,
+            "frames_answered": self.frames_answered,
+            "frames_found": self.frames_found,
+            "answered_ratio": self.frames_answered / sent if sent else None,
+            "invalid_messages": self.invalid_messages,
+            "invalid_by_reason": dict(self.invalid),
+            "error_px": self.error_px.summary(ERROR_QUANTILES),
+            "latency_ms": self.latency_ms.summary(LATENCY_QUANTILES),
+        }

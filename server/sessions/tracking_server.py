@@ -1,0 +1,229 @@
+"""The server process: session slots, signaling, the console's table, shutdown.
+
+``TrackingServer`` owns everything that lives as long as the process. Each
+signaling connection and each WHEP offer from the ``/track`` page gets a
+fresh ``TrackingSession`` while one of the ``max_sessions`` slots is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from pathlib import Path
+from typing import Any, Coroutine, Optional, Protocol
+
+from protocol.signaling import SERVER_BUSY, SERVER_SHUTTING_DOWN, Bye, SignalingChannel
+from protocol.stage_trace import StageTraceWriter
+from server.console.session_table import REPORT_SUFFIXES, SessionTable
+from server.core.ledger import FrameRecord
+from server.reports.plotter import ReportPlotter
+from server.sessions.session import ClientLink, SessionConfig, SessionObserver, TrackingSession
+from server.sessions.signaling_link import BYE_TIMEOUT_S, SignalingLink
+from server.sessions.signaling_server import SignalingServer
+from server.sessions.whep_link import WhepLink, check_tracking_offer
+
+logger = logging.getLogger("server")
+
+#: How long a shutdown waits for sessions to write their reports.
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+class SessionWatchers(Protocol):
+    """Whoever watches a session (the console's viewers) and must let go at its end."""
+
+    async def close_session(self, session_id: str) -> None: ...
+
+
+class ServerBusy(Exception):
+    """Every session slot is taken, or the server is shutting down."""
+
+
+class TrackingServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        config: SessionConfig,
+        max_sessions: int,
+        report_dir: Optional[Path] = None,
+        once: bool = False,
+        observer: Optional[SessionObserver] = None,
+        watchers: Optional[SessionWatchers] = None,
+        stage_trace: Optional[StageTraceWriter] = None,
+    ) -> None:
+        self._config = config
+        self._stage_trace = stage_trace
+        self._max_sessions = max_sessions
+        self._report_dir = report_dir
+        self._once = once
+        self._observer = observer
+        self._watchers = watchers
+        self._signaling = SignalingServer(host, port, self._on_signaling_connection)
+        self._numbers = itertools.count(1)
+        #: Every session that holds a slot, from its first step to its last.
+        self._running: set[asyncio.Task[None]] = set()
+        self._sessions: dict[str, TrackingSession] = {}
+        self._whep_links: dict[str, tuple[WhepLink, TrackingSession]] = {}
+        self._table = SessionTable()
+        #: Reports being written and busy clients being told so; shutdown waits for them.
+        self._background: set[asyncio.Task[None]] = set()
+        self._plotter = ReportPlotter()
+        self._stopping = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        return self._signaling.port
+
+    @property
+    def ready(self) -> bool:
+        """Readiness: a new client would get a session here now.
+
+        A full server is not ready, so a Kubernetes Service sends new clients
+        to a pod with room; it is still alive (``/livez``), and must not be
+        restarted for being full.
+        """
+        return self._signaling.listening and self._refusal() is None
+
+    def latest_answer(self) -> Optional[FrameRecord]:
+        """The newest answered frame of any session, for the display."""
+        answers = [s.last_answer for s in self._sessions.values() if s.last_answer is not None]
+        return max(answers, key=lambda a: a.produced_at, default=None)
+
+    def live_session(self, session_id: str) -> Optional[TrackingSession]:
+        session = self._sessions.get(session_id)
+        return session if session is not None and not session.ended else None
+
+    def session_rows(self) -> list[dict[str, Any]]:
+        """The console's table: live sessions, then the most recent ended ones."""
+        return self._table.rows(s.summary() for s in self._sessions.values())
+
+    def report_path(self, file_name: str) -> Optional[Path]:
+        """A finished session's report file, if this server wrote it."""
+        if self._report_dir is None:
+            return None
+        path = self._report_dir / file_name
+        return path if path.is_file() else None
+
+    async def start(self) -> None:
+        await self._signaling.start()
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler)."""
+        self._stopping.set()
+
+    async def stop_listening(self) -> None:
+        await self._signaling.stop_listening()
+
+    async def run(self) -> None:
+        """Serve until ``stop()`` or, with ``once``, until the first session ends."""
+        await self._stopping.wait()
+        await self._signaling.stop_listening()
+        for session in list(self._sessions.values()):
+            session.stop(SERVER_SHUTTING_DOWN)
+        if self._running:
+            _, late = await asyncio.wait(self._running, timeout=SHUTDOWN_TIMEOUT_S)
+            if late:
+                logger.error("sessions did not end within %.0f s", SHUTDOWN_TIMEOUT_S)
+        if self._background:
+            await asyncio.wait(self._background, timeout=SHUTDOWN_TIMEOUT_S)
+        await asyncio.to_thread(self._plotter.close)
+
+    # -- admission ---------------------------------------------------------------
+
+    def _refusal(self) -> Optional[str]:
+        """Why a new client cannot have a session now, or None if it can."""
+        if self._stopping.is_set():
+            return SERVER_SHUTTING_DOWN
+        if len(self._running) >= self._max_sessions:
+            return f"{SERVER_BUSY}: {self._max_sessions} sessions active"
+        return None
+
+    def _on_signaling_connection(self, channel: SignalingChannel) -> None:
+        refusal = self._refusal()
+        if refusal is None:
+            self._start(SignalingLink(channel))
+            return
+        logger.warning("refusing %s: %s", channel.peer, refusal)
+        self._in_background(self._refuse(channel, refusal))
+
+    async def _refuse(self, channel: SignalingChannel, reason: str) -> None:
+        try:
+            await asyncio.wait_for(channel.send(Bye(reason)), BYE_TIMEOUT_S)
+        except (ConnectionError, asyncio.TimeoutError):
+            pass
+        await channel.close()
+
+    async def open_whep_session(
+        self, offer_sdp: str, peer: str
+    ) -> tuple[WhepLink, TrackingSession]:
+        """Start a session for a browser's WHEP offer; return once it has answered.
+
+        Raises ``ServerBusy``, ``InvalidOffer`` (nothing was started) or
+        ``SessionGone`` (the session ended before its answer was ready).
+        """
+        refusal = self._refusal()
+        if refusal is not None:
+            raise ServerBusy(refusal)
+        check_tracking_offer(offer_sdp)
+        link = WhepLink(offer_sdp, peer)
+        session = self._start(link)
+        self._whep_links[link.resource_id] = (link, session)
+        await link.answer()
+        return link, session
+
+    def delete_whep_session(self, resource_id: str) -> bool:
+        """A browser's WHEP DELETE; False when no such session is live."""
+        entry = self._whep_links.pop(resource_id, None)
+        if entry is None:
+            return False
+        entry[0].delete()
+        return True
+
+    def _start(self, link: ClientLink) -> TrackingSession:
+        session = TrackingSession(
+            next(self._numbers),
+            link,
+            self._config,
+            self._observer,
+            self._report_dir,
+            stage_trace=self._stage_trace,
+        )
+        self._sessions[session.name] = session
+        task = asyncio.create_task(self._run_session(session))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return session
+
+    async def _run_session(self, session: TrackingSession) -> None:
+        try:
+            summary = await session.run()
+        except Exception:
+            # A bug in one session must not take the server down with it.
+            logger.exception("%s failed", session.name)
+            summary = session.summary()
+        finally:
+            del self._sessions[session.name]
+            for resource_id in [k for k, (_, s) in self._whep_links.items() if s is session]:
+                del self._whep_links[resource_id]
+            if self._watchers is not None:
+                await self._watchers.close_session(session.name)
+        self._table.session_ended(summary, self._report_links(session.name))
+        print(json.dumps(summary, indent=2), flush=True)
+        # Returning gives the session's slot back; its report follows.
+        self._in_background(session.write_report(self._plotter))
+        if self._once:
+            self.stop()
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _report_links(self, name: str) -> Optional[dict[str, str]]:
+        # The files are written just after the session ends; a link that is
+        # followed a moment too early gets a 404 and works once they are there.
+        if self._report_dir is None:
+            return None
+        return {suffix: f"/reports/{name}.{suffix}" for suffix in REPORT_SUFFIXES}

@@ -1,0 +1,48 @@
+"""check_remote_description: SDP that aiortc would accept and then fail on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiortc import RTCPeerConnection
+
+from server.sessions.offers import InvalidDescription, check_remote_description
+
+
+def real_offer() -> str:
+    async def offer() -> str:
+        pc = RTCPeerConnection()
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = pc.localDescription.sdp
+        await pc.close()
+        return sdp
+
+    return asyncio.run(offer())
+
+
+def test_a_real_description_passes() -> None:
+    description = check_remote_description(real_offer(), "offer")
+    assert [m.kind for m in description.media] == ["video"]
+
+
+@pytest.mark.parametrize(
+    ("drop", "message"),
+    [
+        ("a=fingerprint:", "the offer's video section has no DTLS fingerprint and role"),
+        ("a=setup:", "the offer's video section has no DTLS fingerprint and role"),
+        ("a=ice-ufrag:", "the offer's video section has no ICE credentials"),
+        ("a=ice-pwd:", "the offer's video section has no ICE credentials"),
+    ],
+)
+def test_missing_transport_parameters_are_named(drop: str, message: str) -> None:
+    sdp = "\r\n".join(line for line in real_offer().split("\r\n") if not line.startswith(drop))
+    with pytest.raises(InvalidDescription, match=message):
+        check_remote_description(sdp, "offer")
+
+
+@pytest.mark.parametrize("sdp", ["", "garbage", "v=0\r\nm=video x\r\n", "v=0\r\n"])
+def test_malformed_or_empty_descriptions_are_refused(sdp: str) -> None:
+    with pytest.raises(InvalidDescription):
+        check_remote_description(sdp, "answer")
