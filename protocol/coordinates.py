@@ -29,6 +29,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+from protocol.wire_clock import RTP_TIMESTAMP_MODULUS
+
 #: The channel label the server creates and the client answers on.
 CHANNEL_LABEL = "coordinates"
 
@@ -36,7 +38,6 @@ CHANNEL_LABEL = "coordinates"
 MAX_MESSAGE_BYTES = 256
 
 _PTS_LIMIT = 1 << 63
-_RTP_TIMESTAMP_LIMIT = 1 << 32
 
 #: The keys that name the frame; an answer has at least one of them.
 FRAME_KEYS = frozenset({"rtp_timestamp", "pts"})
@@ -95,7 +96,7 @@ def decode_report(message: Union[str, bytes]) -> CoordinateReport:
         raise InvalidReport(f"pts must be a non-negative integer, got {pts!r}")
     rtp_timestamp = body.get("rtp_timestamp")
     if "rtp_timestamp" in body and not (
-        _is_int(rtp_timestamp) and 0 <= rtp_timestamp < _RTP_TIMESTAMP_LIMIT
+        _is_int(rtp_timestamp) and 0 <= rtp_timestamp < RTP_TIMESTAMP_MODULUS
     ):
         raise InvalidReport(f"rtp_timestamp must be a uint32, got {rtp_timestamp!r}")
     x, y = body["x"], body["y"]

@@ -26,6 +26,7 @@ from client.media.inline_decoder import (
     make_decoder,
 )
 from protocol.aiortc_internals import IncompatibleAiortcError
+from protocol.wire_clock import VIDEO_TIME_BASE as TIME_BASE
 from server.core.ledger import frame_pts
 from server.core.renderer import BallRenderer
 from server.media.inline_encoding import (
@@ -33,7 +34,6 @@ from server.media.inline_encoding import (
     check_inline_encoding_hook,
     encode_in_loop,
 )
-from server.media.track import TIME_BASE
 
 FRAMES = 8
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)

@@ -33,10 +33,10 @@ from protocol.stage_trace import (
     StageTraceWriter,
     merge_traces,
 )
+from protocol.wire_clock import VIDEO_TIME_BASE as TIME_BASE
 from server.core.ledger import frame_pts
 from server.core.renderer import BallRenderer
 from server.media.stage_tracer import ServerStageTracer
-from server.media.track import TIME_BASE
 
 FRAMES = 20
 

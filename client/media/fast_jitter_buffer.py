@@ -75,7 +75,10 @@ from aiortc.utils import uint16_add, uint16_gt
 from protocol.aiortc_internals import (
     SUPPORTED_AIORTC_VERSION,
     IncompatibleAiortcError,
+    JitterBufferPrivate,
+    ReceiverPrivate,
     check_aiortc_version,
+    check_problems,
     code_names,
 )
 
@@ -84,6 +87,7 @@ __all__ = [
     "FastJitterBuffer",
     "IncompatibleAiortcError",
     "STALE_FRAME_S",
+    "check_fast_jitter_buffer_hook",
     "install_fast_jitter_buffer",
     "starts_keyframe",
 ]
@@ -101,12 +105,6 @@ KEYFRAME_RETRY_S = 0.3
 _VP8_KEYFRAME_START_CODE = b"\x9d\x01\x2a"
 _ANNEX_B_START_CODE = b"\x00\x00\x00\x01"
 _H264_NAL_SPS = 7
-
-# RTCRtpReceiver's private attributes, after Python's name mangling.
-_RECEIVER_BUFFER_ATTRIBUTE = "_RTCRtpReceiver__jitter_buffer"
-_RECEIVER_DECODER_QUEUE_ATTRIBUTE = "_RTCRtpReceiver__decoder_queue"
-_RECEIVER_DECODER_THREAD_ATTRIBUTE = "_RTCRtpReceiver__decoder_thread"
-_RECEIVER_TIMESTAMP_MAPPER_ATTRIBUTE = "_RTCRtpReceiver__timestamp_mapper"
 
 
 class FastJitterBuffer(JitterBuffer):
@@ -376,40 +374,48 @@ def install_fast_jitter_buffer(
     :raises ValueError: `receiver` is not a video receiver.
     :raises RuntimeError: RTP has already arrived.
     """
-    check_aiortc_version()
-    buffer = getattr(receiver, _RECEIVER_BUFFER_ATTRIBUTE, None)
+    check_fast_jitter_buffer_hook()
+    buffer = getattr(receiver, ReceiverPrivate.JITTER_BUFFER, None)
     if isinstance(buffer, FastJitterBuffer):
         return
     if not isinstance(buffer, JitterBuffer):
         raise IncompatibleAiortcError(
-            f"{type(receiver).__name__} has no aiortc JitterBuffer in {_RECEIVER_BUFFER_ATTRIBUTE}"
+            f"{type(receiver).__name__} has no aiortc JitterBuffer in {ReceiverPrivate.JITTER_BUFFER}"
         )
-    _check_buffer_shape(buffer)
-    if not buffer._is_video:
+    _check_buffer_state(buffer)
+    if not getattr(buffer, JitterBufferPrivate.IS_VIDEO):
         raise ValueError("install_fast_jitter_buffer only applies to video receivers")
-    if buffer._origin is not None:
+    if getattr(buffer, JitterBufferPrivate.ORIGIN) is not None:
         # Swapping now would lose the packets already buffered.
         raise RuntimeError("install_fast_jitter_buffer must run before RTP arrives")
     _check_receiver_shape(receiver)
     fast = FastJitterBuffer(capacity=buffer.capacity, is_video=True, stale_after=stale_after)
-    setattr(receiver, _RECEIVER_BUFFER_ATTRIBUTE, fast)
+    setattr(receiver, ReceiverPrivate.JITTER_BUFFER, fast)
     setattr(
         receiver,
-        _RECEIVER_DECODER_QUEUE_ATTRIBUTE,
-        _DrainingDecoderQueue(fast, getattr(receiver, _RECEIVER_TIMESTAMP_MAPPER_ATTRIBUTE)),
+        ReceiverPrivate.DECODER_QUEUE,
+        _DrainingDecoderQueue(fast, getattr(receiver, ReceiverPrivate.TIMESTAMP_MAPPER)),
     )
 
 
-def _check_buffer_shape(buffer: JitterBuffer) -> None:
-    """Check the private parts of aiortc that FastJitterBuffer relies on."""
+def check_fast_jitter_buffer_hook() -> None:
+    """Raise ``IncompatibleAiortcError`` unless aiortc's receiver and ``JitterBuffer``
+    work as ``FastJitterBuffer`` and ``install_fast_jitter_buffer`` assume."""
+    check_aiortc_version()
     problems = []
     # The receiver reads the buffer through the mangled attribute and calls add().
-    receiver_names = code_names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None))
-    if _RECEIVER_BUFFER_ATTRIBUTE not in receiver_names or "add" not in receiver_names:
+    handle = code_names(getattr(RTCRtpReceiver, ReceiverPrivate.HANDLE_RTP_PACKET, None))
+    if ReceiverPrivate.JITTER_BUFFER not in handle or "add" not in handle:
         problems.append("RTCRtpReceiver._handle_rtp_packet no longer calls its add()")
+    if ReceiverPrivate.DECODER_QUEUE not in handle or "put" not in handle:
+        problems.append("RTCRtpReceiver._handle_rtp_packet no longer puts on its decoder queue")
+    init = code_names(RTCRtpReceiver.__init__)
+    for name in (ReceiverPrivate.DECODER_THREAD, ReceiverPrivate.TIMESTAMP_MAPPER):
+        if name not in init:
+            problems.append(f"RTCRtpReceiver no longer keeps a {name}")
     expected_parameters = {
         "add": ["self", "packet"],
-        "_remove_frame": ["self", "sequence_number"],
+        JitterBufferPrivate.REMOVE_FRAME: ["self", "sequence_number"],
     }
     for name, parameters in expected_parameters.items():
         method = getattr(JitterBuffer, name, None)
@@ -417,33 +423,36 @@ def _check_buffer_shape(buffer: JitterBuffer) -> None:
         if actual != parameters:
             problems.append(f"JitterBuffer.{name} is not ({', '.join(parameters)})")
     # FastJitterBuffer hooks in where add() hands over to _remove_frame().
-    if "_remove_frame" not in code_names(getattr(JitterBuffer, "add", None)):
+    if JitterBufferPrivate.REMOVE_FRAME not in code_names(getattr(JitterBuffer, "add", None)):
         problems.append("JitterBuffer.add no longer calls _remove_frame")
-    for name in ("_capacity", "_origin", "_packets", "_is_video"):
-        if not hasattr(buffer, name):
-            problems.append(f"JitterBuffer has no attribute {name}")
-    if problems:
-        raise IncompatibleAiortcError("aiortc's JitterBuffer changed shape: " + "; ".join(problems))
+    problems += _buffer_state_problems(JitterBuffer(capacity=2, is_video=True))
+    check_problems("JitterBuffer", problems)
+
+
+def _buffer_state_problems(buffer: JitterBuffer) -> list[str]:
+    return [
+        f"JitterBuffer has no attribute {name}"
+        for name in JitterBufferPrivate.STATE
+        if not hasattr(buffer, name)
+    ]
+
+
+def _check_buffer_state(buffer: JitterBuffer) -> None:
+    check_problems("JitterBuffer", _buffer_state_problems(buffer))
 
 
 def _check_receiver_shape(receiver: RTCRtpReceiver) -> None:
     """Check the receiver parts that carry frames from the buffer to the decoder."""
     problems = []
-    decoder_queue = getattr(receiver, _RECEIVER_DECODER_QUEUE_ATTRIBUTE, None)
+    decoder_queue = getattr(receiver, ReceiverPrivate.DECODER_QUEUE, None)
     if type(decoder_queue) is not queue.Queue:
-        problems.append(f"{_RECEIVER_DECODER_QUEUE_ATTRIBUTE} is not a queue.Queue")
-    if not hasattr(receiver, _RECEIVER_DECODER_THREAD_ATTRIBUTE):
-        problems.append(f"no {_RECEIVER_DECODER_THREAD_ATTRIBUTE}")
-    elif getattr(receiver, _RECEIVER_DECODER_THREAD_ATTRIBUTE) is not None:
+        problems.append(f"{ReceiverPrivate.DECODER_QUEUE} is not a queue.Queue")
+    if not hasattr(receiver, ReceiverPrivate.DECODER_THREAD):
+        problems.append(f"no {ReceiverPrivate.DECODER_THREAD}")
+    elif getattr(receiver, ReceiverPrivate.DECODER_THREAD) is not None:
         # The thread holds on to the queue it was started with.
         raise RuntimeError("install_fast_jitter_buffer must run before the receiver starts")
-    mapper = getattr(receiver, _RECEIVER_TIMESTAMP_MAPPER_ATTRIBUTE, None)
+    mapper = getattr(receiver, ReceiverPrivate.TIMESTAMP_MAPPER, None)
     if not callable(getattr(mapper, "map", None)):
-        problems.append(f"{_RECEIVER_TIMESTAMP_MAPPER_ATTRIBUTE} has no map()")
-    names = code_names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None))
-    if _RECEIVER_DECODER_QUEUE_ATTRIBUTE not in names or "put" not in names:
-        problems.append("RTCRtpReceiver._handle_rtp_packet no longer puts on its decoder queue")
-    if problems:
-        raise IncompatibleAiortcError(
-            "aiortc's RTCRtpReceiver changed shape: " + "; ".join(problems)
-        )
+        problems.append(f"{ReceiverPrivate.TIMESTAMP_MAPPER} has no map()")
+    check_problems("RTCRtpReceiver", problems)

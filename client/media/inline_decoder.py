@@ -39,14 +39,17 @@ from aiortc.codecs import get_decoder
 from aiortc.mediastreams import VIDEO_TIME_BASE
 from aiortc.rtcrtpreceiver import decoder_worker
 
-from protocol.aiortc_internals import IncompatibleAiortcError, check_aiortc_version, code_names
+from protocol.aiortc_internals import (
+    IncompatibleAiortcError,
+    OtherPrivate,
+    ReceiverPrivate,
+    check_aiortc_version,
+    check_problems,
+    code_names,
+)
 from protocol.instance_hook import InstanceHook
 
 logger = logging.getLogger("client.media.inline_decoder")
-
-_RECEIVER_DECODER_QUEUE_ATTRIBUTE = "_RTCRtpReceiver__decoder_queue"
-_RECEIVER_DECODER_THREAD_ATTRIBUTE = "_RTCRtpReceiver__decoder_thread"
-_RECEIVER_DECODER_ERROR_ATTRIBUTE = "_RTCRtpReceiver__decoder_error"
 
 #: Called as ``observer(stage, pts, time)`` with "decode_start" and "decoded".
 DecodeObserver = Callable[[str, int, float], None]
@@ -56,19 +59,18 @@ def check_inline_decoder_hook() -> None:
     """Raise ``IncompatibleAiortcError`` unless the receiver decodes as the docstring says."""
     check_aiortc_version()
     problems = []
-    handle = code_names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None))
-    if _RECEIVER_DECODER_QUEUE_ATTRIBUTE not in handle or "put" not in handle:
+    handle = code_names(getattr(RTCRtpReceiver, ReceiverPrivate.HANDLE_RTP_PACKET, None))
+    if ReceiverPrivate.DECODER_QUEUE not in handle or "put" not in handle:
         problems.append("RTCRtpReceiver._handle_rtp_packet no longer puts on its decoder queue")
-    if _RECEIVER_DECODER_ERROR_ATTRIBUTE not in handle:
+    if ReceiverPrivate.DECODER_ERROR not in handle:
         problems.append("RTCRtpReceiver._handle_rtp_packet no longer reads its decoder error")
     worker = code_names(decoder_worker)
     for name in ("get_decoder", "decode", "FFmpegError", "set"):
         if name not in worker:
             problems.append(f"aiortc's decoder_worker no longer uses {name}")
-    if "_put" not in code_names(queue.Queue.put):
+    if OtherPrivate.QUEUE_PUT not in code_names(queue.Queue.put):
         problems.append("queue.Queue.put no longer calls _put")
-    if problems:
-        raise IncompatibleAiortcError("aiortc's decoding changed shape: " + "; ".join(problems))
+    check_problems("decoding", problems)
 
 
 class NativeVp8Decoder:
@@ -121,9 +123,9 @@ class InlineDecoder:
         :raises RuntimeError: the receiver's decoder thread already runs."""
         check_inline_decoder_hook()
         receiver = self._receiver
-        decoder_queue = getattr(receiver, _RECEIVER_DECODER_QUEUE_ATTRIBUTE, None)
-        error = getattr(receiver, _RECEIVER_DECODER_ERROR_ATTRIBUTE, None)
-        track_queue = getattr(receiver.track, "_queue", None)
+        decoder_queue = getattr(receiver, ReceiverPrivate.DECODER_QUEUE, None)
+        error = getattr(receiver, ReceiverPrivate.DECODER_ERROR, None)
+        track_queue = getattr(receiver.track, ReceiverPrivate.TRACK_QUEUE, None)
         if (
             not isinstance(decoder_queue, queue.Queue)
             or not isinstance(error, threading.Event)
@@ -132,7 +134,7 @@ class InlineDecoder:
             raise IncompatibleAiortcError(
                 "the receiver has no decoder queue, decoder error flag or track queue"
             )
-        if getattr(receiver, _RECEIVER_DECODER_THREAD_ATTRIBUTE, None) is not None:
+        if getattr(receiver, ReceiverPrivate.DECODER_THREAD, None) is not None:
             raise RuntimeError("install the inline decoder before the receiver starts")
 
         def make(original: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -144,7 +146,7 @@ class InlineDecoder:
 
             return _put
 
-        self._hook = InstanceHook(decoder_queue, "_put", make)
+        self._hook = InstanceHook(decoder_queue, OtherPrivate.QUEUE_PUT, make)
         self._track_queue = track_queue
 
     @property

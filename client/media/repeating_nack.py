@@ -43,7 +43,12 @@ from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
 from aiortc.utils import uint16_add, uint16_gt
 
-from protocol.aiortc_internals import IncompatibleAiortcError, check_aiortc_version, code_names
+from protocol.aiortc_internals import (
+    IncompatibleAiortcError,
+    ReceiverPrivate,
+    check_aiortc_version,
+    code_names,
+)
 
 #: Long enough for a retransmission to arrive on any sane path, short enough
 #: that a lost one costs a few frames, not seconds.
@@ -55,8 +60,6 @@ REPEAT_ROUND_TRIPS = 2.5
 #: Requests each packet received in order earns, and the most saved up.
 BUDGET_PER_PACKET = 0.25
 BUDGET_BURST = 16.0
-
-_RECEIVER_NACK_ATTRIBUTE = "_RTCRtpReceiver__nack_generator"
 
 logger = logging.getLogger("client.nack")
 
@@ -176,6 +179,18 @@ class RepeatingNackGenerator(NackGenerator):
                 )
 
 
+def check_repeating_nack_hook() -> None:
+    """Raise ``IncompatibleAiortcError`` unless the receiver consults its NACK generator
+    as the module docstring says."""
+    check_aiortc_version()
+    names = code_names(getattr(RTCRtpReceiver, ReceiverPrivate.HANDLE_RTP_PACKET, None))
+    if not {ReceiverPrivate.NACK_GENERATOR, "missing"} <= set(names):
+        raise IncompatibleAiortcError(
+            f"RTCRtpReceiver no longer keeps a NackGenerator in {ReceiverPrivate.NACK_GENERATOR} "
+            "and sends a NACK for its missing"
+        )
+
+
 def install_repeating_nack(
     receiver: RTCRtpReceiver, give_up_after: Optional[float] = None
 ) -> RepeatingNackGenerator:
@@ -184,20 +199,16 @@ def install_repeating_nack(
     :raises IncompatibleAiortcError: aiortc is not the supported version, or
         the receiver no longer keeps or consults its NACK generator as expected.
     """
-    check_aiortc_version()
-    current = getattr(receiver, _RECEIVER_NACK_ATTRIBUTE, None)
+    check_repeating_nack_hook()
+    current = getattr(receiver, ReceiverPrivate.NACK_GENERATOR, None)
     if isinstance(current, RepeatingNackGenerator):
         return current
-    names = code_names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None))
-    if type(current) is not NackGenerator or not {_RECEIVER_NACK_ATTRIBUTE, "missing"} <= set(
-        names
-    ):
+    if type(current) is not NackGenerator:
         raise IncompatibleAiortcError(
-            f"RTCRtpReceiver no longer keeps a NackGenerator in {_RECEIVER_NACK_ATTRIBUTE} "
-            "and sends a NACK for its missing"
+            f"{type(receiver).__name__} has no NackGenerator in {ReceiverPrivate.NACK_GENERATOR}"
         )
     if current.max_seq is not None:
         raise RuntimeError("install_repeating_nack must run before RTP arrives")
     generator = RepeatingNackGenerator(give_up_after=give_up_after)
-    setattr(receiver, _RECEIVER_NACK_ATTRIBUTE, generator)
+    setattr(receiver, ReceiverPrivate.NACK_GENERATOR, generator)
     return generator

@@ -40,14 +40,19 @@ from aiortc.rtcrtpreceiver import decoder_worker
 from aiortc.rtcsctptransport import RTCSctpTransport
 
 from client.media.wire_timestamps import WireTimestamps
-from protocol.aiortc_internals import IncompatibleAiortcError, check_aiortc_version, code_names
+from protocol.aiortc_internals import (
+    IncompatibleAiortcError,
+    OtherPrivate,
+    ReceiverPrivate,
+    check_aiortc_version,
+    check_problems,
+    code_names,
+)
 from protocol.coordinates import InvalidReport, decode_report
 from protocol.instance_hook import InstanceHook
 from protocol.stage_trace import StageRecorder, StageTraceWriter, is_local_address
 
 logger = logging.getLogger("client.media.stage_tracer")
-
-_RECEIVER_DECODER_QUEUE_ATTRIBUTE = "_RTCRtpReceiver__decoder_queue"
 
 _SCTP_COMMON_HEADER = 12
 _SCTP_CHUNK_HEADER = struct.Struct("!BBH")
@@ -89,24 +94,26 @@ def check_tracer_hooks() -> None:
     """Raise ``IncompatibleAiortcError`` unless the receiver works as the module docstring says."""
     check_aiortc_version()
     problems = []
-    if "_handle_rtp_packet" not in code_names(getattr(RTCDtlsTransport, "_handle_rtp_data", None)):
+    if ReceiverPrivate.HANDLE_RTP_PACKET not in code_names(
+        getattr(RTCDtlsTransport, OtherPrivate.DTLS_HANDLE_RTP_DATA, None)
+    ):
         problems.append("RTCDtlsTransport no longer hands packets to _handle_rtp_packet")
-    handle = code_names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None))
-    if _RECEIVER_DECODER_QUEUE_ATTRIBUTE not in handle or "put" not in handle:
+    handle = code_names(getattr(RTCRtpReceiver, ReceiverPrivate.HANDLE_RTP_PACKET, None))
+    if ReceiverPrivate.DECODER_QUEUE not in handle or "put" not in handle:
         problems.append("RTCRtpReceiver._handle_rtp_packet no longer puts on its decoder queue")
     worker = code_names(decoder_worker)
     for name in ("get", "decode", "put", "run_coroutine_threadsafe"):
         if name not in worker:
             problems.append(f"aiortc's decoder_worker no longer uses {name}")
-    if "_queue" not in code_names(getattr(RTCRtpReceiver, "receive", None)):
+    if ReceiverPrivate.TRACK_QUEUE not in code_names(getattr(RTCRtpReceiver, "receive", None)):
         problems.append("RTCRtpReceiver.receive no longer gives the decoder its track's _queue")
-    if "_send_data" not in code_names(getattr(RTCSctpTransport, "_send_chunk", None)):
+    sctp_names = code_names(getattr(RTCSctpTransport, OtherPrivate.SCTP_SEND_CHUNK, None))
+    if OtherPrivate.DTLS_SEND_DATA not in sctp_names:
         problems.append("RTCSctpTransport._send_chunk no longer calls its transport's _send_data")
-    for name in ("_put", "_get"):
+    for name in (OtherPrivate.QUEUE_PUT, OtherPrivate.QUEUE_GET):
         if name not in code_names(getattr(queue.Queue, name[1:], None)):
             problems.append(f"queue.Queue.{name[1:]} no longer calls {name}")
-    if problems:
-        raise IncompatibleAiortcError("aiortc's receiver changed shape: " + "; ".join(problems))
+    check_problems("receiver", problems)
 
 
 class ClientStageTracer:
@@ -142,11 +149,9 @@ class ClientStageTracer:
 
     def attach(self, receiver: RTCRtpReceiver, sctp: Optional[RTCSctpTransport]) -> None:
         check_tracer_hooks()
-        decoder_queue = getattr(receiver, _RECEIVER_DECODER_QUEUE_ATTRIBUTE, None)
-        track = receiver.track
-        if not isinstance(decoder_queue, queue.Queue) or not isinstance(
-            getattr(track, "_queue", None), asyncio.Queue
-        ):
+        decoder_queue = getattr(receiver, ReceiverPrivate.DECODER_QUEUE, None)
+        track_queue = getattr(receiver.track, ReceiverPrivate.TRACK_QUEUE, None)
+        if not isinstance(decoder_queue, queue.Queue) or not isinstance(track_queue, asyncio.Queue):
             raise IncompatibleAiortcError("the receiver has no decoder queue or track queue")
         clock, from_decoder = self._clock, self._from_decoder
 
@@ -184,13 +189,15 @@ class ClientStageTracer:
 
             return put_decoded
 
-        self._hooks.append(InstanceHook(receiver, "_handle_rtp_packet", packets))
-        self._hooks.append(InstanceHook(decoder_queue, "_put", put))
-        self._hooks.append(InstanceHook(decoder_queue, "_get", get))
-        self._hooks.append(InstanceHook(track._queue, "put", decoded))
+        self._hooks.append(InstanceHook(receiver, ReceiverPrivate.HANDLE_RTP_PACKET, packets))
+        self._hooks.append(InstanceHook(decoder_queue, OtherPrivate.QUEUE_PUT, put))
+        self._hooks.append(InstanceHook(decoder_queue, OtherPrivate.QUEUE_GET, get))
+        self._hooks.append(InstanceHook(track_queue, "put", decoded))
         dtls = sctp.transport if sctp is not None else None
         if isinstance(dtls, RTCDtlsTransport):
-            self._hooks.append(InstanceHook(dtls, "_send_data", self._watched_send_data))
+            self._hooks.append(
+                InstanceHook(dtls, OtherPrivate.DTLS_SEND_DATA, self._watched_send_data)
+            )
 
     def decoder_stage(self, stage: str, pts: int, at: float) -> None:
         """A decoder outside aiortc's thread (``client.media.inline_decoder``) reports

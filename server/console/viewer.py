@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import logging
 import secrets
 import time
@@ -48,15 +47,15 @@ from aiortc import (
 from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError
 
+from protocol.wire_clock import VIDEO_TIME_BASE
 from server.console.annotation import SessionAnnotator
-from server.core.ledger import VIDEO_CLOCK_RATE, FrameRecord, frame_pts
+from server.core.ledger import FrameRecord, frame_pts
 from server.core.renderer import yuv420p_frame
 from server.core.scene import BallScene
 from server.media.pacing import FramePacer
 
 logger = logging.getLogger("server.console.viewer")
 
-TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 
 #: A viewer is for eyes: more than 30 fps would only cost CPU.
 MAX_VIEWER_FPS = 30.0
@@ -169,7 +168,7 @@ class ViewerTrack(VideoStreamTrack):
             raise MediaStreamError
         frame = i420_frame(self.picture(index))
         frame.pts = frame_pts(index, self._fps)
-        frame.time_base = TIME_BASE
+        frame.time_base = VIDEO_TIME_BASE
         self.frames_sent += 1
         return frame
 

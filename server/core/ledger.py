@@ -17,13 +17,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
-VIDEO_CLOCK_RATE = 90000
+from protocol.wire_clock import RTP_TIMESTAMP_MODULUS, VIDEO_CLOCK_RATE
 
 #: How far a reported pts may sit from the pts we sent and still match.
 PTS_TOLERANCE_TICKS = 1
-
-#: RTP timestamps are 32 bits wide and wrap.
-RTP_TIMESTAMP_MODULUS = 1 << 32
 
 
 def frame_pts(index: int, fps: float) -> int:

@@ -27,12 +27,17 @@ from typing import Any, Mapping, Optional
 from aiortc import RTCRtpSender
 from aiortc.codecs.h264 import H264Encoder
 
-from protocol.aiortc_internals import IncompatibleAiortcError, check_aiortc_version, code_names
+from protocol.aiortc_internals import (
+    IncompatibleAiortcError,
+    OtherPrivate,
+    SenderPrivate,
+    check_aiortc_version,
+    check_problems,
+    code_names,
+)
 
 VP8_OPTION_OVERRIDES: dict[str, str] = {"noise-sensitivity": "0"}
 H264_OPTION_OVERRIDES: dict[str, str] = {"preset": "ultrafast"}
-
-_SENDER_ENCODER_ATTRIBUTE = "_RTCRtpSender__encoder"
 
 
 class OptionOverrides:
@@ -80,20 +85,17 @@ def check_h264_hook() -> None:
     """Raise ``IncompatibleAiortcError`` unless aiortc's H.264 encoder is set up as assumed."""
     check_aiortc_version()
     problems = []
-    setup = getattr(H264Encoder, "_encode_frame", None)
+    setup = getattr(H264Encoder, OtherPrivate.H264_ENCODE_FRAME, None)
     for name in ("codec", "options", "CodecContext"):
         if name not in code_names(setup):
             problems.append(f"H264Encoder._encode_frame no longer uses {name}")
     if "libx264" not in option_constants(setup):
         problems.append("H264Encoder no longer encodes with libx264")
-    if _SENDER_ENCODER_ATTRIBUTE not in code_names(
-        getattr(RTCRtpSender, "_next_encoded_frame", None)
+    if SenderPrivate.ENCODER not in code_names(
+        getattr(RTCRtpSender, SenderPrivate.NEXT_ENCODED_FRAME, None)
     ):
         problems.append("RTCRtpSender._next_encoded_frame no longer keeps its __encoder")
-    if problems:
-        raise IncompatibleAiortcError(
-            "aiortc's H.264 encoding changed shape: " + "; ".join(problems)
-        )
+    check_problems("H.264 encoding", problems)
 
 
 def install_fast_h264_encoder(sender: RTCRtpSender) -> FastH264Encoder:
@@ -114,8 +116,8 @@ def install_sender_encoder(sender: RTCRtpSender, encoder: Any, installer: str) -
     :raises IncompatibleAiortcError: the sender has no such slot.
     :raises RuntimeError: the sender already has an encoder (it has sent).
     """
-    if not hasattr(sender, _SENDER_ENCODER_ATTRIBUTE):
-        raise IncompatibleAiortcError(f"{type(sender).__name__} has no {_SENDER_ENCODER_ATTRIBUTE}")
-    if getattr(sender, _SENDER_ENCODER_ATTRIBUTE) is not None:
+    if not hasattr(sender, SenderPrivate.ENCODER):
+        raise IncompatibleAiortcError(f"{type(sender).__name__} has no {SenderPrivate.ENCODER}")
+    if getattr(sender, SenderPrivate.ENCODER) is not None:
         raise RuntimeError(f"{installer} must run before the first frame")
-    setattr(sender, _SENDER_ENCODER_ATTRIBUTE, encoder)
+    setattr(sender, SenderPrivate.ENCODER, encoder)

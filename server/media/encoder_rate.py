@@ -41,9 +41,14 @@ from aiortc import RTCRtpSender
 from aiortc.codecs.vpx import DEFAULT_BITRATE, MAX_BITRATE, Vp8Encoder, VpxPayloadDescriptor
 from av.frame import Frame
 
-from protocol.aiortc_internals import IncompatibleAiortcError, check_aiortc_version, code_names
+from protocol.aiortc_internals import (
+    OtherPrivate,
+    SenderPrivate,
+    check_aiortc_version,
+    check_problems,
+    code_names,
+)
 from server.media.codec_options import (
-    _SENDER_ENCODER_ATTRIBUTE,
     VP8_OPTION_OVERRIDES,
     OptionOverrides,
     install_sender_encoder,
@@ -54,8 +59,6 @@ from server.media.codec_options import (
 DEFAULT_BITRATE_BPS: int = DEFAULT_BITRATE
 #: Below this libvpx's quantiser limit sets the frame size anyway.
 MIN_BITRATE_BPS = 10_000
-
-_TARGET_ATTRIBUTE = "_Vp8Encoder__target_bitrate"
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ class RateControlledVp8Encoder(Vp8Encoder):
 
     @property
     def target_bitrate(self) -> int:
-        return int(getattr(self, _TARGET_ATTRIBUTE))
+        return int(getattr(self, OtherPrivate.VP8_TARGET_BITRATE))
 
     @target_bitrate.setter
     def target_bitrate(self, bitrate: int) -> None:
@@ -101,7 +104,9 @@ class RateControlledVp8Encoder(Vp8Encoder):
     def set_bitrate(self, bitrate_bps: Optional[int]) -> None:
         """The bitrate for the next frames; None for aiortc's default."""
         wanted = DEFAULT_BITRATE_BPS if bitrate_bps is None else bitrate_bps
-        setattr(self, _TARGET_ATTRIBUTE, max(MIN_BITRATE_BPS, min(wanted, MAX_BITRATE)))
+        setattr(
+            self, OtherPrivate.VP8_TARGET_BITRATE, max(MIN_BITRATE_BPS, min(wanted, MAX_BITRATE))
+        )
 
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         payloads, timestamp = super().encode(frame, force_keyframe)
@@ -144,14 +149,16 @@ def check_encoder_hook() -> None:
     """Raise ``IncompatibleAiortcError`` unless aiortc works as the module docstring says."""
     check_aiortc_version()
     problems = []
-    next_frame = code_names(getattr(RTCRtpSender, "_next_encoded_frame", None))
-    if _SENDER_ENCODER_ATTRIBUTE not in next_frame or "get_encoder" not in next_frame:
+    next_frame = code_names(getattr(RTCRtpSender, SenderPrivate.NEXT_ENCODED_FRAME, None))
+    if SenderPrivate.ENCODER not in next_frame or "get_encoder" not in next_frame:
         problems.append("RTCRtpSender._next_encoded_frame no longer creates its __encoder lazily")
-    if "target_bitrate" not in code_names(getattr(RTCRtpSender, "_handle_rtcp_packet", None)):
+    if "target_bitrate" not in code_names(
+        getattr(RTCRtpSender, SenderPrivate.HANDLE_RTCP_PACKET, None)
+    ):
         problems.append("RTCRtpSender no longer passes REMB to target_bitrate")
     encode = getattr(Vp8Encoder, "encode", None)
     names = code_names(encode)
-    for name in ("target_bitrate", _TARGET_ATTRIBUTE, "bit_rate", "codec", "options"):
+    for name in ("target_bitrate", OtherPrivate.VP8_TARGET_BITRATE, "bit_rate", "codec", "options"):
         if name not in names:
             problems.append(f"Vp8Encoder.encode no longer uses {name}")
     if callable(encode) and list(inspect.signature(encode).parameters) != [
@@ -163,10 +170,9 @@ def check_encoder_hook() -> None:
     for option in VP8_OPTION_OVERRIDES:
         if option not in option_constants(encode):
             problems.append(f"Vp8Encoder.encode no longer sets {option}")
-    if _TARGET_ATTRIBUTE not in vars(Vp8Encoder()):
-        problems.append(f"Vp8Encoder has no {_TARGET_ATTRIBUTE}")
-    if problems:
-        raise IncompatibleAiortcError("aiortc's VP8 sending changed shape: " + "; ".join(problems))
+    if OtherPrivate.VP8_TARGET_BITRATE not in vars(Vp8Encoder()):
+        problems.append(f"Vp8Encoder has no {OtherPrivate.VP8_TARGET_BITRATE}")
+    check_problems("VP8 sending", problems)
 
 
 def install_rate_controlled_encoder(sender: RTCRtpSender) -> RateControlledVp8Encoder:

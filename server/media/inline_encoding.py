@@ -30,19 +30,22 @@ from typing import Any, Callable, Optional
 
 from aiortc import RTCRtpSender
 
-from protocol.aiortc_internals import IncompatibleAiortcError, check_aiortc_version, code_names
-
-_SENDER_LOOP_ATTRIBUTE = "_RTCRtpSender__loop"
+from protocol.aiortc_internals import (
+    IncompatibleAiortcError,
+    SenderPrivate,
+    check_aiortc_version,
+    code_names,
+)
 
 
 def check_inline_encoding_hook() -> None:
     """Raise ``IncompatibleAiortcError`` unless the sender encodes as the docstring says."""
     check_aiortc_version()
-    names = code_names(getattr(RTCRtpSender, "_next_encoded_frame", None))
-    if _SENDER_LOOP_ATTRIBUTE not in names or "run_in_executor" not in names:
+    names = code_names(getattr(RTCRtpSender, SenderPrivate.NEXT_ENCODED_FRAME, None))
+    if SenderPrivate.LOOP not in names or "run_in_executor" not in names:
         raise IncompatibleAiortcError(
             "aiortc's RTCRtpSender._next_encoded_frame no longer encodes through "
-            f"{_SENDER_LOOP_ATTRIBUTE}.run_in_executor"
+            f"{SenderPrivate.LOOP}.run_in_executor"
         )
 
 
@@ -73,11 +76,11 @@ def encode_in_loop(sender: RTCRtpSender) -> None:
         the sender no longer encodes through its loop's ``run_in_executor``.
     """
     check_inline_encoding_hook()
-    loop = getattr(sender, _SENDER_LOOP_ATTRIBUTE, None)
+    loop = getattr(sender, SenderPrivate.LOOP, None)
     if isinstance(loop, InlineExecutorLoop):
         return
     if not isinstance(loop, asyncio.AbstractEventLoop):
         raise IncompatibleAiortcError(
-            f"{type(sender).__name__} keeps no event loop in {_SENDER_LOOP_ATTRIBUTE}"
+            f"{type(sender).__name__} keeps no event loop in {SenderPrivate.LOOP}"
         )
-    setattr(sender, _SENDER_LOOP_ATTRIBUTE, InlineExecutorLoop(loop))
+    setattr(sender, SenderPrivate.LOOP, InlineExecutorLoop(loop))

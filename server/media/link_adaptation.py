@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 from aiortc import RTCRtpSender
 
+from protocol.wire_clock import VIDEO_CLOCK_RATE
 from server.core.congestion import (
     ANSWER_ACK_BYTES,
     RTP_PACKET_OVERHEAD_BYTES,
@@ -26,7 +27,6 @@ from server.core.congestion import (
     CongestionController,
     EncodingSettings,
 )
-from server.core.ledger import VIDEO_CLOCK_RATE
 from server.media.encoder_rate import (
     DEFAULT_BITRATE_BPS,
     RateControlledVp8Encoder,

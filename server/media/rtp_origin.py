@@ -20,26 +20,27 @@ from typing import Optional
 
 from aiortc import RTCRtpSender
 
-from protocol.aiortc_internals import IncompatibleAiortcError, check_aiortc_version, code_names
-
-_SENDER_LAST_TIMESTAMP_ATTRIBUTE = "_RTCRtpSender__rtp_timestamp"
-_SENDER_PACKET_COUNT_ATTRIBUTE = "_RTCRtpSender__packet_count"
-
-_RTP_TIMESTAMP_MODULUS = 1 << 32
+from protocol.aiortc_internals import (
+    IncompatibleAiortcError,
+    SenderPrivate,
+    check_aiortc_version,
+    check_problems,
+    code_names,
+)
+from protocol.wire_clock import RTP_TIMESTAMP_MODULUS
 
 
 def check_sender_shape() -> None:
     """Raise ``IncompatibleAiortcError`` if the sender no longer works as described above."""
     check_aiortc_version()
     problems = []
-    run_rtp = code_names(getattr(RTCRtpSender, "_run_rtp", None))
-    for name in (_SENDER_LAST_TIMESTAMP_ATTRIBUTE, _SENDER_PACKET_COUNT_ATTRIBUTE, "random32"):
+    run_rtp = code_names(getattr(RTCRtpSender, SenderPrivate.RUN_RTP, None))
+    for name in (SenderPrivate.RTP_TIMESTAMP, SenderPrivate.PACKET_COUNT, "random32"):
         if name not in run_rtp:
             problems.append(f"RTCRtpSender._run_rtp no longer uses {name}")
-    if "recv" not in code_names(getattr(RTCRtpSender, "_next_encoded_frame", None)):
+    if "recv" not in code_names(getattr(RTCRtpSender, SenderPrivate.NEXT_ENCODED_FRAME, None)):
         problems.append("RTCRtpSender._next_encoded_frame no longer calls the track's recv()")
-    if problems:
-        raise IncompatibleAiortcError("aiortc's RTCRtpSender changed shape: " + "; ".join(problems))
+    check_problems("RTCRtpSender", problems)
 
 
 class SenderTimestampOrigin:
@@ -54,7 +55,7 @@ class SenderTimestampOrigin:
     def attach(self, sender: RTCRtpSender) -> None:
         """Watch ``sender``, the one that sends the track whose frames are reported."""
         check_sender_shape()
-        for name in (_SENDER_LAST_TIMESTAMP_ATTRIBUTE, _SENDER_PACKET_COUNT_ATTRIBUTE):
+        for name in (SenderPrivate.RTP_TIMESTAMP, SenderPrivate.PACKET_COUNT):
             if not hasattr(sender, name):
                 raise IncompatibleAiortcError(f"{type(sender).__name__} has no {name}")
         self._sender = sender
@@ -76,7 +77,7 @@ class SenderTimestampOrigin:
         sender = self._sender
         if self._origin is not None or sender is None or self._last_pts is None:
             return
-        if getattr(sender, _SENDER_PACKET_COUNT_ATTRIBUTE) == 0:
+        if getattr(sender, SenderPrivate.PACKET_COUNT) == 0:
             return
-        last_timestamp: int = getattr(sender, _SENDER_LAST_TIMESTAMP_ATTRIBUTE)
-        self._origin = (last_timestamp - self._last_pts) % _RTP_TIMESTAMP_MODULUS
+        last_timestamp: int = getattr(sender, SenderPrivate.RTP_TIMESTAMP)
+        self._origin = (last_timestamp - self._last_pts) % RTP_TIMESTAMP_MODULUS

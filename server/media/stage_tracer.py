@@ -34,13 +34,18 @@ from aiortc.codecs import get_encoder
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import is_rtcp
 
-from protocol.aiortc_internals import IncompatibleAiortcError, check_aiortc_version, code_names
+from protocol.aiortc_internals import (
+    IncompatibleAiortcError,
+    OtherPrivate,
+    SenderPrivate,
+    check_aiortc_version,
+    check_problems,
+    code_names,
+)
 from protocol.instance_hook import InstanceHook
 from protocol.stage_trace import StageRecorder, StageTraceWriter, is_local_address, peer_host
 
 logger = logging.getLogger("server.media.stage_tracer")
-
-_SENDER_ENCODER_ATTRIBUTE = "_RTCRtpSender__encoder"
 
 #: Frames remembered between their production and their first packet, and
 #: from their pts to their RTP timestamp (for the answer): seconds of frames.
@@ -53,18 +58,17 @@ def check_tracer_hooks() -> None:
     """Raise ``IncompatibleAiortcError`` unless the sender works as the module docstring says."""
     check_aiortc_version()
     problems = []
-    run_rtp = code_names(getattr(RTCRtpSender, "_run_rtp", None))
-    for name in ("_next_encoded_frame", "_send_rtp", "transport"):
+    run_rtp = code_names(getattr(RTCRtpSender, SenderPrivate.RUN_RTP, None))
+    for name in (SenderPrivate.NEXT_ENCODED_FRAME, OtherPrivate.DTLS_SEND_RTP, "transport"):
         if name not in run_rtp:
             problems.append(f"RTCRtpSender._run_rtp no longer uses {name}")
-    next_frame = code_names(getattr(RTCRtpSender, "_next_encoded_frame", None))
-    for name in (_SENDER_ENCODER_ATTRIBUTE, "get_encoder", "run_in_executor", "encode"):
+    next_frame = code_names(getattr(RTCRtpSender, SenderPrivate.NEXT_ENCODED_FRAME, None))
+    for name in (SenderPrivate.ENCODER, "get_encoder", "run_in_executor", "encode"):
         if name not in next_frame:
             problems.append(f"RTCRtpSender._next_encoded_frame no longer uses {name}")
-    if "_send_rtp" not in vars(RTCDtlsTransport):
+    if OtherPrivate.DTLS_SEND_RTP not in vars(RTCDtlsTransport):
         problems.append("RTCDtlsTransport has no _send_rtp")
-    if problems:
-        raise IncompatibleAiortcError("aiortc's sender changed shape: " + "; ".join(problems))
+    check_problems("sender", problems)
 
 
 class ServerStageTracer:
@@ -105,12 +109,10 @@ class ServerStageTracer:
 
     def attach(self, sender: RTCRtpSender) -> None:
         check_tracer_hooks()
-        if not hasattr(sender, _SENDER_ENCODER_ATTRIBUTE):
-            raise IncompatibleAiortcError(
-                f"{type(sender).__name__} has no {_SENDER_ENCODER_ATTRIBUTE}"
-            )
+        if not hasattr(sender, SenderPrivate.ENCODER):
+            raise IncompatibleAiortcError(f"{type(sender).__name__} has no {SenderPrivate.ENCODER}")
         self._sender = sender
-        self._ssrc = sender._ssrc
+        self._ssrc = getattr(sender, SenderPrivate.SSRC)
 
         def make(original: Callable[..., Any]) -> Callable[..., Any]:
             async def next_encoded_frame(codec: Any) -> Any:
@@ -120,17 +122,19 @@ class ServerStageTracer:
 
             return next_encoded_frame
 
-        self._hooks.append(InstanceHook(sender, "_next_encoded_frame", make))
+        self._hooks.append(InstanceHook(sender, SenderPrivate.NEXT_ENCODED_FRAME, make))
 
     def _hook_encoder_and_transport(self, sender: RTCRtpSender, codec: Any) -> None:
-        encoder = getattr(sender, _SENDER_ENCODER_ATTRIBUTE)
+        encoder = getattr(sender, SenderPrivate.ENCODER)
         if encoder is None:
             # What _next_encoded_frame itself does next; done here so the
             # first frame's encode is timed too.
             encoder = get_encoder(codec)
-            setattr(sender, _SENDER_ENCODER_ATTRIBUTE, encoder)
+            setattr(sender, SenderPrivate.ENCODER, encoder)
         self._hooks.append(InstanceHook(encoder, "encode", self._timed_encode))
-        self._hooks.append(InstanceHook(sender.transport, "_send_rtp", self._watched_send_rtp))
+        self._hooks.append(
+            InstanceHook(sender.transport, OtherPrivate.DTLS_SEND_RTP, self._watched_send_rtp)
+        )
 
     def _timed_encode(self, original: Callable[..., Any]) -> Callable[..., Any]:
         clock, encoded = self._clock, self._encoded

@@ -13,7 +13,6 @@ queue; such frames are skipped at the source, never rendered or sent.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import time
 from typing import Callable, Optional, Protocol
 
@@ -21,12 +20,11 @@ import av
 from aiortc import VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from server.core.ledger import VIDEO_CLOCK_RATE, frame_pts
+from protocol.wire_clock import VIDEO_TIME_BASE
+from server.core.ledger import frame_pts
 from server.core.renderer import BallRenderer
 from server.core.scene import BallScene
 from server.media.pacing import FramePacer
-
-TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 
 FrameListener = Callable[[int, float, float, float], None]
 """Called as ``listener(index, true_x, true_y, produced_at)`` for each frame."""
@@ -82,7 +80,7 @@ class BallTrack(VideoStreamTrack):
         x, y = self._scene.position(index / self._fps)
         frame = self._renderer.render(x, y)
         frame.pts = frame_pts(index, self._fps)
-        frame.time_base = TIME_BASE
+        frame.time_base = VIDEO_TIME_BASE
         produced_at = self._clock()
         if self._frame_gate is not None:
             self._frame_gate.frame_sent(index, produced_at)

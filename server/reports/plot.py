@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
-from server.core.ledger import VIDEO_CLOCK_RATE
+from protocol.wire_clock import VIDEO_CLOCK_RATE
 from server.reports.report import CSV_COLUMNS, SECOND_COLUMNS, seconds_csv_path
 
 FIGURE_SIZE_IN = (10.0, 10.0)
