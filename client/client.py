@@ -105,8 +105,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # Imported here, not at the top: the detector process is spawned, and a
     # spawned child re-imports this module; aiortc and PyAV at the top would
     # make every detector load them for nothing.
+    from client.media.hooks import check_hooks
     from client.tracking_client import TrackingClient
+    from protocol.aiortc_internals import IncompatibleAiortcError
 
+    try:
+        # Refuse to start, rather than fail the first session, on another aiortc.
+        check_hooks()
+    except IncompatibleAiortcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return run(TrackingClient(args).run(), args.event_loop)
 
 

@@ -37,9 +37,8 @@ from client.detection.detector_process import DetectorFailed, DetectorProcess
 from client.detection.frame_exchange import DetectionResult, luma_view
 from client.detection.inline_detector import InlineDetector
 from client.display import ClientDisplay, draw
-from client.media.fast_jitter_buffer import STALE_FRAME_S, install_fast_jitter_buffer
+from client.media.hooks import install_receiver_hooks, receiver_components, receiver_counters
 from client.media.inline_decoder import InlineDecoder
-from client.media.repeating_nack import install_repeating_nack
 from client.media.stage_tracer import ClientStageTracer
 from client.media.wire_timestamps import WireTimestamps
 from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
@@ -58,27 +57,6 @@ MAX_DETECTION_BACKLOG = 3
 #: 0.3 ms). The detector keeps only the newest frame, so an older picture
 #: whose frame it skipped would wait forever: keep the newest two at most.
 MAX_PENDING_PICTURES = 2
-
-
-def receiver_components(receiver: RTCRtpReceiver) -> dict[str, str]:
-    """Class names of the jitter buffer and NACK generator ``receiver`` uses."""
-    return {
-        "jitter_buffer": type(getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)).__name__,
-        "nack_generator": type(getattr(receiver, "_RTCRtpReceiver__nack_generator", None)).__name__,
-    }
-
-
-def receiver_counters(receiver: RTCRtpReceiver) -> dict[str, int]:
-    """What the video receiver gave up on and asked for (0 where its parts do not count)."""
-    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
-    nack = getattr(receiver, "_RTCRtpReceiver__nack_generator", None)
-    return {
-        "frames_dropped_stale": getattr(buffer, "frames_dropped_stale", 0),
-        "keyframes_requested": getattr(buffer, "keyframes_requested", 0),
-        "packets_nacked": getattr(nack, "packets_requested", 0),
-        "nacks_over_budget": getattr(nack, "requests_over_budget", 0),
-        "packets_given_up": getattr(nack, "packets_given_up", 0),
-    }
 
 
 class SessionEnd(enum.Enum):
@@ -225,28 +203,17 @@ class ClientSession:
         await pc.setRemoteDescription(message)
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
-                fast = self._jitter_buffer == "fast"
-                # The fast buffer gives up on a frame after STALE_FRAME_S and
-                # asks for a keyframe: its packets are not worth asking for later.
-                install_repeating_nack(
-                    transceiver.receiver, give_up_after=STALE_FRAME_S if fast else None
+                hooks = install_receiver_hooks(
+                    transceiver.receiver,
+                    pc.sctp,
+                    fast_jitter_buffer=self._jitter_buffer == "fast",
+                    decoder_thread=self._decoder_thread,
+                    stage_trace=self._stage_trace,
+                    session_name=self._name,
                 )
-                self._wire_timestamps = WireTimestamps(transceiver.receiver)
-                if fast:
-                    install_fast_jitter_buffer(transceiver.receiver, stale_after=STALE_FRAME_S)
-                # After the jitter buffer: both hook the decoder queue it installs.
-                decoder = None
-                if not self._decoder_thread:
-                    decoder = InlineDecoder(transceiver.receiver)
-                    decoder.install()
-                    self._inline_decoder = decoder
-                if self._stage_trace is not None:
-                    self._tracer = ClientStageTracer(
-                        self._stage_trace, self._name, self._wire_timestamps
-                    )
-                    self._tracer.attach(transceiver.receiver, pc.sctp)
-                    if decoder is not None:
-                        decoder.observer = self._tracer.decoder_stage
+                self._wire_timestamps = hooks.wire_timestamps
+                self._inline_decoder = decoder = hooks.inline_decoder
+                self._tracer = hooks.tracer
                 self._video_receiver = transceiver.receiver
                 # What the receiver really uses, read back from it, so a test
                 # (or a user) can see which components are in place.

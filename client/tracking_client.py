@@ -22,7 +22,7 @@ from typing import Any, Optional, Union
 from client.detection.detector_process import DetectorProcess
 from client.detection.inline_detector import InlineDetector
 from client.display import ClientDisplay
-from client.media.stage_tracer import ClientStageTracer, check_tracer_hooks
+from client.media.stage_tracer import ClientStageTracer
 from client.session import ClientSession, SessionEnd, SessionOutcome
 from client.signaling_client import ServerUnreachable, connect_with_retry
 from protocol.stage_trace import StageTraceWriter
@@ -72,7 +72,6 @@ class TrackingClient:
             loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
         try:
             if self._args.trace_stages is not None:
-                check_tracer_hooks()
                 ClientStageTracer.warn_unless_local(self._args.signaling_host)
                 self._stage_trace = StageTraceWriter(self._args.trace_stages, "client")
             self._detector.start()

@@ -38,11 +38,7 @@ from server.console.display import ServerDisplay
 from server.console.metrics import TrackingMetrics
 from server.console.viewer import SessionViewers
 from server.console.web_console import WebConsole
-from server.media.codec_options import check_h264_hook
-from server.media.encoder_rate import check_encoder_hook
-from server.media.inline_encoding import check_inline_encoding_hook
-from server.media.rtp_origin import check_sender_shape
-from server.media.stage_tracer import check_tracer_hooks
+from server.media.hooks import check_hooks
 from server.sessions.session import SessionConfig
 from server.sessions.tracking_server import TrackingServer
 
@@ -145,14 +141,7 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 async def serve(args: argparse.Namespace) -> int:
     try:
         # Refuse to start, rather than fail every session, on another aiortc.
-        check_sender_shape()
-        check_encoder_hook()
-        if not args.encoder_thread:
-            check_inline_encoding_hook()
-        if args.codec == "h264":
-            check_h264_hook()
-        if args.trace_stages is not None:
-            check_tracer_hooks()
+        check_hooks()
     except IncompatibleAiortcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -37,8 +37,7 @@ from protocol.stage_trace import StageTraceWriter
 from server.core.ledger import FrameRecord, frame_pts
 from server.core.scene import BallScene
 from server.core.scoreboard import Scoreboard
-from server.media.codec_options import install_fast_h264_encoder
-from server.media.inline_encoding import encode_in_loop
+from server.media.hooks import install_sender_hooks
 from server.media.link_adaptation import LinkAdaptation
 from server.media.rtp_origin import SenderTimestampOrigin
 from server.media.stage_tracer import ServerStageTracer
@@ -231,17 +230,16 @@ class TrackingSession:
         assert self._track is not None
         transceiver = pc.addTransceiver(self._track, direction="sendonly")
         transceiver.setCodecPreferences(_codec_preferences(self._config.codec))
-        self._adaptation.attach(transceiver.sender, self._config.codec)
-        if self._config.codec.lower() == "h264":
-            # VP8 has the rate controlled encoder; H.264 gets its options here.
-            install_fast_h264_encoder(transceiver.sender)
-        if not self._config.encoder_thread:
-            encode_in_loop(transceiver.sender)
-        # Answers may name their frame by RTP timestamp: learn the sender's origin.
-        self._rtp_origin.attach(transceiver.sender)
         if self._tracer is not None:
             self._tracer.warn_unless_local(self._link.peer)
-            self._tracer.attach(transceiver.sender)
+        install_sender_hooks(
+            transceiver.sender,
+            self._config.codec,
+            self._adaptation,
+            self._rtp_origin,
+            encoder_thread=self._config.encoder_thread,
+            tracer=self._tracer,
+        )
         pc.on("datachannel", self._adopt_channel)
 
         @pc.on("connectionstatechange")
