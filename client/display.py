@@ -17,7 +17,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from client.detection.frame_exchange import DetectionResult
+from client.detection.interface import DetectionResult
 
 WINDOW_TITLE = "ball tracker - client"
 MARK_COLOUR = (0, 0, 255)  # BGR red

@@ -9,8 +9,8 @@ backlog.
 
 With ``--detector inline`` the ball is detected right there on the loop
 (``client.detection.inline_detector``) and the answer sent at once. Frames waiting
-behind it are detected in order, up to ``MAX_DETECTION_BACKLOG``; beyond
-that the session skips to the newest.
+behind it are detected in order, up to the detector's ``max_backlog``;
+beyond that the session skips to the newest.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 from aiortc import (
@@ -33,9 +33,8 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from client.detection.detector_process import DetectorFailed, DetectorProcess
-from client.detection.frame_exchange import DetectionResult, luma_view
-from client.detection.inline_detector import InlineDetector
+from client.detection.frame_exchange import luma_view
+from client.detection.interface import DetectionResult, Detector, DetectorFailed
 from client.display import ClientDisplay, draw
 from client.media.hooks import install_receiver_hooks, receiver_components, receiver_counters
 from client.media.inline_decoder import InlineDecoder
@@ -49,10 +48,6 @@ logger = logging.getLogger("client.session")
 
 #: Longest a frame waits for the detector process to take the previous one.
 HANDOFF_WAIT_S = 0.002
-#: Decoded frames that may wait behind the one being detected on the loop; a
-#: burst after a retransmission is a few frames, and each takes ~0.2 ms to
-#: detect. With more waiting, the frame is skipped (counted as dropped).
-MAX_DETECTION_BACKLOG = 3
 #: Pictures held for the window until their detection comes back (about
 #: 0.3 ms). The detector keeps only the newest frame, so an older picture
 #: whose frame it skipped would wait forever: keep the newest two at most.
@@ -81,7 +76,7 @@ class ClientSession:
     def __init__(
         self,
         signaling: SignalingChannel,
-        detector: Union[DetectorProcess, InlineDetector],
+        detector: Detector,
         jitter_buffer: str = "fast",
         display: Optional[ClientDisplay] = None,
         handshake_timeout: float = 30.0,
@@ -255,9 +250,8 @@ class ClientSession:
             if tracer is not None:
                 tracer.delivered(int(frame.pts), time.monotonic())
             detector = self._detector
-            if isinstance(detector, InlineDetector) and self._detection_backlog() > (
-                MAX_DETECTION_BACKLOG
-            ):
+            max_backlog = detector.max_backlog
+            if max_backlog is not None and self._detection_backlog() > max_backlog:
                 detector.skip()
                 continue
             luma = luma_view(frame)

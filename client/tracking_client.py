@@ -17,10 +17,11 @@ import random
 import signal
 import sys
 import time
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 from client.detection.detector_process import DetectorProcess
 from client.detection.inline_detector import InlineDetector
+from client.detection.interface import Detector
 from client.display import ClientDisplay
 from client.media.stage_tracer import ClientStageTracer
 from client.session import ClientSession, SessionEnd, SessionOutcome
@@ -46,7 +47,7 @@ class TrackingClient:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self._args = args
-        self._detector: Union[DetectorProcess, InlineDetector] = (
+        self._detector: Detector = (
             DetectorProcess() if args.detector == "process" else InlineDetector()
         )
         self._display = ClientDisplay() if args.display else None
@@ -84,7 +85,6 @@ class TrackingClient:
                 self._display.start()
             return await self._run_sessions()
         finally:
-            self._detector.stop()
             self._detector.close()
             if self._stage_trace is not None:
                 self._stage_trace.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client.detection.frame_exchange import DetectionResult
+from client.detection.interface import DetectionResult
 from client.display import draw
 from server.core.renderer import render_luma
 

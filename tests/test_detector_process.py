@@ -11,8 +11,8 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-from client.detection.detector_process import DetectorFailed, DetectorProcess
-from client.detection.frame_exchange import DetectionResult
+from client.detection.detector_process import DetectorProcess
+from client.detection.interface import DetectionResult, DetectorFailed
 from lab.own_resources import open_fds, own_shm
 from server.core.renderer import render_luma
 

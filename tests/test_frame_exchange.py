@@ -19,11 +19,11 @@ import pytest
 
 from client.detection.frame_exchange import (
     RESULT_RING,
-    DetectionResult,
     ExchangeError,
     FrameExchange,
     luma_view,
 )
+from client.detection.interface import DetectionResult
 from lab.own_resources import open_fds, own_shm
 
 WIDTH, HEIGHT = 64, 48

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections import deque
-from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from typing import Any, Optional
@@ -24,12 +22,13 @@ from typing import Any, Optional
 import numpy as np
 
 from client.detection.detector import CentroidDetector
-from client.detection.frame_exchange import (
-    MAX_HEIGHT,
-    MAX_WIDTH,
+from client.detection.frame_exchange import MAX_HEIGHT, MAX_WIDTH, ExchangeError, FrameExchange
+from client.detection.interface import (
+    BallLocator,
     DetectionResult,
-    ExchangeError,
-    FrameExchange,
+    DetectionTally,
+    DetectorFailed,
+    DetectorStats,
 )
 
 #: How often the idle worker looks at the stop flag even without a wake-up.
@@ -38,61 +37,6 @@ _IDLE_POLL = 1.0
 
 #: Polling step of ``wait_taken``; the worker takes a frame within ~0.1 ms.
 _TAKE_POLL_S = 50e-6
-
-
-class DetectorFailed(RuntimeError):
-    """The detector process is gone although nobody stopped it."""
-
-
-@dataclass(frozen=True)
-class DetectorStats:
-    """Counters since start; detector times over the last ``window`` results."""
-
-    submitted: int
-    detected: int  # results received, ball or not
-    found: int  # results with a ball
-    windowed: int  # results where the ball was found in the tracking window
-    dropped: int  # frames replaced before the detector took them
-    results_lost: int  # results overwritten before ``collect`` saw them
-    mean_ms: float
-    p50_ms: float
-    p99_ms: float
-    window: int
-
-
-class DetectionTally:
-    """Counts results and keeps the detector's recent times, for ``DetectorStats``."""
-
-    def __init__(self, window: int = 1000) -> None:
-        self.submitted = 0
-        self.detected = 0
-        self.found = 0
-        self.windowed = 0
-        self._total_ms = 0.0
-        self._recent_ms: deque[float] = deque(maxlen=window)
-
-    def add(self, result: DetectionResult) -> None:
-        self.detected += 1
-        self.found += result.found
-        self.windowed += result.windowed
-        self._total_ms += result.detect_ms
-        self._recent_ms.append(result.detect_ms)
-
-    def stats(self, dropped: int, results_lost: int) -> DetectorStats:
-        recent = np.fromiter(self._recent_ms, dtype=np.float64, count=len(self._recent_ms))
-        p50, p99 = np.percentile(recent, (50, 99)) if recent.size else (0.0, 0.0)
-        return DetectorStats(
-            submitted=self.submitted,
-            detected=self.detected,
-            found=self.found,
-            windowed=self.windowed,
-            dropped=dropped,
-            results_lost=results_lost,
-            mean_ms=self._total_ms / self.detected if self.detected else 0.0,
-            p50_ms=float(p50),
-            p99_ms=float(p99),
-            window=int(recent.size),
-        )
 
 
 class DetectorProcess:
@@ -120,6 +64,7 @@ class DetectorProcess:
         self._closed = False
         self._tally = DetectionTally(stats_window)
         self._final_dropped = 0
+        self._skipped = 0
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -233,6 +178,14 @@ class DetectorProcess:
         self._tally.submitted += 1
 
     @property
+    def max_backlog(self) -> None:
+        """None: the exchange keeps only the newest frame, so none waits."""
+        return None
+
+    def skip(self) -> None:
+        self._skipped += 1
+
+    @property
     def pending(self) -> bool:
         """The last frame submitted is still waiting for the worker."""
         return self._exchange.pending
@@ -274,7 +227,8 @@ class DetectorProcess:
 
     def stats(self) -> DetectorStats:
         return self._tally.stats(
-            dropped=self._final_dropped if self._closed else self._exchange.dropped,
+            dropped=self._skipped
+            + (self._final_dropped if self._closed else self._exchange.dropped),
             results_lost=self._exchange.results_lost,
         )
 
@@ -299,7 +253,7 @@ def run_worker(exchange: FrameExchange, detector_options: dict[str, Any]) -> Non
     # Ctrl-C reaches the whole process group; shutting down is the parent's
     # decision, made through request_stop(), not a KeyboardInterrupt here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    detector = CentroidDetector(**detector_options)
+    detector: BallLocator = CentroidDetector(**detector_options)
     try:
         exchange.mark_ready()
         while not exchange.stop_requested:

@@ -32,12 +32,13 @@ import secrets
 import select
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from multiprocessing import get_context, reduction
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, Iterator, Optional
 
 import numpy as np
+
+from client.detection.interface import DetectionResult
 
 #: Largest frame a slot holds. Pages are committed on first write, so the
 #: 25 MB this reserves cost only what the frames actually use.
@@ -74,31 +75,6 @@ _SLOTS_OFFSET = 8192
 
 class ExchangeError(RuntimeError):
     """The other side broke the protocol, most likely by dying at a bad moment."""
-
-
-@dataclass(frozen=True)
-class DetectionResult:
-    """What the detector found in the frame stamped ``pts``.
-
-    ``x`` and ``y`` are None when there was no ball; ``detect_ms`` is the time
-    the detector itself took, without any waiting or copying; ``windowed``
-    says whether it found the ball in its tracking window. ``started_at`` and
-    ``finished_at`` are when the detector took the frame and when it was done,
-    on ``time.monotonic()``, which every process of the host shares (the
-    stage trace uses them); 0.0 when not given.
-    """
-
-    pts: int
-    x: Optional[float]
-    y: Optional[float]
-    detect_ms: float
-    windowed: bool = False
-    started_at: float = 0.0
-    finished_at: float = 0.0
-
-    @property
-    def found(self) -> bool:
-        return self.x is not None
 
 
 def luma_view(frame: Any) -> np.ndarray:

@@ -16,11 +16,11 @@ frames rather than latency, the session keeps with a bound on its backlog
 burst after a retransmission is answered in full, but when more than a few
 are waiting it skips to the newest.
 
-``InlineDetector`` has ``DetectorProcess``'s interface, so the session and
-the client use either: ``--detector inline`` selects it, the process stays
-the default (the product's design: a slow frame never stalls the client's
-networking). It has no ``result_fd``: results are ready when ``submit``
-returns.
+``InlineDetector`` and ``DetectorProcess`` are both a
+``client.detection.interface.Detector``, so the session and the client use
+either: ``--detector inline`` selects it, the process stays the default (the
+product's design: a slow frame never stalls the client's networking). It has
+no ``result_fd``: results are ready when ``submit`` returns.
 """
 
 from __future__ import annotations
@@ -31,8 +31,17 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from client.detection.detector import CentroidDetector
-from client.detection.detector_process import DetectionTally, DetectorStats
-from client.detection.frame_exchange import DetectionResult
+from client.detection.interface import (
+    BallLocator,
+    DetectionResult,
+    DetectionTally,
+    DetectorStats,
+)
+
+#: Decoded frames that may wait behind the one being detected on the loop; a
+#: burst after a retransmission is a few frames, and each is detected in a
+#: fraction of a millisecond. With more waiting, the session skips to the newest.
+MAX_DETECTION_BACKLOG = 3
 
 
 class InlineDetector:
@@ -44,7 +53,7 @@ class InlineDetector:
         clock: Callable[[], float] = time.monotonic,
         **detector_options: Any,
     ) -> None:
-        self._detector = CentroidDetector(**detector_options)
+        self._detector: BallLocator = CentroidDetector(**detector_options)
         self._clock = clock
         self._tally = DetectionTally(stats_window)
         self._results: list[DetectionResult] = []
@@ -52,7 +61,7 @@ class InlineDetector:
         #: Frames the session skipped (a backlog) instead of detecting them.
         self.skipped = 0
 
-    # -- lifecycle: nothing to start or stop -----------------------------------
+    # -- lifecycle: nothing to spawn, so ready at once -------------------------
 
     def start(self) -> None:
         if self._closed:
@@ -60,9 +69,6 @@ class InlineDetector:
 
     def wait_ready(self, timeout: float) -> bool:
         return not self._closed
-
-    def stop(self, timeout: float = 2.0) -> None:
-        pass
 
     def close(self) -> None:
         self._closed = True
@@ -86,7 +92,12 @@ class InlineDetector:
     # -- frames and results -----------------------------------------------------
 
     @property
+    def max_backlog(self) -> int:
+        return MAX_DETECTION_BACKLOG
+
+    @property
     def pending(self) -> bool:
+        """Never: each frame is detected inside ``submit``."""
         return False
 
     def wait_taken(self, timeout: float) -> bool:
