@@ -122,7 +122,7 @@ def simulate(
     while events:
         now, _, kind, index = heapq.heappop(events)
         if kind == "answer":
-            controller.frame_answered(now, index)
+            controller.frame_answered(index, now)
             continue
         if index < next_due:
             continue  # thinned by the frame interval
@@ -132,7 +132,7 @@ def simulate(
             continue
         settings = controller.settings
         session.settings.append((now, settings))
-        controller.frame_sent(now, index)
+        controller.frame_sent(index, now)
         payload = payload_bytes(settings)
         controller.frame_encoded(index, payload, 1)
         wire = payload + RTP_PACKET_OVERHEAD_BYTES + ANSWER_ACK_BYTES
@@ -312,23 +312,23 @@ def test_three_paced_late_answers_decrease_once_per_episode() -> None:
     now = 0.0
     for index in range(30):  # a second of frames, answered 5 ms after
         assert controller.admit(now)
-        controller.frame_sent(now, index)
+        controller.frame_sent(index, now)
         controller.frame_encoded(index, 600, 1)
-        controller.frame_answered(now + 0.005, index)
+        controller.frame_answered(index, now + 0.005)
         now += 1 / FPS
     # Three frames queue behind each other at ~60 kbit/s: 100 ms apart.
     for index in range(30, 33):
-        controller.frame_sent(now + (index - 30) / FPS, index)
+        controller.frame_sent(index, now + (index - 30) / FPS)
         controller.frame_encoded(index, 600, 1)
     for count, index in enumerate(range(30, 33)):
-        controller.frame_answered(now + 0.1 * (count + 1), index)
+        controller.frame_answered(index, now + 0.1 * (count + 1))
     assert controller.decreases == 1
     state = controller.state(now + 0.3)
     assert state.capacity_bps == pytest.approx((600 + 76 + 110) * 8 / 0.1, rel=0.01)
     assert state.target_bps == pytest.approx(0.85 * state.capacity_bps)
     # A fourth late answer of a frame sent before the decrease: no second one.
-    controller.frame_sent(now + 0.2, 33)
-    controller.frame_answered(now + 0.45, 33)
+    controller.frame_sent(33, now + 0.2)
+    controller.frame_answered(33, now + 0.45)
     assert controller.decreases == 1
 
 
@@ -336,9 +336,9 @@ def test_sent_and_delivered_rates() -> None:
     controller = CongestionController(FPS)
     for index in range(60):
         now = index / FPS
-        controller.frame_sent(now, index)
+        controller.frame_sent(index, now)
         controller.frame_encoded(index, 814, 1)  # 1000 bytes on the wire
-        controller.frame_answered(now + 0.005, index)
+        controller.frame_answered(index, now + 0.005)
     assert controller.sent_rate(2.0) == pytest.approx(30 * 8000, rel=0.05)
     assert controller.delivered_rate(2.0) == pytest.approx(30 * 8000, rel=0.05)
     assert controller.sent_rate(10.0) == 0.0

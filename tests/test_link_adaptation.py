@@ -70,7 +70,7 @@ def stream(
             max(answered_at + spacing_s, sent_at + latency_s) if spacing_s else sent_at + latency_s
         )
         clock.now = answered_at
-        adaptation.frame_answered(index, answered_at, (answered_at - sent_at) * 1000)
+        adaptation.frame_answered(index, (answered_at - sent_at) * 1000, answered_at)
 
 
 def test_one_row_a_second_with_what_was_sent() -> None:

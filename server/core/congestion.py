@@ -6,7 +6,8 @@ one-way-plus-processing delay at 30 Hz, far richer than RTCP's receiver
 reports (one a second) or aiortc's REMB (its estimator needs 60 deltas to
 start, and aiortc's VP8 encoder clamps it to 250 kbit/s anyway, above the
 links this is for). ``CongestionController`` is the control law, pure: it is
-told what was sent and answered, with the time passed in, and it says which
+told what was sent and answered, with the time passed in (``now``, the last
+argument, as everywhere in the project), and it says which
 encoder bitrate and frame rate to use and whether the next frame may go.
 
 The law, and why:
@@ -246,7 +247,7 @@ class CongestionController:
         self.last_sample: Optional[tuple[float, float]] = None
 
     # ----------------------------------------------------------------- events
-    def frame_sent(self, now: float, index: int) -> None:
+    def frame_sent(self, index: int, now: float) -> None:
         """Frame ``index`` was handed to the encoder at ``now``."""
         self._expire(now)
         flight = _Flight(now, self._inflight_bytes, self._typical_frame_bytes)
@@ -266,7 +267,7 @@ class CongestionController:
                 self._inflight_bytes += wire - flight.wire_bytes
             flight.wire_bytes = wire
 
-    def frame_answered(self, now: float, index: int) -> None:
+    def frame_answered(self, index: int, now: float) -> None:
         """The answer for frame ``index`` arrived at ``now``."""
         flight = self._flights.get(index)
         if flight is None or flight.answered_at is not None:
@@ -278,7 +279,7 @@ class CongestionController:
         if self._newest_answered is None or index > self._newest_answered[0]:
             self._newest_answered = (index, now)
         latency = now - flight.produced_at
-        self._update_base(now, latency)
+        self._update_base(latency, now)
         delay = latency - self._base[0][1]
         if delay <= self._config.late_after_s:
             self._episode.clear()  # no queue in the way of this one
@@ -298,7 +299,7 @@ class CongestionController:
             # Its own queueing delay, for the bytes it found ahead of it.
             capacity = (flight.ahead_bytes + flight.wire_bytes) * 8 / delay
         self.last_sample = (capacity, latency)
-        self._sample(now, capacity, flight)
+        self._sample(capacity, flight, now)
 
     # ----------------------------------------------------------------- decisions
     def admit(self, now: float) -> bool:
@@ -338,7 +339,7 @@ class CongestionController:
         window = self._config.rate_window_s
         while self._recent and self._recent[0].produced_at <= now - window:
             self._recent.popleft()
-        return self._rate(now, self._recent)
+        return self._rate(self._recent, now)
 
     def delivered_rate(self, now: float) -> float:
         """Estimated wire bits per second of the frames answered in the last ``rate_window_s``."""
@@ -346,9 +347,9 @@ class CongestionController:
         answered = self._recent_answered
         while answered and (answered[0].answered_at or 0.0) <= now - window:
             answered.popleft()
-        return self._rate(now, answered)
+        return self._rate(answered, now)
 
-    def _rate(self, now: float, flights: deque[_Flight]) -> float:
+    def _rate(self, flights: deque[_Flight], now: float) -> float:
         if self._first_sent_at is None:
             return 0.0
         # A session younger than the window has sent over its age only.
@@ -356,7 +357,7 @@ class CongestionController:
         return sum(flight.wire_bytes for flight in flights) * 8 / span
 
     # ----------------------------------------------------------------- internals
-    def _sample(self, now: float, capacity: float, flight: _Flight) -> None:
+    def _sample(self, capacity: float, flight: _Flight, now: float) -> None:
         config = self._config
         self._episode.append(capacity)
         if len(self._episode) < config.confirm_samples:
@@ -372,7 +373,7 @@ class CongestionController:
         if flight.produced_at > self._last_decrease_at and (
             self._target is None or target < self._target
         ):
-            self._set_target(now, target)
+            self._set_target(target, now)
             self._last_decrease_at = now
             self.decreases += 1
 
@@ -394,10 +395,10 @@ class CongestionController:
             return
         target = min(self._target * config.increase_factor, max(self._target, ceiling))
         if target > self._target:
-            self._set_target(now, target)
+            self._set_target(target, now)
             self.increases += 1
 
-    def _set_target(self, now: float, target: float) -> None:
+    def _set_target(self, target: float, now: float) -> None:
         self._last_change_at = now
         settings = settings_for_rate(target, self._fps, self._config.min_frame_bytes)
         if settings == UNCONSTRAINED:
@@ -428,7 +429,7 @@ class CongestionController:
         base = self._base[0][1] if self._base else 0.0
         return capacity * (base + self._config.window_s) / 8
 
-    def _update_base(self, now: float, latency: float) -> None:
+    def _update_base(self, latency: float, now: float) -> None:
         while self._base and self._base[-1][1] >= latency:
             self._base.pop()
         self._base.append((now, latency))

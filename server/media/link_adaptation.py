@@ -132,16 +132,16 @@ class LinkAdaptation:
     def frame_sent(self, index: int, now: float) -> None:
         if self._started_at is None:
             self._started_at = now
-        self._controller.frame_sent(now, index)
+        self._controller.frame_sent(index, now)
         self._record(now).frames_sent += 1
 
     def frames_skipped(self, count: int, now: float) -> None:
         self._record(now).frames_skipped_for_rate += count
 
     # ----------------------------------------------------------------- the session
-    def frame_answered(self, index: int, now: float, latency_ms: float) -> None:
+    def frame_answered(self, index: int, latency_ms: float, now: float) -> None:
         sample = self._controller.last_sample
-        self._controller.frame_answered(now, index)
+        self._controller.frame_answered(index, now)
         if self._controller.last_sample is not sample and logger.isEnabledFor(logging.DEBUG):
             capacity, latency = self._controller.last_sample or (0.0, 0.0)
             logger.debug(

@@ -306,7 +306,7 @@ class TrackingSession:
         assert entry.latency_ms is not None
         if self._tracer is not None:
             self._tracer.answer_received(frame_pts(entry.index, self._config.fps), arrival)
-        self._adaptation.frame_answered(entry.index, arrival, entry.latency_ms)
+        self._adaptation.frame_answered(entry.index, entry.latency_ms, arrival)
         self.last_answer = entry
         self.recent_answers.append(entry)
         if self._observer:
