@@ -23,10 +23,10 @@ class Clock:
         return self.now
 
 
-def attached(codec: str = "vp8") -> tuple[LinkAdaptation, Clock, list[tuple[Any, ...]]]:
+def attached(codec: str = "vp8") -> tuple[LinkAdaptation, Clock, list[dict[str, Any]]]:
     """An adaptation attached to a real aiortc sender; its clock and its rows."""
     clock = Clock()
-    rows: list[tuple[Any, ...]] = []
+    rows: list[dict[str, Any]] = []
     adaptation = LinkAdaptation(FPS, clock, on_second=rows.append, name="s")
 
     async def attach() -> None:
@@ -77,9 +77,9 @@ def test_one_row_a_second_with_what_was_sent() -> None:
     adaptation, clock, rows = attached()
     stream(adaptation, clock, range(90))
     adaptation.close(clock.now)
-    assert [row[0] for row in rows] == [0, 1, 2]
-    assert all(len(row) == len(SECOND_COLUMNS) for row in rows)
-    record = dict(zip(SECOND_COLUMNS, rows[1]))
+    assert [row["second"] for row in rows] == [0, 1, 2]
+    assert all(tuple(row) == SECOND_COLUMNS for row in rows)
+    record = rows[1]
     assert record["frames_sent"] == 30 and record["frames_answered"] == 30
     assert record["frames_skipped_for_rate"] == 0
     assert abs(record["latency_p50_ms"] - 5.0) < 0.01
@@ -87,7 +87,7 @@ def test_one_row_a_second_with_what_was_sent() -> None:
     assert record["payload_kbps"] < record["sent_kbps"]
     assert record["target_kbps"] is None and record["capacity_kbps"] is None
     assert record["bitrate_kbps"] == DEFAULT_BITRATE_BPS / 1000 and record["fps"] == FPS
-    assert dict(zip(SECOND_COLUMNS, rows[0]))["keyframes"] == 1
+    assert rows[0]["keyframes"] == 1
 
 
 def test_a_queue_lowers_the_encoders_bitrate_and_then_the_frame_rate() -> None:
@@ -106,9 +106,9 @@ def test_a_queue_lowers_the_encoders_bitrate_and_then_the_frame_rate() -> None:
     assert rate["frames_held"] >= 0
     assert summary["keyframes_sent"] >= 2  # the first, and the rebuild at the new bitrate
     adaptation.close(clock.now)
-    skipped = sum(dict(zip(SECOND_COLUMNS, row))["frames_skipped_for_rate"] for row in rows)
+    skipped = sum(row["frames_skipped_for_rate"] for row in rows)
     assert skipped == rate["frames_held"]  # the only skips this test reports
-    assert any(dict(zip(SECOND_COLUMNS, row))["target_kbps"] for row in rows)
+    assert any(row["target_kbps"] for row in rows)
 
 
 def test_h264_adapts_the_frame_rate_only() -> None:
@@ -116,7 +116,7 @@ def test_h264_adapts_the_frame_rate_only() -> None:
     assert encoder_of(adaptation) is None
     stream(adaptation, clock, range(40))
     adaptation.close(clock.now)
-    record = dict(zip(SECOND_COLUMNS, rows[0]))
+    record = rows[0]
     assert record["sent_kbps"] is None and record["payload_kbps"] is None
     summary = adaptation.summary()
     assert summary["keyframes_sent"] is None

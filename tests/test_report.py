@@ -30,10 +30,15 @@ def test_csv_rows_and_json_summary(tmp_path: Path) -> None:
 def test_one_row_a_second_in_its_own_csv(tmp_path: Path) -> None:
     report = SessionReport(tmp_path, "session-y")
     report.open()
-    report.write_second((0, 30, 0, 29, 5.25, 180.5, 130.25, None, None, 500.0, 30.0, 1, None))
-    report.write_second((1, 15, 15, 15, 6.0, 70.0, 40.0, 85.0, 100.0, 61.0, 15.0, 0, 64.5))
+    first = (0, 30, 0, 29, 5.25, 180.5, 130.25, None, None, 500.0, 30.0, 1, None)
+    second = (1, 15, 15, 15, 6.0, 70.0, 40.0, 85.0, 100.0, 61.0, 15.0, 0, 64.5)
+    report.write_second(dict(zip(SECOND_COLUMNS, first)))
+    # Bound by name: the order of the keys does not matter.
+    report.write_second(dict(reversed(list(zip(SECOND_COLUMNS, second)))))
     with pytest.raises(ValueError, match="columns"):
-        report.write_second((2, 30))
+        report.write_second({"second": 2, "frames_sent": 30})
+    with pytest.raises(ValueError, match="columns"):
+        report.write_second({**dict(zip(SECOND_COLUMNS, first)), "unknown": 1})
     report.close({})
     assert report.seconds_path == seconds_csv_path(report.csv_path)
     assert report.seconds_path.name == "session-y.seconds.csv"

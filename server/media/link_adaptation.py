@@ -62,27 +62,27 @@ class SecondRecord:
     #: Whether the sizes are known (the VP8 encoder reports them).
     bitrate_controlled: bool = True
 
-    def row(self) -> tuple[Any, ...]:
-        """The record as ``server.reports.report.SECOND_COLUMNS`` values (None: an empty cell)."""
-        return (
-            self.second,
-            self.frames_sent,
-            self.frames_skipped_for_rate,
-            self.frames_answered,
-            statistics.median(self.latencies_ms) if self.latencies_ms else None,
-            self.sent_bytes * 8 / 1000 if self.bitrate_controlled else None,
-            self.payload_bytes * 8 / 1000 if self.bitrate_controlled else None,
-            self.target_kbps,
-            self.capacity_kbps,
-            self.bitrate_kbps,
-            self.fps,
-            self.keyframes,
-            self.receiver_estimate_kbps,
-        )
+    def row(self) -> dict[str, Any]:
+        """The record by ``server.reports.report.SECOND_COLUMNS`` name (None: an empty cell)."""
+        return {
+            "second": self.second,
+            "frames_sent": self.frames_sent,
+            "frames_skipped_for_rate": self.frames_skipped_for_rate,
+            "frames_answered": self.frames_answered,
+            "latency_p50_ms": statistics.median(self.latencies_ms) if self.latencies_ms else None,
+            "sent_kbps": self.sent_bytes * 8 / 1000 if self.bitrate_controlled else None,
+            "payload_kbps": self.payload_bytes * 8 / 1000 if self.bitrate_controlled else None,
+            "target_kbps": self.target_kbps,
+            "capacity_kbps": self.capacity_kbps,
+            "bitrate_kbps": self.bitrate_kbps,
+            "fps": self.fps,
+            "keyframes": self.keyframes,
+            "receiver_estimate_kbps": self.receiver_estimate_kbps,
+        }
 
 
 #: Receives each second's ``SecondRecord.row()``.
-SecondListener = Callable[[tuple[Any, ...]], None]
+SecondListener = Callable[[dict[str, Any]], None]
 
 
 class LinkAdaptation:

@@ -14,7 +14,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import IO, Any, Optional, Sequence
+from typing import IO, Any, Mapping, Optional
 
 from server.core.ledger import FrameRecord
 
@@ -80,8 +80,8 @@ class SessionReport:
         self._writer = csv.writer(self._file)
         self._writer.writerow(CSV_COLUMNS)
         self._seconds_file = open(self.seconds_path, "w", newline="", encoding="utf8")
-        self._seconds_writer = csv.writer(self._seconds_file)
-        self._seconds_writer.writerow(SECOND_COLUMNS)
+        self._seconds_writer = csv.DictWriter(self._seconds_file, SECOND_COLUMNS)
+        self._seconds_writer.writeheader()
 
     def write_frame(self, record: FrameRecord) -> None:
         if self._writer is None:
@@ -98,13 +98,17 @@ class SessionReport:
             )
         )
 
-    def write_second(self, values: Sequence[Any]) -> None:
-        """One row of the per-second CSV, ``SECOND_COLUMNS`` in order; None is empty."""
+    def write_second(self, row: Mapping[str, Any]) -> None:
+        """One row of the per-second CSV, a value for each of ``SECOND_COLUMNS``; None is empty."""
         if self._seconds_writer is None:
             return
-        if len(values) != len(SECOND_COLUMNS):
-            raise ValueError(f"{len(values)} values for {len(SECOND_COLUMNS)} columns")
-        self._seconds_writer.writerow([v if isinstance(v, int) else _cell(v) for v in values])
+        if set(row) != set(SECOND_COLUMNS):
+            raise ValueError(
+                f"columns {sorted(row)} are not the per-second CSV's {list(SECOND_COLUMNS)}"
+            )
+        self._seconds_writer.writerow(
+            {name: value if isinstance(value, int) else _cell(value) for name, value in row.items()}
+        )
 
     def close(self, summary: dict[str, Any]) -> None:
         """Finish the CSV and write the summary atomically.
