@@ -31,15 +31,14 @@ from lab.own_resources import open_fds
 from protocol.coordinates import CoordinateReport, encode_report
 from server.console.annotation import text_band
 from server.console.viewer import (
-    InvalidOffer,
     SessionViewers,
     ViewerClosed,
     ViewerLimitReached,
     ViewerTrack,
-    receiving_video_mid,
 )
 from server.core.ledger import FrameRecord, frame_pts
 from server.core.scene import BallScene
+from server.sessions.offers import InvalidDescription, receiving_video_mid
 from server.sessions.session import SessionConfig, TrackingSession
 
 pytestmark = pytest.mark.timeout(60)
@@ -519,7 +518,7 @@ def test_garbage_is_an_invalid_offer() -> None:
             valid.replace("VP8/90000", "XYZ/90000").replace("H264/90000", "XYZ/90000"),
         ]
         for sdp in garbage:
-            with pytest.raises(InvalidOffer) as raised:
+            with pytest.raises(InvalidDescription) as raised:
                 await viewers.open(FakeSession(), sdp)
             assert str(raised.value), sdp
             assert viewers.count == 0
@@ -546,7 +545,7 @@ def test_an_offer_that_cannot_receive_video_is_invalid() -> None:
             await offer_for(("video", "sendonly")),
             await offer_for(("video", "inactive")),
         ):
-            with pytest.raises(InvalidOffer, match="no video section that can receive"):
+            with pytest.raises(InvalidDescription, match="no video section that can receive"):
                 await viewers.open(FakeSession(), offer)
         assert viewers.count == 0
 
@@ -628,7 +627,7 @@ def test_a_damaged_offer_is_answered_or_invalid_never_anything_else(data: st.Dat
         try:
             await viewers.open(FakeSession(), offer)
             event("answered")
-        except InvalidOffer as exc:
+        except InvalidDescription as exc:
             event(f"invalid: {str(exc)[:40]}")
             assert viewers.count == 0
         await viewers.stop()

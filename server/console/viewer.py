@@ -44,7 +44,6 @@ from aiortc import (
     RTCSessionDescription,
     VideoStreamTrack,
 )
-from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError
 
 from protocol.wire_clock import VIDEO_TIME_BASE
@@ -53,6 +52,12 @@ from server.core.ledger import FrameRecord, frame_pts
 from server.core.renderer import yuv420p_frame
 from server.core.scene import BallScene
 from server.media.pacing import FramePacer
+from server.sessions.offers import (
+    InvalidDescription,
+    exception_reason,
+    receiving_video_mid,
+    rejected_offer,
+)
 
 logger = logging.getLogger("server.console.viewer")
 
@@ -66,9 +71,6 @@ CONNECT_TIMEOUT_S = 15.0
 #: Random bytes in a viewer id: 12 url-safe characters, unguessable, so a
 #: viewer's DELETE URL is its capability.
 VIEWER_ID_BYTES = 9
-
-#: Directions of an offered m-line whose sender can receive our video.
-_RECEIVING = ("recvonly", "sendrecv")
 
 
 class WatchedSession(Protocol):
@@ -103,10 +105,6 @@ class ViewerError(Exception):
 
 
 class ViewerLimitReached(ViewerError):
-    pass
-
-
-class InvalidOffer(ViewerError):
     pass
 
 
@@ -294,7 +292,7 @@ class SessionViewers:
         """Answer a browser's offer with the session's annotated video.
 
         Returns once ICE gathering is complete: the answer carries every
-        candidate. Raises ``ViewerLimitReached``, ``InvalidOffer`` or
+        candidate. Raises ``ViewerLimitReached``, ``InvalidDescription`` or
         ``ViewerClosed``; whatever it raises, nothing of the viewer remains.
         """
         if self._stopped:
@@ -322,9 +320,11 @@ class SessionViewers:
                 raise  # the request was cancelled
             if closed:
                 raise ViewerClosed("the viewer was closed while it was being opened") from exc
-            if isinstance(exc, ViewerError):
+            if isinstance(exc, (ViewerError, InvalidDescription)):
                 raise
-            raise InvalidOffer(f"could not answer the offer: {_reason(exc)}") from exc
+            raise InvalidDescription(
+                f"could not answer the offer: {exception_reason(exc)}"
+            ) from exc
         if viewer.closed:
             raise ViewerClosed("the viewer was closed while it was being opened")
         viewer.watch(self._connect_timeout_s, self._on_gone)
@@ -379,37 +379,12 @@ class SessionViewers:
                 return viewer_id
 
 
-def receiving_video_mid(offer_sdp: str) -> str:
-    """The mid of the offer's first video section that can receive, or InvalidOffer.
-
-    Besides parsing, it checks what aiortc takes for granted and fails on
-    deep inside (in ``close``, even): every section has a mid of its own, and
-    a BUNDLE group names only those.
-    """
-    if not isinstance(offer_sdp, str) or not offer_sdp.strip():
-        raise InvalidOffer("the offer is empty")
-    try:
-        description = aiortc_sdp.SessionDescription.parse(offer_sdp)
-    except Exception as exc:  # aiortc's parser raises whatever a bad line triggers
-        raise InvalidOffer(f"the offer is not valid SDP: {_reason(exc)}") from exc
-    mids = [media.rtp.muxId for media in description.media]
-    if not all(mids) or len(set(mids)) != len(mids):
-        raise InvalidOffer("every section of the offer needs an a=mid of its own")
-    for group in description.group:
-        if group.semantic == "BUNDLE" and not set(group.items) <= set(mids):
-            raise InvalidOffer("the offer's BUNDLE group names a section it does not have")
-    for media in description.media:
-        if media.kind == "video" and media.port != 0 and media.direction in _RECEIVING:
-            return media.rtp.muxId
-    raise InvalidOffer("the offer has no video section that can receive (recvonly or sendrecv)")
-
-
 async def _answer(pc: RTCPeerConnection, offer_sdp: str, video_mid: str, track: ViewerTrack) -> str:
     """Apply the offer, send ``track`` on its video section, return the answer SDP."""
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
     except Exception as exc:  # ValueError, AssertionError, OperationError, KeyError, ...
-        raise InvalidOffer(f"the offer was rejected: {_reason(exc)}") from exc
+        raise rejected_offer(exc) from exc
     for transceiver in pc.getTransceivers():
         if transceiver.mid == video_mid and transceiver.kind == "video":
             transceiver.sender.replaceTrack(track)
@@ -438,8 +413,3 @@ async def close_peer_connection(pc: RTCPeerConnection) -> None:
                 for transport in (dtls, dtls.transport):
                     with contextlib.suppress(Exception):
                         await transport.stop()
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -31,8 +31,9 @@ from aiohttp_sse import sse_response
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from server.console.metrics import TrackingMetrics
-from server.console.viewer import InvalidOffer, ViewerClosed, ViewerLimitReached
+from server.console.viewer import ViewerClosed, ViewerLimitReached
 from server.core.ledger import FrameRecord
+from server.sessions.offers import InvalidDescription
 from server.sessions.session import TrackingSession
 from server.sessions.tracking_server import ServerBusy
 from server.sessions.whep_link import SessionGone, WhepLink
@@ -343,7 +344,7 @@ class WebConsole:
         offer = await _read_offer(request)
         try:
             viewer = await self._viewers.open(session, offer)
-        except InvalidOffer as exc:
+        except InvalidDescription as exc:
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
         except ViewerLimitReached as exc:
             raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None
@@ -370,7 +371,7 @@ class WebConsole:
         offer = await _read_offer(request)
         try:
             link, session = await self._source.open_whep_session(offer, request.remote or "?")
-        except InvalidOffer as exc:
+        except InvalidDescription as exc:
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
         except (ServerBusy, SessionGone) as exc:
             raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None

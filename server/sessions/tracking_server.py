@@ -19,10 +19,11 @@ from protocol.stage_trace import StageTraceWriter
 from server.console.session_table import REPORT_SUFFIXES, SessionTable
 from server.core.ledger import FrameRecord
 from server.reports.plotter import ReportPlotter
+from server.sessions.offers import check_tracking_offer
 from server.sessions.session import ClientLink, SessionConfig, SessionObserver, TrackingSession
 from server.sessions.signaling_link import BYE_TIMEOUT_S, SignalingLink
 from server.sessions.signaling_server import SignalingServer
-from server.sessions.whep_link import WhepLink, check_tracking_offer
+from server.sessions.whep_link import WhepLink
 
 logger = logging.getLogger("server")
 
@@ -160,7 +161,7 @@ class TrackingServer:
     ) -> tuple[WhepLink, TrackingSession]:
         """Start a session for a browser's WHEP offer; return once it has answered.
 
-        Raises ``ServerBusy``, ``InvalidOffer`` (nothing was started) or
+        Raises ``ServerBusy``, ``InvalidDescription`` (nothing was started) or
         ``SessionGone`` (the session ended before its answer was ready).
         """
         refusal = self._refusal()

@@ -14,9 +14,9 @@ import asyncio
 import secrets
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc import sdp as aiortc_sdp
 
-from server.console.viewer import InvalidOffer, ViewerError, receiving_video_mid
+from server.console.viewer import ViewerError
+from server.sessions.offers import rejected_offer
 from server.sessions.session import CLIENT_SAID_BYE, ChannelAdopter
 
 #: Random bytes in a resource id: its DELETE URL is the session's capability.
@@ -25,21 +25,6 @@ RESOURCE_ID_BYTES = 9
 
 class SessionGone(ViewerError):
     """The session ended before its answer was ready (shutdown, for one)."""
-
-
-def check_tracking_offer(offer_sdp: str) -> None:
-    """Refuse, before a session is spent on it, an offer that cannot be tracked.
-
-    It needs a video section that can receive, the first of its video
-    sections (aiortc gives our video to the first one), and a data channel.
-    """
-    video_mid = receiving_video_mid(offer_sdp)  # parses and checks the mids
-    media = aiortc_sdp.SessionDescription.parse(offer_sdp).media
-    first_video = next(m for m in media if m.kind == "video")
-    if first_video.rtp.muxId != video_mid:
-        raise InvalidOffer("the offer's first video section must be recvonly")
-    if not any(m.kind == "application" for m in media):
-        raise InvalidOffer("the offer has no data channel (m=application) for the answers")
 
 
 class WhepLink:
@@ -57,7 +42,8 @@ class WhepLink:
         return f"{self._peer} (WHEP)"
 
     async def answer(self) -> str:
-        """The answer SDP, once the session has made it; raises ``InvalidOffer`` or ``SessionGone``."""
+        """The answer SDP, once the session has made it; raises ``InvalidDescription`` or
+        ``SessionGone``."""
         return await asyncio.shield(self._answer)
 
     def delete(self) -> None:
@@ -72,10 +58,9 @@ class WhepLink:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=self._offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises whatever a bad offer trips
-            reason = f"the offer was rejected: {type(exc).__name__}: {exc}".rstrip(": ")
             if not self._answer.done():
-                self._answer.set_exception(InvalidOffer(reason))
-            raise ValueError(reason) from exc
+                self._answer.set_exception(rejected_offer(exc))
+            raise rejected_offer(exc) from exc
         if not self._answer.done():
             self._answer.set_result(pc.localDescription.sdp)
 
