@@ -246,9 +246,11 @@ class ClientSession:
             except MediaStreamError:
                 return
             self.frames_received += 1
+            assert frame.pts is not None  # aiortc stamps every frame it decodes
+            pts = int(frame.pts)
             tracer = self._tracer
             if tracer is not None:
-                tracer.delivered(int(frame.pts), time.monotonic())
+                tracer.delivered(pts, time.monotonic())
             detector = self._detector
             max_backlog = detector.max_backlog
             if max_backlog is not None and self._detection_backlog() > max_backlog:
@@ -263,14 +265,14 @@ class ClientSession:
                 self._send_results()
             if self._display is not None:
                 # Shown when this very frame's detection comes back, with it.
-                self._pending_pictures[int(frame.pts)] = luma
+                self._pending_pictures[pts] = luma
                 while len(self._pending_pictures) > MAX_PENDING_PICTURES:
                     del self._pending_pictures[next(iter(self._pending_pictures))]
             if tracer is not None:
                 # Before: the detector may take the frame before submit returns.
-                tracer.handed_to_detector(int(frame.pts), time.monotonic())
+                tracer.handed_to_detector(pts, time.monotonic())
             try:
-                detector.submit(int(frame.pts), luma)
+                detector.submit(pts, luma)
             except DetectorFailed as exc:
                 self._end(SessionEnd.LOST, str(exc))
                 return

@@ -47,7 +47,7 @@ class EnvironmentArgumentParser(argparse.ArgumentParser):
                 action.help += suffix
             elif action.help is None:
                 action.help = suffix.strip()
-            action.environment_variable = variable
+            action.environment_variable = variable  # type: ignore[attr-defined]
         return action
 
     def parse_args(  # type: ignore[override]
@@ -67,7 +67,7 @@ class EnvironmentArgumentParser(argparse.ArgumentParser):
     def environment_variables(self) -> dict[str, str]:
         """Map each flag's destination to its environment variable."""
         return {
-            action.dest: action.environment_variable  # type: ignore[attr-defined]
+            action.dest: action.environment_variable
             for action in self._actions
             if hasattr(action, "environment_variable")
         }

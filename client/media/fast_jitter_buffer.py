@@ -202,7 +202,7 @@ class FastJitterBuffer(JitterBuffer):
         Return how many packets, counted from the origin, were already
         released by this class but are still held by stock's logic.
         """
-        if self._released_end is not None:
+        if self._released_end is not None and self._origin is not None:
             sequence_number, timestamp = self._released_end
             packet = self._packets[sequence_number % self._capacity]
             # Stock removes packets only from the origin onwards, so the
@@ -231,7 +231,7 @@ class FastJitterBuffer(JitterBuffer):
         last = packets[-1]
         self._released_end = (last.sequence_number, last.timestamp)
         return JitterFrame(
-            data=b"".join([x._data for x in packets]),  # type: ignore
+            data=b"".join([x._data for x in packets]),  # type: ignore[attr-defined]
             timestamp=packets[0].timestamp,
         )
 
@@ -239,8 +239,11 @@ class FastJitterBuffer(JitterBuffer):
         """The packets of the frame that begins ``start`` slots after the
         origin, if all of them through the marker packet are present."""
         packets: list[RtpPacket] = []
+        origin = self._origin
+        if origin is None:
+            return None  # nothing has arrived
         for count in range(start, self._capacity):
-            packet = self._packets[(self._origin + count) % self._capacity]
+            packet = self._packets[(origin + count) % self._capacity]
             if packet is None:
                 # A hole: wait for the retransmission. Later frames wait too,
                 # because the decoder needs frames in order.
@@ -289,8 +292,10 @@ class FastJitterBuffer(JitterBuffer):
         """When the first packet after the first hole past ``start`` arrived;
         None without a hole."""
         hole = False
+        origin = self._origin
+        assert origin is not None  # _give_up_on_stale_frames checked
         for count in range(start, min(waiting, self._capacity)):
-            position = (self._origin + count) % self._capacity
+            position = (origin + count) % self._capacity
             packet = self._packets[position]
             if packet is None:
                 hole = True
@@ -306,11 +311,13 @@ class FastJitterBuffer(JitterBuffer):
         plus the head frame when none of its packets came (exact with one
         packet per frame, as this stream has)."""
         timestamps = set()
+        origin = self._origin
+        assert origin is not None  # _give_up_on_stale_frames checked
         for count in range(start, end):
-            packet = self._packets[(self._origin + count) % self._capacity]
+            packet = self._packets[(origin + count) % self._capacity]
             if packet is not None:
                 timestamps.add(packet.timestamp)
-        head_missing = self._packets[(self._origin + start) % self._capacity] is None
+        head_missing = self._packets[(origin + start) % self._capacity] is None
         return len(timestamps) + head_missing
 
     def _request_keyframe(self) -> None:
@@ -335,7 +342,7 @@ def starts_keyframe(data: bytes) -> bool:
     )
 
 
-class _DrainingDecoderQueue(queue.Queue):  # type: ignore[type-arg]
+class _DrainingDecoderQueue(queue.Queue[Any]):
     """
     The receiver's decoder queue, which follows every frame the receiver
     puts with the frames the buffer has ready behind it.

@@ -127,9 +127,9 @@ class RepeatingNackGenerator(NackGenerator):
         if not (new_gap or due):
             return False
         # The newest first: their frames can still make it in time.
-        wanted = sorted(
-            self._missing_since, key=lambda s: uint16_add(s, -self.max_seq), reverse=True
-        )
+        newest = self.max_seq
+        assert newest is not None  # set by the first packet, before any gap
+        wanted = sorted(self._missing_since, key=lambda s: uint16_add(s, -newest), reverse=True)
         allowed = int(self._budget)
         self.requests_over_budget += max(0, len(wanted) - allowed)
         self.missing = set(wanted[:allowed])

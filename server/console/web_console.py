@@ -108,7 +108,7 @@ class Viewers(Protocol):
     async def close(self, session_id: str, viewer_id: str) -> bool: ...
 
 
-class _QuietClientErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _QuietClientErrors(logging.LoggerAdapter):
     """aiohttp's request log, where a malformed request is one debug line.
 
     aiohttp answers it with a 400 and logs the parser's traceback as an

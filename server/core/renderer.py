@@ -92,5 +92,5 @@ def yuv420p_frame(luma: np.ndarray, u: np.ndarray, v: np.ndarray) -> av.VideoFra
         i420 = np.concatenate((luma.ravel(), u.ravel(), v.ravel()))
         return av.VideoFrame.from_ndarray(i420.reshape(height * 3 // 2, width), format="yuv420p")
     for plane, pixels in zip(planes, (luma, u, v)):
-        plane.update(pixels)
+        plane.update(pixels)  # type: ignore[arg-type]  # any buffer; PyAV's stub says bytes
     return frame

@@ -71,8 +71,8 @@ class FastH264Encoder(H264Encoder):
         self._codec: Optional[OptionOverrides] = None
         super().__init__()
 
-    @property
-    def codec(self) -> Optional[OptionOverrides]:  # type: ignore[override]
+    @property  # type: ignore[override]  # a stand-in for the context aiortc assigns
+    def codec(self) -> Optional[OptionOverrides]:
         return self._codec
 
     @codec.setter

@@ -83,8 +83,8 @@ class RateControlledVp8Encoder(Vp8Encoder):
         self.keyframes = 0
         self._encoded: deque[EncodedFrame] = deque()
 
-    @property
-    def codec(self) -> Optional[OptionOverrides]:  # type: ignore[override]
+    @property  # type: ignore[override]  # a stand-in for the context aiortc assigns
+    def codec(self) -> Optional[OptionOverrides]:
         return self._codec
 
     @codec.setter

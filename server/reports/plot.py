@@ -324,12 +324,12 @@ def _draw_histogram(
         return
     low, median, high = (float(v) for v in np.percentile(latency, (0, 50, 100)))
     if low > 0 and high > _LOG_HISTOGRAM_SPAN * median:
-        bins: Union[int, np.ndarray] = np.geomspace(low, high, _HISTOGRAM_BINS + 1)
+        bins: Union[int, list[float]] = np.geomspace(low, high, _HISTOGRAM_BINS + 1).tolist()
         axes.set_xscale("log")
     else:
         bins = _HISTOGRAM_BINS
     counts, _, _ = axes.hist(latency, bins=bins, color=_LATENCY_COLOUR, alpha=0.8)
-    if counts.max() > _LOG_COUNTS_FROM:
+    if np.max(counts) > _LOG_COUNTS_FROM:
         # Log counts: the rare slow frames are the point, and a single one must still show.
         axes.set_yscale("log")
         _plain_log_labels(axes.yaxis, minor=False)

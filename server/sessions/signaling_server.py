@@ -25,7 +25,7 @@ class SignalingServer:
         self._host = host
         self._port = port
         self._on_connection = on_connection
-        self._server: Optional[asyncio.AbstractServer] = None
+        self._server: Optional[asyncio.Server] = None
 
     @property
     def listening(self) -> bool:
