@@ -3,10 +3,9 @@
 ``DetectorProcess`` runs detection in a spawned process so that slow
 detection could never hold up the loop that receives the video. It costs two
 wake-ups of a sleeping process per frame, the frame's luma plane copied into
-shared memory and the result back through a pipe. Measured with the stage
-trace (640x480@30 VP8, this 2-core VM): handed to the detector -> detection
-start 0.29 ms, detected -> answer queued 0.22 ms, around a detection of
-0.19 ms. Detection on the loop skips both hand-offs and the copy.
+shared memory and the result back through a pipe: together more than the
+detection itself takes (docs/latency.md has the stage times). Detection on
+the loop skips both hand-offs and the copy.
 
 The loop has the time: it decodes each frame itself now
 (``client.media.inline_decoder``), and nothing else on the client is urgent while

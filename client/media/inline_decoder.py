@@ -3,9 +3,8 @@
 aiortc's receiver puts every complete frame on a ``queue.Queue`` for its
 decoder thread, and the thread hands each picture back to the loop with
 ``run_coroutine_threadsafe``: two wake-ups of a sleeping thread per frame,
-on the critical path. Measured with the stage trace (640x480@30 VP8, this
-2-core VM): frame complete -> decode start 0.12 ms and decoded -> delivered
-0.20 ms; decoding itself is 0.2-0.5 ms at 640x480.
+on the critical path, which together cost about as much as decoding a
+640x480 frame itself (docs/latency.md has the stage times).
 
 ``InlineDecoder`` hooks that queue's ``_put`` (which every ``put`` calls,
 aiortc's and the fast jitter buffer's alike) on the one receiver: a frame is
@@ -17,9 +16,8 @@ keyframe (PLI). The loop is busy while a frame decodes; the client has
 nothing else to do meanwhile.
 
 VP8 is decoded with FFmpeg's own decoder (``NativeVp8Decoder``) rather than
-aiortc's libvpx wrapper: the same pictures, in less time. Measured per frame
-of this stream, a frame interval apart as in a session: 0.32 against 0.45 ms
-at 640x480, 1.7 against 3.2 ms at 1920x1080. Other codecs use aiortc's.
+aiortc's libvpx wrapper: the same pictures, in less time, at every frame
+size measured (docs/latency.md). Other codecs use aiortc's.
 
 Like the other hooks into aiortc it refuses any version but the supported one.
 """

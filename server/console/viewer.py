@@ -8,13 +8,13 @@ pace. Nothing here awaits the session, locks anything the session uses or
 puts anything in its way; a slow, lossy or vanished viewer only ever slows
 down its own track.
 
-Annotating a 640x480 picture takes about 0.35 ms and converting it to I420
-0.25 ms; it runs on the event loop, like the session's own ``BallRenderer``
-(0.35 ms). A worker thread would cost more: its Python glue competes for the
-GIL, and a loop thread waiting for the GIL can wait up to the interpreter's
-5 ms switch interval, which the session's answers would feel. Encoding (VP8,
-about 1.3 ms) happens where aiortc always encodes: its sender, in the loop's
-default executor.
+Annotating a picture and converting it to I420 runs on the event loop, like
+the session's own ``BallRenderer``, and costs about as much (a fraction of a
+millisecond at 640x480). A worker thread would cost more: its Python glue
+competes for the GIL, and a loop thread waiting for the GIL can wait up to
+the interpreter's 5 ms switch interval, which the session's answers would
+feel. Encoding happens where aiortc always encodes: its sender, in the
+loop's default executor.
 
 ``SessionViewers`` owns every viewer of the server and ends each one on the
 first of: ``close`` (the browser's WHEP DELETE), its session ending, server

@@ -2,7 +2,7 @@
 
 A white ball on black needs only the luma plane; chroma stays at the neutral
 128. Rendering into I420 directly skips the BGR -> YUV conversion that
-``VideoFrame.from_ndarray(bgr24)`` would cost (about 2 ms at 640x480).
+``VideoFrame.from_ndarray(bgr24)`` would cost, several times the rendering.
 
 Each pixel's brightness is the disc's coverage approximated by a one-pixel
 linear ramp across the edge, ``clip(radius + 0.5 - distance, 0, 1)``. The

@@ -2,15 +2,16 @@
 
 aiortc's encoders are set up for camera video. This stream is a rendered
 ball on black: nothing to denoise, little to search. Two options cost time
-for no benefit here (measured per frame, a frame interval apart as in a
-session, 640x480; error mean unchanged):
+for no benefit here (the error mean is unchanged without them; the encode
+times are in docs/latency.md):
 
 - VP8: libvpx's temporal denoiser, ``noise-sensitivity`` 4, filters every
-  frame against the previous one before encoding. Off: 1.45 -> 0.95 ms
-  (1920x1080: 13.4 -> 5.2 ms). Used by ``server.media.encoder_rate``.
+  frame against the previous one before encoding: off, it costs about a third
+  of the encode time at 640x480 and more than half at 1080p. Used by
+  ``server.media.encoder_rate``.
 - H.264: libx264 runs its default ``medium`` preset (with ``zerolatency``).
-  ``ultrafast``: 2.3 -> 0.95 ms, at a larger frame (0.75 against 0.4 kB,
-  far below the bitrate).
+  ``ultrafast`` encodes in well under half the time, at a larger frame that
+  stays far below the bitrate.
 
 ``OptionOverrides`` wraps each codec context an aiortc encoder creates and
 merges the overrides into the ``options`` dict aiortc assigns, before the

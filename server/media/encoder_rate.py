@@ -26,7 +26,7 @@ installs it only when it forced VP8 by codec preferences, so the sender
 cannot have negotiated another codec.
 
 Its libvpx contexts get ``server.media.codec_options.VP8_OPTION_OVERRIDES`` (issue
-11: the denoiser off, about 60 % of the encode time for this stream) merged
+11: the denoiser off, most of the encode time for this stream) merged
 into the options aiortc sets; everything else stays aiortc's.
 """
 

@@ -3,13 +3,12 @@
 aiortc's ``RTCRtpSender._next_encoded_frame`` encodes with
 ``loop.run_in_executor(None, encoder.encode, ...)``: the loop wakes a pool
 thread, the thread encodes, and wakes the loop again to packetise and send.
-Two wake-ups of sleeping threads per frame, on the critical path. Measured
-with the stage trace (640x480@30 VP8, this 2-core VM): produced -> encode
-start 0.26 ms and encode end -> first packet 0.28 ms in the thread; 0.06 ms
-and 0.10 ms in the loop.
+Two wake-ups of sleeping threads per frame, on the critical path; in the
+loop both hand-offs shrink to a fraction (docs/latency.md has the stage
+times).
 
-What it costs: the loop is busy while a frame encodes (0.5-1 ms at 640x480,
-3-6 ms at 1080p). A session has nothing else to do meanwhile, its next frame
+What it costs: the loop is busy while a frame encodes (about a millisecond
+at 640x480, several at 1080p). A session has nothing else to do meanwhile, its next frame
 is a frame interval away; other sessions' packets and answers wait that
 long. A server given one core, as deployed (one core per pod), gains nothing
 from the thread either: the encode takes that core whichever thread runs it.
