@@ -3,6 +3,8 @@
 
     python3 dev.py demo    # venv + deps, then server and client for ~10 s
     python3 dev.py test    # venv + deps + system packages, then the whole suite
+    python3 dev.py test --fast  # only the tests that start no process,
+                                # namespace, browser or display (docs/testing.md)
     python3 dev.py setup   # just the environment
 
 Everything lands in ./.venv. System packages that tests need (Xvfb, nftables,
@@ -54,6 +56,11 @@ TEST_PACKAGES = (
     # kubernetes-client cannot be installed next to it; it counts instead.
     KUBECTL,
 )
+
+
+#: The fast loop's pytest -m expression: the slow markers of pytest.ini
+#: (lab/markers.py holds the same list; tests/test_markers.py compares them).
+FAST_MARKERS = "not e2e and not netns and not browser and not display and not docker"
 
 
 def run(argv: Sequence[str], **kwargs: object) -> None:
@@ -180,9 +187,10 @@ def setup() -> None:
     ensure_venv(ROOT / "requirements-test.txt")
 
 
-def test(pytest_args: Sequence[str]) -> int:
+def test(pytest_args: Sequence[str], fast: bool = False) -> int:
     setup()
-    pytest = [str(PYTHON), "-m", "pytest", *pytest_args]
+    selection = ["-m", FAST_MARKERS] if fast else []
+    pytest = [str(PYTHON), "-m", "pytest", *selection, *pytest_args]
     if os.geteuid() != 0:
         pytest = [*user_namespace_prefix(), *pytest]
     return subprocess.call(pytest, cwd=ROOT)
@@ -203,7 +211,7 @@ def user_namespace_prefix() -> list[str]:
             "error: the network tests need root or unprivileged user namespaces, "
             f"and `unshare --user --net` says: {reason[0]} (run as root)"
         )
-    return [*unshare, "sh", str(ROOT / "tests" / "in_user_namespace.sh")]
+    return [*unshare, "sh", str(ROOT / "lab" / "in_user_namespace.sh")]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -212,7 +220,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo_parser = commands.add_parser("demo", help="run server and client locally")
     demo_parser.add_argument("--seconds", type=float, default=10.0)
     demo_parser.add_argument("--port", type=int, default=1234, help="signaling port")
-    commands.add_parser("test", help="run the whole test suite; other arguments go to pytest")
+    test_parser = commands.add_parser(
+        "test", help="run the whole test suite; other arguments go to pytest"
+    )
+    test_parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="leave out the tests marked e2e, netns, browser, display or docker",
+    )
     commands.add_parser("setup", help="create .venv with everything the tests need")
     # parse_known_args: `dev.py test -x -k name` hands -x and -k to pytest.
     args, rest = parser.parse_known_args(argv)
@@ -223,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "demo":
         return demo(args.seconds, args.port)
     if args.command == "test":
-        return test(rest)
+        return test(rest, fast=args.fast)
     setup()
     return 0
 

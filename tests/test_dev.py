@@ -102,3 +102,24 @@ def test_pytest_options_pass_through_and_bad_flags_are_one_line(tmp_path: Path) 
     assert refused.returncode == 2
     assert "unrecognized arguments: --bogus" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_fast_leaves_out_the_marked_tests_and_passes_the_rest_on(tmp_path: Path) -> None:
+    script = Path(dev.__file__)
+    files = ["tests/test_dev.py", "tests/test_cli_errors.py", "tests/test_track_page.py"]
+    everything, fast = (
+        subprocess.run(
+            [sys.executable, str(script), "test", *flags, "--collect-only", "-q", *files],
+            cwd=script.parent,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        for flags in ([], ["--fast"])
+    )
+    assert everything.returncode == 0 and fast.returncode == 0, fast.stderr
+    assert "tests/test_cli_errors.py::" in everything.stdout
+    assert "tests/test_cli_errors.py::" not in fast.stdout  # marked e2e
+    assert "tests/test_track_page.py::" not in fast.stdout  # marked browser
+    assert "tests/test_dev.py::test_fast_leaves_out_the_marked_tests" in fast.stdout
+    assert "deselected" in fast.stdout

@@ -46,6 +46,8 @@ from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
 from protocol.signaling import MAX_LINE_BYTES, Bye, SignalingChannel
 from tests.test_end_to_end import assert_tracked
 
+pytestmark = pytest.mark.e2e
+
 #: Clock ticks per second for the utime/stime fields of /proc/PID/stat.
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -44,6 +44,8 @@ from tests.test_faults import (
     wait_until,
 )
 
+pytestmark = pytest.mark.e2e
+
 HANDSHAKE_TIMEOUT_S = 2.0
 MAX_SESSIONS = 4
 #: The handshake timeout of the server that bad signaling is sent to: far
