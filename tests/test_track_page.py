@@ -28,7 +28,7 @@ from server.core.renderer import render_luma
 
 pytestmark = pytest.mark.browser
 
-WEB = Path(__file__).resolve().parent.parent / "server" / "web"
+WEB = Path(__file__).resolve().parent.parent / "server" / "console" / "web"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 #: A made-up origin that playwright answers from server/console/web: no port, no server.
 ORIGIN = "http://tracker.test"
