@@ -3,8 +3,9 @@
 
     python3 dev.py demo    # venv + deps, then server and client for ~10 s
     python3 dev.py test    # venv + deps + system packages, then the whole suite
-    python3 dev.py test --fast  # only the tests that start no process,
-                                # namespace, browser or display (docs/testing.md)
+    python3 dev.py test --fast  # only the tests that start no program,
+                                # namespace, browser or display, on every
+                                # core (docs/testing.md)
     python3 dev.py setup   # just the environment
 
 Everything lands in ./.venv. System packages that tests need (Xvfb, nftables,
@@ -61,6 +62,9 @@ TEST_PACKAGES = (
 #: The fast loop's pytest -m expression: the slow markers of pytest.ini
 #: (lab/markers.py holds the same list; tests/test_markers.py compares them).
 FAST_MARKERS = "not e2e and not netns and not browser and not display and not docker"
+#: The fast loop's pytest arguments. What is left is mostly CPU-bound, so it
+#: runs on every core (pytest-xdist; 4 at most: each worker imports aiortc).
+FAST_ARGS = ("-m", FAST_MARKERS, "-n", "auto", "--maxprocesses", "4")
 
 
 def run(argv: Sequence[str], **kwargs: object) -> None:
@@ -189,7 +193,7 @@ def setup() -> None:
 
 def test(pytest_args: Sequence[str], fast: bool = False) -> int:
     setup()
-    selection = ["-m", FAST_MARKERS] if fast else []
+    selection = FAST_ARGS if fast else ()
     pytest = [str(PYTHON), "-m", "pytest", *selection, *pytest_args]
     if os.geteuid() != 0:
         pytest = [*user_namespace_prefix(), *pytest]
@@ -226,7 +230,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     test_parser.add_argument(
         "--fast",
         action="store_true",
-        help="leave out the tests marked e2e, netns, browser, display or docker",
+        help="leave out the tests marked e2e, netns, browser, display or docker "
+        "and run the rest on every core",
     )
     commands.add_parser("setup", help="create .venv with everything the tests need")
     # parse_known_args: `dev.py test -x -k name` hands -x and -k to pytest.

@@ -13,6 +13,7 @@ import pytest
 import dev
 
 ABSENT = "balltracker-no-such-package"
+ROOT = Path(dev.__file__).resolve().parent
 
 
 def _impostor(directory: Path, name: str) -> None:
@@ -104,22 +105,31 @@ def test_pytest_options_pass_through_and_bad_flags_are_one_line(tmp_path: Path) 
     assert "Traceback" not in refused.stderr
 
 
-def test_fast_leaves_out_the_marked_tests_and_passes_the_rest_on(tmp_path: Path) -> None:
+def test_fast_leaves_out_the_marked_tests_and_passes_the_rest_on() -> None:
     script = Path(dev.__file__)
-    files = ["tests/test_dev.py", "tests/test_cli_errors.py", "tests/test_track_page.py"]
-    everything, fast = (
-        subprocess.run(
-            [sys.executable, str(script), "test", *flags, "--collect-only", "-q", *files],
-            cwd=script.parent,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        for flags in ([], ["--fast"])
+    files = ["tests/test_cli_errors.py", "tests/test_markers.py"]
+    marked = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", files[0]],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout.count("tests/test_cli_errors.py::")
+    fast = subprocess.run(
+        [sys.executable, str(script), "test", "--fast", "-n", "0", "--co", "-q", *files],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert everything.returncode == 0 and fast.returncode == 0, fast.stderr
-    assert "tests/test_cli_errors.py::" in everything.stdout
-    assert "tests/test_cli_errors.py::" not in fast.stdout  # marked e2e
-    assert "tests/test_track_page.py::" not in fast.stdout  # marked browser
-    assert "tests/test_dev.py::test_fast_leaves_out_the_marked_tests" in fast.stdout
-    assert "deselected" in fast.stdout
+    assert fast.returncode == 0, fast.stderr
+    assert marked > 0 and f"({marked} deselected)" in fast.stdout  # e2e, all of them
+    assert "tests/test_markers.py::test_the_fast_loop_leaves_out" in fast.stdout
+    assert "tests/test_cli_errors.py::" not in fast.stdout
+
+
+def test_fast_runs_on_every_core_with_the_markers_of_pytest_ini() -> None:
+    assert dev.FAST_ARGS[:2] == ("-m", dev.FAST_MARKERS)
+    assert (
+        "-n" in dev.FAST_ARGS and "pytest-xdist==" in (ROOT / "requirements-test.txt").read_text()
+    )
