@@ -17,7 +17,7 @@ import os
 import subprocess
 from contextlib import contextmanager
 from pathlib import PurePath
-from typing import Any, Collection, Iterator, Optional, Sequence, Union
+from typing import Any, Collection, Iterator, Sequence, Union
 
 import pytest
 
@@ -40,22 +40,23 @@ def _words(args: Arguments) -> list[str]:
     return [os.fsdecode(word) for word in args]
 
 
-def required_marker(args: Arguments) -> Optional[str]:
-    """The marker a test needs to start the process ``args``; None if none."""
+def required_markers(args: Arguments) -> frozenset[str]:
+    """The markers a test needs to start the process ``args``.
+
+    ``ip netns exec NS python server/server.py`` needs two: netns and e2e.
+    """
     words = _words(args)
-    if not words:
-        return None
-    program = PurePath(words[0]).name
-    if program in NETWORK_TOOLS:
-        return "netns"
-    if program == "Xvfb":
-        return "display"
+    needed = set()
+    if words and PurePath(words[0]).name in NETWORK_TOOLS:
+        needed.add("netns")
+    if words and PurePath(words[0]).name == "Xvfb":
+        needed.add("display")
     if any("playwright" in PurePath(word).parts for word in words[:2]):
-        return "browser"  # playwright's node driver, which launches Chromium
-    for word in words[1:]:
-        if PurePath(word).parts[-2:] in [entry.parts for entry in ENTRY_POINTS]:
-            return "e2e"
-    return None
+        needed.add("browser")  # playwright's node driver, which launches Chromium
+    entry_points = [entry.parts for entry in ENTRY_POINTS]
+    if any(PurePath(word).parts[-2:] in entry_points for word in words[1:]):
+        needed.add("e2e")
+    return frozenset(needed)
 
 
 @contextmanager
@@ -64,11 +65,11 @@ def processes_checked(test: str, marked: Collection[str]) -> Iterator[None]:
     original = subprocess.Popen.__init__
 
     def checked(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
-        needed = required_marker(args)
-        if needed is not None and needed not in marked:
+        missing = sorted(required_markers(args) - set(marked))
+        if missing:
             pytest.fail(
-                f"{test} starts {' '.join(_words(args)[:3])} but is not marked {needed}: "
-                f"add pytestmark = pytest.mark.{needed} (docs/testing.md)",
+                f"{test} starts {' '.join(_words(args)[:3])} but is not marked {missing[0]}: "
+                f"add pytestmark = pytest.mark.{missing[0]} (docs/testing.md)",
                 pytrace=False,
             )
         original(self, args, *rest, **kwargs)
