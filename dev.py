@@ -63,8 +63,10 @@ TEST_PACKAGES = (
 #: (lab/markers.py holds the same list; tests/test_markers.py compares them).
 FAST_MARKERS = "not e2e and not netns and not browser and not display and not docker"
 #: The fast loop's pytest arguments. What is left is mostly CPU-bound, so it
-#: runs on every core (pytest-xdist; 4 at most: each worker imports aiortc).
-FAST_ARGS = ("-m", FAST_MARKERS, "-n", "auto", "--maxprocesses", "4")
+#: runs on every core (pytest-xdist; 4 at most: each worker imports aiortc),
+#: a test file per worker at a time: the CPU-heavy property tests of one file
+#: then never compete with each other.
+FAST_ARGS = ("-m", FAST_MARKERS, "-n", "auto", "--maxprocesses", "4", "--dist", "loadfile")
 
 
 def run(argv: Sequence[str], **kwargs: object) -> None:
