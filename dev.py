@@ -3,6 +3,9 @@
 
     python3 dev.py demo    # venv + deps, then server and client for ~10 s
     python3 dev.py test    # venv + deps + system packages, then the whole suite
+    python3 dev.py test --fast  # only the tests that start no program,
+                                # namespace, browser or display, on every
+                                # core (docs/testing.md)
     python3 dev.py setup   # just the environment
 
 Everything lands in ./.venv. System packages that tests need (Xvfb, nftables,
@@ -54,6 +57,16 @@ TEST_PACKAGES = (
     # kubernetes-client cannot be installed next to it; it counts instead.
     KUBECTL,
 )
+
+
+#: The fast loop's pytest -m expression: the slow markers of pytest.ini
+#: (lab/markers.py holds the same list; tests/test_markers.py compares them).
+FAST_MARKERS = "not e2e and not netns and not browser and not display and not docker"
+#: The fast loop's pytest arguments. What is left is mostly CPU-bound, so it
+#: runs on every core (pytest-xdist; 4 at most: each worker imports aiortc),
+#: a test file per worker at a time: the CPU-heavy property tests of one file
+#: then never compete with each other.
+FAST_ARGS = ("-m", FAST_MARKERS, "-n", "auto", "--maxprocesses", "4", "--dist", "loadfile")
 
 
 def run(argv: Sequence[str], **kwargs: object) -> None:
@@ -180,9 +193,10 @@ def setup() -> None:
     ensure_venv(ROOT / "requirements-test.txt")
 
 
-def test(pytest_args: Sequence[str]) -> int:
+def test(pytest_args: Sequence[str], fast: bool = False) -> int:
     setup()
-    pytest = [str(PYTHON), "-m", "pytest", *pytest_args]
+    selection = FAST_ARGS if fast else ()
+    pytest = [str(PYTHON), "-m", "pytest", *selection, *pytest_args]
     if os.geteuid() != 0:
         pytest = [*user_namespace_prefix(), *pytest]
     return subprocess.call(pytest, cwd=ROOT)
@@ -203,7 +217,7 @@ def user_namespace_prefix() -> list[str]:
             "error: the network tests need root or unprivileged user namespaces, "
             f"and `unshare --user --net` says: {reason[0]} (run as root)"
         )
-    return [*unshare, "sh", str(ROOT / "tests" / "in_user_namespace.sh")]
+    return [*unshare, "sh", str(ROOT / "lab" / "in_user_namespace.sh")]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -212,7 +226,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     demo_parser = commands.add_parser("demo", help="run server and client locally")
     demo_parser.add_argument("--seconds", type=float, default=10.0)
     demo_parser.add_argument("--port", type=int, default=1234, help="signaling port")
-    commands.add_parser("test", help="run the whole test suite; other arguments go to pytest")
+    test_parser = commands.add_parser(
+        "test", help="run the whole test suite; other arguments go to pytest"
+    )
+    test_parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="leave out the tests marked e2e, netns, browser, display or docker "
+        "and run the rest on every core",
+    )
     commands.add_parser("setup", help="create .venv with everything the tests need")
     # parse_known_args: `dev.py test -x -k name` hands -x and -k to pytest.
     args, rest = parser.parse_known_args(argv)
@@ -223,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "demo":
         return demo(args.seconds, args.port)
     if args.command == "test":
-        return test(rest)
+        return test(rest, fast=args.fast)
     setup()
     return 0
 

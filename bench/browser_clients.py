@@ -26,12 +26,13 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    import common  # noqa: F401  # bench/common.py: puts the repository root on sys.path
 
 import argparse
 import tempfile
 from typing import Any, Optional, Sequence
 
+from bench.common import number
 from lab.browser import chromium
 from lab.programs import free_port, start_client, start_server, wait_for_reports
 
@@ -70,10 +71,6 @@ def run(seconds: float, report_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     return results
 
 
-def fmt(value: Optional[float], digits: int) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
 def table(results: list[tuple[str, dict[str, Any]]]) -> str:
     lines = [
         "| client | frames | answered | error mean px | error max px | latency p50 ms | p99 ms |",
@@ -83,8 +80,8 @@ def table(results: list[tuple[str, dict[str, Any]]]) -> str:
         error, latency = report["error_px"], report["latency_ms"]
         lines.append(
             f"| {name} | {report['frames_sent']} | {100 * (report['answered_ratio'] or 0):.1f} % "
-            f"| {fmt(error['mean'], 3)} | {fmt(error['max'], 3)} "
-            f"| {fmt(latency['p50'], 1)} | {fmt(latency['p99'], 1)} |"
+            f"| {number(error['mean'], 3)} | {number(error['max'], 3)} "
+            f"| {number(latency['p50'], 1)} | {number(latency['p99'], 1)} |"
         )
     return "\n".join(lines)
 

@@ -31,8 +31,7 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
-    # Run as a script: make the repository root importable, as bench/latency.py does.
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    import common  # noqa: F401  # bench/common.py: puts the repository root on sys.path
 
 import argparse
 import contextlib
@@ -45,6 +44,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
+from bench.common import number
 from bench.latency import (
     NEUTRAL_ENVIRONMENT,
     SAMPLE_INTERVAL_S,
@@ -53,6 +53,7 @@ from bench.latency import (
     scan_processes,
     wait_until_quiet,
 )
+from lab.process_stats import busy_ticks
 from lab.programs import PYTHON, Program, free_port, read_reports, start_client
 
 DEFAULT_SESSIONS = (1, 2, 4, 6, 8, 10, 12)
@@ -225,17 +226,6 @@ class RunQueueWait:
         self.percent = 100.0 * (sum(self._last_seen.values()) - self._begin) / wall_ns
 
 
-def core_busy_ticks(cpus: set[int]) -> int:
-    """CPU ticks these cores spent on anything but idle (``cpuN`` lines of /proc/stat)."""
-    busy = 0
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *fields = line.split()
-        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
-            busy += user + nice + system + irq + softirq + steal
-    return busy
-
-
 class CoreLoad:
     """% busy of a set of cores between ``start()`` and ``stop()``."""
 
@@ -246,10 +236,10 @@ class CoreLoad:
         self.percent = 0.0
 
     def start(self) -> None:
-        self._begin, self._begin_wall = core_busy_ticks(self._cpus), time.monotonic()
+        self._begin, self._begin_wall = busy_ticks(self._cpus), time.monotonic()
 
     def stop(self) -> None:
-        ticks = core_busy_ticks(self._cpus) - self._begin
+        ticks = busy_ticks(self._cpus) - self._begin
         capacity = os.sysconf("SC_CLK_TCK") * (time.monotonic() - self._begin_wall)
         self.percent = 100.0 * ticks / (capacity * len(self._cpus))
 
@@ -437,10 +427,6 @@ COLUMNS = (
 )
 
 
-def _number(value: Optional[float], digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def table_row(result: LevelResult, server_cpus: int, client_cpus: int) -> list[str]:
     if result.error is not None and not result.reports:
         return [str(result.sessions), f"FAILED: {result.error}"] + [""] * (len(COLUMNS) - 2)
@@ -450,18 +436,18 @@ def table_row(result: LevelResult, server_cpus: int, client_cpus: int) -> list[s
     worst_error = max(r["error_px"]["mean"] or 0.0 for r in result.reports)
     return [
         str(result.sessions),
-        _number(None if min_answered is None else 100.0 * min_answered, 1),
-        _number(worst_error, 3),
-        _number(worst["latency_ms"].get("p50"), 1),
-        _number(worst["latency_ms"].get("p99"), 1),
-        _number(result.server_cpu_pct, 0),
-        _number(result.others_on_server_core_pct, 0),
-        _number(result.server_wait_pct, 0),
-        _number(result.client_cpu_pct, 0),
-        _number(result.others_on_client_cores_pct, 0),
+        number(None if min_answered is None else 100.0 * min_answered, 1),
+        number(worst_error, 3),
+        number(worst["latency_ms"].get("p50"), 1),
+        number(worst["latency_ms"].get("p99"), 1),
+        number(result.server_cpu_pct, 0),
+        number(result.others_on_server_core_pct, 0),
+        number(result.server_wait_pct, 0),
+        number(result.client_cpu_pct, 0),
+        number(result.others_on_client_cores_pct, 0),
         result.limit(server_cpus, client_cpus),
-        _number(result.start_spread_s, 1),
-        _number(result.server_rss_mb, 0),
+        number(result.start_spread_s, 1),
+        number(result.server_rss_mb, 0),
         "yes" if result.passed() else "no",
     ]
 

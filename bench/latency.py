@@ -35,9 +35,7 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
-    # Run as a script: make the repository root importable (lab.programs),
-    # as server/server.py does, so PYTHONPATH=. is optional.
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    import common  # noqa: F401  # bench/common.py: puts the repository root on sys.path
 
 import argparse
 import io
@@ -54,8 +52,10 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any, Iterable, Optional, Sequence
 
+from bench.common import number
 from bench.stage_budget import StageBudget, budget_from_files
 from bench.stage_budget import markdown as budget_markdown
+from lab.process_stats import busy_ticks
 from lab.programs import PYTHON, ROOT, Program, free_port, read_reports
 from protocol.stage_trace import ClockMismatch, TraceFormatError
 
@@ -169,16 +169,6 @@ class SessionCpu:
         return len(self._last_seen)
 
 
-def machine_busy_ticks() -> int:
-    """CPU ticks all cores spent on anything but idle (first line of /proc/stat).
-
-    Steal counts as busy: on a VM it is time our processes could not run.
-    """
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
-    return user + nice + system + irq + softirq + steal
-
-
 class CpuWindow:
     """CPU % of a few process sessions between ``start()`` and ``stop()``.
 
@@ -202,13 +192,13 @@ class CpuWindow:
 
     def start(self) -> None:
         self.sample()
-        self._begin_busy = machine_busy_ticks()
+        self._begin_busy = busy_ticks()
         self._begin_wall = time.monotonic()
         self._begin = {name: t.ticks() for name, t in self._trackers.items()}
 
     def stop(self) -> None:
         self.sample()
-        busy = machine_busy_ticks() - self._begin_busy
+        busy = busy_ticks() - self._begin_busy
         self.wall_s = time.monotonic() - self._begin_wall
         ticks_per_core_s = os.sysconf("SC_CLK_TCK") * self.wall_s
         ours = 0
@@ -222,9 +212,9 @@ class CpuWindow:
 
 def background_load_pct(interval_s: float = 1.0) -> float:
     """Machine CPU use over ``interval_s``, in % of one core."""
-    before, start = machine_busy_ticks(), time.monotonic()
+    before, start = busy_ticks(), time.monotonic()
     time.sleep(interval_s)
-    busy, wall = machine_busy_ticks() - before, time.monotonic() - start
+    busy, wall = busy_ticks() - before, time.monotonic() - start
     return 100.0 * busy / (os.sysconf("SC_CLK_TCK") * wall)
 
 
@@ -445,10 +435,6 @@ COLUMNS = (
 )
 
 
-def _number(value: Optional[float], digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def _p50(result: RunResult) -> Optional[float]:
     p50 = result.server_report.get("latency_ms", {}).get("p50")
     return None if p50 is None else float(p50)
@@ -490,15 +476,15 @@ def table_row(result: RunResult, results: Sequence[RunResult]) -> list[str]:
         result.label,
         variant_label(result),
         str(report["frames_sent"]),
-        _number(100.0 * report["answered_ratio"], 1),
-        _number(error["mean"], 3),
-        _number(error["max"], 3),
-        _number(latency["p50"], 1),
-        _number(latency["p95"], 1),
-        _number(latency["p99"], 1),
-        _number(result.server_cpu_pct, 0),
-        _number(result.client_cpu_pct, 0),
-        _number(detector.get("mean_ms"), 2),
+        number(100.0 * report["answered_ratio"], 1),
+        number(error["mean"], 3),
+        number(error["max"], 3),
+        number(latency["p50"], 1),
+        number(latency["p95"], 1),
+        number(latency["p99"], 1),
+        number(result.server_cpu_pct, 0),
+        number(result.client_cpu_pct, 0),
+        number(detector.get("mean_ms"), 2),
         "" if ratio is None else f"{ratio:.2f}×",
     ]
 

@@ -22,8 +22,7 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
-    # Run as a script: make the repository root importable (tests.*).
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    import common  # noqa: F401  # bench/common.py: puts the repository root on sys.path
 
 import argparse
 import csv
@@ -35,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from bench.common import number
 from lab.network_lab import NetworkLab
 from lab.programs import Program, read_reports, start_client, start_server, wait_for_reports
 
@@ -170,10 +170,6 @@ COLUMNS = (
 )
 
 
-def _number(value: Optional[float], digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def table_row(result: CapResult) -> list[str]:
     if not result.report:
         return [result.cap, f"FAILED: {result.error}"] + [""] * (len(COLUMNS) - 2)
@@ -185,18 +181,18 @@ def table_row(result: CapResult) -> list[str]:
     return [
         result.cap,
         str(report["frames_sent"]),
-        _number(None if ratio is None else 100.0 * ratio, 1),
-        ", ".join(_number(q, 1) for q in result.quarters),
-        _number(result.quarters[-1] if result.quarters else None, 1),
-        _number(latency.get("p99"), 1),
-        _number(error.get("mean"), 3),
+        number(None if ratio is None else 100.0 * ratio, 1),
+        ", ".join(number(q, 1) for q in result.quarters),
+        number(result.quarters[-1] if result.quarters else None, 1),
+        number(latency.get("p99"), 1),
+        number(error.get("mean"), 3),
         str(result.tbf_dropped),
         str(report.get("frames_skipped_for_rate", "—")),
         str(counters.get("frames_dropped_stale", "—")),
         str(counters.get("keyframes_requested", "—")),
-        _number(result.sent_kbps_last_quarter, 0),
+        number(result.sent_kbps_last_quarter, 0),
         str(rate.get("decreases", "—")),
-        f"{_number(rate.get('final_fps'), 0)}, {_number(rate.get('final_bitrate_kbps'), 0)}"
+        f"{number(rate.get('final_fps'), 0)}, {number(rate.get('final_bitrate_kbps'), 0)}"
         if rate
         else "—",
     ]

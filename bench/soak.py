@@ -25,9 +25,7 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
-    # Run as a script: make the repository root importable (tests.*), as
-    # bench/latency.py does, so PYTHONPATH=. is optional.
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    import common  # noqa: F401  # bench/common.py: puts the repository root on sys.path
 
 import argparse
 import csv
@@ -39,8 +37,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from bench.common import number
+from lab.process_stats import rss_bytes, tree_rss_bytes
 from lab.programs import Program, free_port, read_reports, start_client, start_server
-from tests.test_faults import rss_bytes, tree_rss_bytes
 
 VIDEO_CLOCK_RATE = 90000
 #: Rows of a frame reach the CSV after the ledger (5 s) and the file buffer
@@ -79,7 +78,7 @@ HEADER = (
 
 def _mb(samples: list[int]) -> str:
     """The RSS at the end of the minute (the last sample), in MB."""
-    return f"{samples[-1] / MB:.1f}" if samples else "-"
+    return number(samples[-1] / MB if samples else None, 1)
 
 
 def read_frames(csv_path: Path, minutes: list[Minute]) -> None:

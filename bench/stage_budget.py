@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    import common  # noqa: F401  # bench/common.py: puts the repository root on sys.path
 
 import argparse
 from dataclasses import dataclass

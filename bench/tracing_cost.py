@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    import common  # noqa: F401  # bench/common.py: puts the repository root on sys.path
 
 import argparse
 import os
@@ -34,6 +34,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from bench.common import number
 from bench.latency import (
     CONFIGURATIONS,
     RunResult,
@@ -74,9 +75,6 @@ def table(variants: Sequence[Variant]) -> str:
         "| server CPU % | client CPU % (tree) | others' CPU % |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-
-    def number(value: Optional[float], digits: int) -> str:
-        return "—" if value is None else f"{value:.{digits}f}"
 
     for v in variants:
         spread = v.spread("p50")

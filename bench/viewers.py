@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    import common  # noqa: F401  # bench/common.py: puts the repository root on sys.path
 
 import argparse
 import asyncio
@@ -35,6 +35,7 @@ from typing import Optional, Sequence
 import aiohttp
 import numpy as np
 
+from bench.common import number
 from lab.programs import Program, free_port, start_client, start_server
 from lab.whep_client import WhepViewer
 from server.reports.plot import read_frames
@@ -129,7 +130,7 @@ def run(phase_seconds: float, viewers: int) -> str:
         joining = (time_s >= phase.start_s) & (time_s < phase.start_s + TRANSIENT_S)
         values = latency[settled & ~np.isnan(latency)]
         transient = latency[joining & ~np.isnan(latency)]
-        peak = f"{transient.max():.1f}" if transient.size else "-"
+        peak = number(transient.max() if transient.size else None, 1)
         lines.append(f"| {phase.name} {quantiles(values)} {peak} |")
     answered = np.count_nonzero(~np.isnan(latency))
     lines.append("")

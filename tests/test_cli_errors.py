@@ -10,6 +10,8 @@ import pytest
 
 from lab.programs import PYTHON, Program, free_port, start_server
 
+pytestmark = pytest.mark.e2e
+
 
 @contextmanager
 def listening_socket() -> Iterator[tuple[socket.socket, int]]:

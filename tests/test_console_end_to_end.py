@@ -26,6 +26,8 @@ from lab.browser import chromium
 from lab.programs import Program, free_port, start_client, start_server
 from lab.whep_client import WhepViewer
 
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 

@@ -550,6 +550,7 @@ def test_dockerignore_is_an_allow_list() -> None:
     assert allowed == {"requirements.txt", "protocol", "server", "client"}
 
 
+@pytest.mark.e2e  # runs server.py and client.py --help
 @pytest.mark.parametrize("component", ["server", "client"])
 def test_entrypoint_runs_in_the_image_layout(component: str, tmp_path: Path) -> None:
     """Copy exactly what the image ships (component + protocol) and run the

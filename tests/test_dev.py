@@ -13,6 +13,7 @@ import pytest
 import dev
 
 ABSENT = "balltracker-no-such-package"
+ROOT = Path(dev.__file__).resolve().parent
 
 
 def _impostor(directory: Path, name: str) -> None:
@@ -102,3 +103,33 @@ def test_pytest_options_pass_through_and_bad_flags_are_one_line(tmp_path: Path) 
     assert refused.returncode == 2
     assert "unrecognized arguments: --bogus" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_fast_leaves_out_the_marked_tests_and_passes_the_rest_on() -> None:
+    script = Path(dev.__file__)
+    files = ["tests/test_cli_errors.py", "tests/test_markers.py"]
+    marked = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", files[0]],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout.count("tests/test_cli_errors.py::")
+    fast = subprocess.run(
+        [sys.executable, str(script), "test", "--fast", "-n", "0", "--co", "-q", *files],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert fast.returncode == 0, fast.stderr
+    assert marked > 0 and f"({marked} deselected)" in fast.stdout  # e2e, all of them
+    assert "tests/test_markers.py::test_the_fast_loop_leaves_out" in fast.stdout
+    assert "tests/test_cli_errors.py::" not in fast.stdout
+
+
+def test_fast_runs_on_every_core_with_the_markers_of_pytest_ini() -> None:
+    assert dev.FAST_ARGS[:2] == ("-m", dev.FAST_MARKERS)
+    assert (
+        "-n" in dev.FAST_ARGS and "pytest-xdist==" in (ROOT / "requirements-test.txt").read_text()
+    )

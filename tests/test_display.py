@@ -13,7 +13,7 @@ import pytest
 from lab.programs import free_port, start_client, start_server
 from lab.virtual_display import VirtualDisplay
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.display, pytest.mark.timeout(120)]
 
 
 def ball_blobs(image: np.ndarray, radius: float) -> list[float]:

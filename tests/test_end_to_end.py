@@ -18,7 +18,7 @@ from lab.programs import (
     wait_for_reports,
 )
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 STREAM_S = 4.0
 #: How soon the server must end the session of a client killed with SIGKILL.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from aiortc import (
 
 from client.detection.detector import CentroidDetector
 from client.detection.frame_exchange import luma_view
+from lab.process_stats import idle_cpu_fraction, open_fds, rss_bytes, thread_count
 from lab.programs import (
     Program,
     close_all,
@@ -46,77 +46,9 @@ from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
 from protocol.signaling import MAX_LINE_BYTES, Bye, SignalingChannel
 from tests.test_end_to_end import assert_tracked
 
-#: Clock ticks per second for the utime/stime fields of /proc/PID/stat.
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+pytestmark = pytest.mark.e2e
 
 Message = Union[str, bytes]
-
-
-# ---------------------------------------------------------------- /proc readers
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def _status_field(pid: int, name: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    raise KeyError(name)
-
-
-def thread_count(pid: int) -> int:
-    return _status_field(pid, "Threads")
-
-
-def rss_bytes(pid: int) -> int:
-    return _status_field(pid, "VmRSS") * 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used so far."""
-    # The command name in field 2 may contain spaces: split after its ')'.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / CLOCK_TICKS
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (the client spawns a detector process)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue  # exited while we looked
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry))
-    tree, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        tree.append(current)
-        pending.extend(children.get(current, []))
-    return tree
-
-
-def tree_rss_bytes(pid: int) -> int:
-    total = 0
-    for member in process_tree(pid):
-        try:
-            total += rss_bytes(member)
-        except (OSError, KeyError):
-            pass  # a zombie has no VmRSS; an exited one no /proc entry
-    return total
-
-
-def idle_cpu_fraction(pid: int, seconds: float = 2.0) -> float:
-    """Share of one core the process burns over ``seconds`` of wall time."""
-    before = cpu_seconds(pid)
-    time.sleep(seconds)
-    return (cpu_seconds(pid) - before) / seconds
 
 
 # ---------------------------------------------------------------- waiting

@@ -23,6 +23,7 @@ from aiortc import RTCIceCandidate, RTCSessionDescription
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from lab.process_stats import open_fds, rss_bytes
 from lab.programs import (
     Program,
     free_port,
@@ -35,14 +36,9 @@ from lab.programs import (
 from protocol.coordinates import InvalidReport, decode_report
 from protocol.signaling import MAX_LINE_BYTES, Bye, SignalingError, decode_message
 from tests.test_end_to_end import assert_tracked
-from tests.test_faults import (
-    Message,
-    PeerScript,
-    open_fds,
-    rss_bytes,
-    run_peers,
-    wait_until,
-)
+from tests.test_faults import Message, PeerScript, run_peers, wait_until
+
+pytestmark = pytest.mark.e2e
 
 HANDSHAKE_TIMEOUT_S = 2.0
 MAX_SESSIONS = 4

@@ -24,6 +24,8 @@ import pytest
 from lab.network_lab import NetworkLab
 from lab.programs import Program, read_reports, start_client, start_server, wait_for_reports
 
+pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+
 SIGNALING_PORT = 1234
 #: The client's --duration includes its start (detector spawn, about 2-3 s),
 #: so this leaves about 10 s of streaming per condition.

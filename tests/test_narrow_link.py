@@ -26,6 +26,8 @@ import pytest
 from lab.network_lab import NetworkLab
 from lab.programs import start_client, start_server, wait_for_plots, wait_for_reports
 
+pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+
 SIGNALING_PORT = 1234
 CAP_KBPS = 100
 STREAM_S = 20

@@ -29,6 +29,8 @@ from lab.network_lab import (
     wait_for_line,
 )
 
+pytestmark = pytest.mark.netns
+
 UDP_PORT = 9000
 TCP_PORT = 9001
 SINK_PORT = 9100

@@ -17,6 +17,8 @@ import pytest
 
 from lab.programs import close_all, free_port, start_client, start_server, wait_for_reports
 
+pytestmark = pytest.mark.e2e
+
 
 def status(http_port: int, path: str) -> int:
     try:

@@ -10,7 +10,7 @@ from bench.stage_budget import stage_budget
 from lab.programs import free_port, read_reports, start_client, start_server
 from protocol.stage_trace import STAGE_NAMES, StageTrace, merge_traces
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 STREAM_S = 4.0
 

@@ -26,7 +26,9 @@ from lab.programs import Program, free_port, start_server, wait_for_reports
 from server.console.web_console import CONTENT_SECURITY_POLICY
 from server.core.renderer import render_luma
 
-WEB = Path(__file__).resolve().parent.parent / "server" / "web"
+pytestmark = pytest.mark.browser
+
+WEB = Path(__file__).resolve().parent.parent / "server" / "console" / "web"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 #: A made-up origin that playwright answers from server/console/web: no port, no server.
 ORIGIN = "http://tracker.test"
@@ -387,6 +389,7 @@ def server(tmp_path: Path) -> Iterator[tuple[Program, int, Path]]:
         running.close()
 
 
+@pytest.mark.e2e
 def test_the_page_tracks_the_real_servers_ball(
     browser: Browser, server: tuple[Program, int, Path]
 ) -> None:
@@ -449,6 +452,7 @@ def test_the_page_tracks_the_real_servers_ball(
     assert found["red"] >= 10 and found["red_from_ball"] < 25, found
 
 
+@pytest.mark.e2e
 def test_wrong_answers_are_scored_as_wrong(
     browser: Browser, server: tuple[Program, int, Path]
 ) -> None:
@@ -489,6 +493,7 @@ def test_wrong_answers_are_scored_as_wrong(
     assert summary["error_px"]["mean"] >= 0.5  # what the test above asserts fails here
 
 
+@pytest.mark.e2e
 def test_a_full_server_is_shown_and_a_closed_tab_frees_its_slot(
     browser: Browser, tmp_path: Path
 ) -> None:

@@ -21,6 +21,8 @@ from aiortc import RTCPeerConnection
 from lab.programs import Program, free_port, start_client, start_server, wait_for_reports
 from lab.whep_tracker import ENDPOINT, WhepTracker
 
+pytestmark = pytest.mark.e2e
+
 HANDSHAKE_TIMEOUT_S = 3.0
 
 

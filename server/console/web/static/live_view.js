@@ -1,7 +1,8 @@
-// A WHEP player (draft-ietf-wish-whep): POST an SDP offer, get 201 with the
-// answer and a Location, DELETE that Location to stop. The server burns the
-// true centre and the client's answer into the video itself, so what is seen
-// is exactly what was scored.
+// The console's live view of one session: a WHEP player (whep.js). The
+// server burns the true centre and the client's answer into the video
+// itself, so what is seen is exactly what was scored.
+
+import { accept, createPeerConnection, deleteResource, postOffer } from "./whep.js";
 
 export class WhepPlayer {
   constructor(endpoint, video) {
@@ -12,26 +13,15 @@ export class WhepPlayer {
   }
 
   async start() {
-    // No ICE servers: host candidates reach the server on a LAN, through
-    // port-forwarded Docker bridges and in flat pod networks.
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const pc = await createPeerConnection();
     this.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.ontrack = (event) => {
       this.video.srcObject = event.streams[0] ?? new MediaStream([event.track]);
     };
-    await pc.setLocalDescription(await pc.createOffer());
-    await gatheringComplete(pc); // aiortc takes every candidate inside the SDP
-    const response = await fetch(this.endpoint, {
-      method: "POST",
-      headers: { "Content-Type": "application/sdp" },
-      body: pc.localDescription.sdp,
-    });
-    if (response.status !== 201) {
-      throw new Error(`${response.status}: ${(await response.text()).trim()}`);
-    }
-    this.location = new URL(response.headers.get("Location"), this.endpoint).href;
-    await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+    const { resource, answer } = await postOffer(pc, this.endpoint);
+    this.location = resource;
+    await accept(pc, answer);
   }
 
   async stop() {
@@ -40,20 +30,6 @@ export class WhepPlayer {
     this.pc?.close();
     this.pc = null;
     this.video.srcObject = null;
-    if (location) await fetch(location, { method: "DELETE", keepalive: true }).catch(() => {});
+    await deleteResource(location);
   }
-}
-
-// Resolves once ICE gathering is complete (WHEP here has no trickle), or after 2 s.
-export function gatheringComplete(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      if (pc.iceGatheringState !== "complete") return;
-      pc.removeEventListener("icegatheringstatechange", done);
-      resolve();
-    };
-    pc.addEventListener("icegatheringstatechange", done);
-    setTimeout(resolve, 2000); // whatever was gathered by then
-  });
 }
