@@ -85,8 +85,6 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument(
         "--display",
         action="store_true",
-        # Not DISPLAY: that is X11's, set in every desktop session.
-        environment_variable="SHOW_WINDOW",
         help="show the video and detection",
     )
     parser.add_argument(

@@ -119,8 +119,6 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument(
         "--display",
         action="store_true",
-        # Not DISPLAY: that is X11's, set in every desktop session.
-        environment_variable="SHOW_WINDOW",
         help="show true and reported centres in a window",
     )
     parser.add_argument(

@@ -152,7 +152,7 @@ def test_console_lists_a_live_session_plays_it_annotated_and_links_its_reports(
 
 def test_the_access_token_is_enforced_in_the_browser(browser: Browser) -> None:
     signaling, http = free_port(), free_port()
-    server = start_server(signaling, http_port=http, env={"ACCESS_TOKEN": "letmein"})
+    server = start_server(signaling, http_port=http, env={"BALLTRACKER_ACCESS_TOKEN": "letmein"})
     try:
         server.wait_for_output("console on", timeout=10)
         page = browser.new_page()

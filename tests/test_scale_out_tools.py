@@ -74,8 +74,8 @@ def test_kube_play_runs_the_hpa_minimum_of_servers_and_the_clients_replicas(
     clients = yaml.safe_load((ROOT / "k8s" / "client-deployment.yaml").read_text())
     assert len(plan.servers) == hpa["spec"]["minReplicas"]
     assert len(plan.clients) == clients["spec"]["replicas"]
-    assert all(env_of(p)["MAX_SESSIONS"] == "2" for p in plan.servers)
-    assert all(env_of(p)["DURATION"] == "12" for p in plan.clients)
+    assert all(env_of(p)["BALLTRACKER_MAX_SESSIONS"] == "2" for p in plan.servers)
+    assert all(env_of(p)["BALLTRACKER_DURATION"] == "12" for p in plan.clients)
     # Each client runs its one session; a server is restarted like a pod's.
     assert {p["spec"]["restartPolicy"] for p in plan.clients} == {"Never"}
     assert {p["spec"]["restartPolicy"] for p in plan.servers} == {"Always"}
