@@ -106,19 +106,12 @@ class Program:
         return f"--- stdout ---\n{self.stdout[-4000:]}\n--- stderr ---\n{self.stderr[-4000:]}"
 
     def json_documents(self) -> list[dict[str, Any]]:
-        """Every pretty-printed JSON object the program wrote to stdout."""
-        decoder = json.JSONDecoder()
-        text, documents, position = self.stdout, [], 0
-        while True:
-            start = text.find("{\n", position)
-            if start < 0:
-                return documents
-            try:
-                document, position = decoder.raw_decode(text, start)
-            except json.JSONDecodeError:
-                position = start + 1
-                continue
-            documents.append(document)
+        """Every JSON summary the program wrote to stdout: one object a line."""
+        documents = []
+        for line in self.stdout.splitlines():
+            if line.startswith("{"):
+                documents.append(json.loads(line))
+        return documents
 
 
 def close_all(*programs: Optional[Program]) -> None:

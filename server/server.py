@@ -29,6 +29,7 @@ from protocol.event_loop import EVENT_LOOPS, run
 from protocol.options import (
     EnvironmentArgumentParser,
     configure_logging,
+    non_negative_float,
     port_number,
     positive_float,
     positive_int,
@@ -99,6 +100,14 @@ def build_parser() -> EnvironmentArgumentParser:
         default=10.0,
         help="seconds a client has to answer the offer",
     )
+    parser.add_argument(
+        "--progress-interval",
+        type=non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="log each session's progress at INFO this often (default 0: one line a "
+        "second, at DEBUG only, i.e. with -v)",
+    )
     parser.add_argument("--report-dir", type=Path, default=None, help="write reports here")
     parser.add_argument("--stun", default=None, help="STUN server URL (default: none)")
     parser.add_argument(
@@ -166,6 +175,7 @@ async def serve(args: argparse.Namespace) -> int:
         stun=args.stun,
         handshake_timeout=args.handshake_timeout,
         encoder_thread=args.encoder_thread,
+        progress_interval=args.progress_interval,
     )
     try:
         stage_trace = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -65,16 +66,19 @@ def test_one_session_is_tracked_frame_exactly(report_dir: Path) -> None:
             assert key in report
         assert set(report["error_px"]) >= {"mean", "p50", "p95", "max"}
         assert set(report["latency_ms"]) >= {"p50", "p95", "p99", "max"}
-        # The server prints the same summary; the client prints its own.
-        assert server.json_documents()[-1]["frames_sent"] == report["frames_sent"]
-        client_summary = client.json_documents()[-1]
+        # The server prints the same summary, one line of JSON (log shippers
+        # split anything longer); the client prints its own, likewise.
+        [server_line] = server.stdout.splitlines()
+        assert json.loads(server_line)["frames_sent"] == report["frames_sent"]
+        [client_line] = client.stdout.splitlines()
+        client_summary = json.loads(client_line)
         assert client_summary["frames_received"] >= report["frames_answered"]
         # The per-frame CSV has one row per frame sent.
         rows = (report_dir / f"{report['session']}.csv").read_text().splitlines()
         assert rows[0] == "pts,true_x,true_y,reported_x,reported_y,error_px,latency_ms"
         assert len(rows) - 1 == report["frames_sent"]
-        # Progress lines, one per second.
-        assert server.stderr.count("answered") >= 2
+        # No progress lines at INFO by default (--progress-interval asks for them).
+        assert ": sent " not in server.stderr, server.stderr
     finally:
         client.close()
         server.close()

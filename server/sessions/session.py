@@ -121,6 +121,8 @@ class SessionConfig:
     handshake_timeout: float = 10.0
     #: Encode in aiortc's executor thread (stock) rather than on the event loop.
     encoder_thread: bool = False
+    #: Seconds between INFO progress lines; 0 logs one a second at DEBUG only.
+    progress_interval: float = 0.0
 
     def ledger_capacity(self) -> int:
         # Five seconds of frames: far beyond any sane round trip, yet bounded.
@@ -282,9 +284,15 @@ class TrackingSession:
         self._end("duration reached")
 
     async def _log_progress(self) -> None:
+        # A line a second per session is 864,000 lines a day for a full pod:
+        # at INFO only at the interval asked for, otherwise at DEBUG.
+        interval = self._config.progress_interval
+        level = logging.INFO if interval > 0 else logging.DEBUG
         while True:
-            await asyncio.sleep(1.0)
-            logger.info("%s: %s", self.name, self.scoreboard.take_interval().describe())
+            await asyncio.sleep(interval or 1.0)
+            progress = self.scoreboard.take_interval()
+            if logger.isEnabledFor(level):
+                logger.log(level, "%s: %s", self.name, progress.describe())
 
     def _frame_sent(self, index: int, x: float, y: float, produced_at: float) -> None:
         # Called inside the track's recv(), while the sender waits for the frame.

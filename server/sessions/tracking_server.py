@@ -210,7 +210,8 @@ class TrackingServer:
             if self._watchers is not None:
                 await self._watchers.close_session(session.name)
         self._table.session_ended(summary, self._report_links(session.name))
-        print(json.dumps(summary, indent=2), flush=True)
+        # One line: log shippers split a pretty-printed document into fragments.
+        print(json.dumps(summary), flush=True)
         # Returning gives the session's slot back; its report follows.
         self._in_background(session.write_report(self._plotter))
         if self._once:
