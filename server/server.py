@@ -198,6 +198,7 @@ async def serve(args: argparse.Namespace) -> int:
         watchers=viewers,
         stage_trace=stage_trace,
     )
+    metrics.count_slots(args.max_sessions, lambda: server.free_slots)
     console = (
         WebConsole(
             args.signaling_host,

@@ -606,7 +606,7 @@ def test_compose_ports_match_env(compose_config: dict[str, Any]) -> None:
     signaling, http = int(env["BALLTRACKER_SIGNALING_PORT"]), int(env["BALLTRACKER_HTTP_PORT"])
     assert published == {(signaling, signaling), (http, http)} == {(1234, 1234), (8080, 8080)}
     test = server["healthcheck"]["test"]
-    # Liveness: a full server (/healthz 503) is healthy.
+    # Liveness: a full server (/readyz 503) is healthy.
     assert test[0] == "CMD" and "/livez" in test[-1] and "BALLTRACKER_HTTP_PORT" in test[-1]
     # podman's Docker-compatible API splits healthcheck arguments on
     # whitespace (containers/podman#26519): it broke `service_healthy` here.
@@ -722,9 +722,9 @@ def test_k8s_service_ports_probes_and_env_agree(manifests: dict[tuple[str, str],
         resolved = named_ports[target] if isinstance(target, str) else target
         assert resolved == named_ports[name] == port["port"]
 
-    # Readiness is "has a free slot" (/healthz), liveness "answers" (/livez):
+    # Readiness is "has a free slot" (/readyz), liveness "answers" (/livez):
     # a full pod must leave the Service's endpoints, not be restarted.
-    for probe, path in (("readinessProbe", "/healthz"), ("livenessProbe", "/livez")):
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
         get = container[probe]["httpGet"]
         assert get["path"] == path, probe
         port = get["port"]

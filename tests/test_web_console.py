@@ -201,7 +201,7 @@ def test_metrics_page_parses_and_reflects_updates() -> None:
         assert values["balltracker_active_sessions"] == 1
         assert values["balltracker_frames_sent_total"] == 2
         assert values["balltracker_frames_answered_total"] == 1
-        assert values["balltracker_latency_milliseconds_sum"] == 33.0
+        assert values["balltracker_latency_seconds_sum"] == pytest.approx(0.033)
 
     run_with_console(body)
 

@@ -75,7 +75,11 @@ class SessionObserver(Protocol):
 
     def frame_answered(self, error_px: Optional[float], latency_ms: float) -> None: ...
 
-    def invalid_message(self) -> None: ...
+    def invalid_message(self, reason: str) -> None: ...
+
+    def session_refused(self, reason: str) -> None:
+        """A client was refused a session: ``busy`` or ``shutting_down``."""
+        ...
 
 
 class ClientLink(Protocol):
@@ -311,7 +315,7 @@ class TrackingSession:
         entry = self.scoreboard.answer(message, arrival)
         if entry is None:
             if self._observer:
-                self._observer.invalid_message()
+                self._observer.invalid_message(self.scoreboard.last_invalid_reason or "malformed")
             return
         assert entry.latency_ms is not None
         if self._tracer is not None:

@@ -86,6 +86,11 @@ class TrackingServer:
         """
         return self._signaling.listening and self._refusal() is None
 
+    @property
+    def free_slots(self) -> int:
+        """Sessions one more client could still have (``/metrics``)."""
+        return max(0, self._max_sessions - len(self._running))
+
     def latest_answer(self) -> Optional[FrameRecord]:
         """The newest answered frame of any session, for the display."""
         answers = [s.last_answer for s in self._sessions.values() if s.last_answer is not None]
@@ -140,12 +145,17 @@ class TrackingServer:
             return f"{SERVER_BUSY}: {self._max_sessions} sessions active"
         return None
 
+    def _count_refusal(self) -> None:
+        if self._observer is not None:
+            self._observer.session_refused("shutting_down" if self._stopping.is_set() else "busy")
+
     def _on_signaling_connection(self, channel: SignalingChannel) -> None:
         refusal = self._refusal()
         if refusal is None:
             self._start(SignalingLink(channel))
             return
         logger.warning("refusing %s: %s", channel.peer, refusal)
+        self._count_refusal()
         self._in_background(self._refuse(channel, refusal))
 
     async def _refuse(self, channel: SignalingChannel, reason: str) -> None:
@@ -165,6 +175,7 @@ class TrackingServer:
         """
         refusal = self._refusal()
         if refusal is not None:
+            self._count_refusal()
             raise ServerBusy(refusal)
         check_tracking_offer(offer_sdp)
         link = WhepLink(offer_sdp, peer)
