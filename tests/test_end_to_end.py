@@ -18,6 +18,7 @@ from lab.programs import (
     start_server,
     wait_for_reports,
 )
+from tests.test_report import assert_valid_report
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,6 +54,10 @@ def test_one_session_is_tracked_frame_exactly(report_dir: Path) -> None:
         [report] = read_reports(report_dir)
         assert_tracked(report)
         assert report["end_reason"] == "duration reached"
+        # A real report follows the published schema, and so does the line
+        # the server printed.
+        assert_valid_report(report)
+        assert report["ended_at"] is not None and report["host"]
         for key in (
             "frames_sent",
             "frames_answered",
@@ -70,6 +75,7 @@ def test_one_session_is_tracked_frame_exactly(report_dir: Path) -> None:
         # split anything longer); the client prints its own, likewise.
         [server_line] = server.stdout.splitlines()
         assert json.loads(server_line)["frames_sent"] == report["frames_sent"]
+        assert_valid_report(json.loads(server_line))
         [client_line] = client.stdout.splitlines()
         client_summary = json.loads(client_line)
         assert client_summary["frames_received"] >= report["frames_answered"]

@@ -19,7 +19,6 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Union
 
@@ -44,7 +43,7 @@ from server.media.rtp_origin import SenderTimestampOrigin
 from server.media.stage_tracer import ServerStageTracer
 from server.media.track import BallTrack
 from server.reports.plotter import ReportPlotter
-from server.reports.report import SessionReport
+from server.reports.report import SCHEMA_VERSION, SessionReport, report_metadata, timestamp
 
 logger = logging.getLogger("server.sessions.session")
 
@@ -147,10 +146,17 @@ class TrackingSession:
         report_dir: Optional[Path] = None,
         clock: Callable[[], float] = time.monotonic,
         stage_trace: Optional[StageTraceWriter] = None,
+        instance: str = "",
     ) -> None:
         self.number = number
-        self.name = f"session-{time.strftime('%Y%m%dT%H%M%S')}-{number:04d}"
+        # The number restarts with each server process; ``instance`` (random
+        # per process) keeps ids from several pods or restarts apart.
+        suffix = f"-{instance}" if instance else ""
+        self.name = f"session-{time.strftime('%Y%m%dT%H%M%S')}-{number:04d}{suffix}"
         self.started_at = time.time()
+        #: Wall-clock time the session ended (``time.time()``); None while live.
+        self.ended_at: Optional[float] = None
+        self._metadata = report_metadata()
         self._link = link
         self._config = config
         self.fps = config.fps
@@ -194,6 +200,7 @@ class TrackingSession:
     def _end(self, reason: str) -> None:
         if not self._ended.is_set():
             self.end_reason = reason
+            self.ended_at = time.time()
             self._ended.set()
 
     async def run(self) -> dict[str, Any]:
@@ -370,10 +377,10 @@ class TrackingSession:
         since = self._streaming_since
         until = self._streaming_until if self._streaming_until is not None else self._clock()
         summary: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
             "session": self.name,
-            "started_at": datetime.fromtimestamp(self.started_at, timezone.utc).isoformat(
-                timespec="seconds"
-            ),
+            "started_at": timestamp(self.started_at),
+            "ended_at": timestamp(self.ended_at),
             "peer": self._link.peer,
             "end_reason": self.end_reason,
             "width": config.width,
@@ -386,6 +393,7 @@ class TrackingSession:
         }
         summary.update(self.scoreboard.summary())
         summary.update(self._adaptation.summary())
+        summary.update(self._metadata)
         return summary
 
 

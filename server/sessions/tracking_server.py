@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import logging
+import secrets
 from pathlib import Path
 from typing import Any, Coroutine, Optional, Protocol
 
@@ -62,6 +63,8 @@ class TrackingServer:
         self._watchers = watchers
         self._signaling = SignalingServer(host, port, self._on_signaling_connection)
         self._numbers = itertools.count(1)
+        #: Random per process: session ids stay unique across pods and restarts.
+        self._instance = secrets.token_hex(3)
         #: Every session that holds a slot, from its first step to its last.
         self._running: set[asyncio.Task[None]] = set()
         self._sessions: dict[str, TrackingSession] = {}
@@ -200,6 +203,7 @@ class TrackingServer:
             self._observer,
             self._report_dir,
             stage_trace=self._stage_trace,
+            instance=self._instance,
         )
         self._sessions[session.name] = session
         task = asyncio.create_task(self._run_session(session))
