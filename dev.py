@@ -29,6 +29,7 @@ import shutil
 import socket
 import subprocess
 import sysconfig
+import time
 import venv
 from pathlib import Path
 from typing import Optional, Sequence
@@ -181,8 +182,10 @@ def demo(seconds: float, port: int, http_port: int) -> int:
     """Server and client side by side, the console open; print both summaries."""
     ensure_system_packages(RUNTIME_PACKAGES)
     ensure_venv(ROOT / "requirements.txt")
+    # Other ports if these are taken: a demo must not fail on a busy machine.
+    port, http_port = free_port(port), free_port(http_port)
     common = ["--signaling-port", str(port)]
-    http_port = free_port(http_port)
+    started = time.time()
     server = subprocess.Popen(
         [
             str(PYTHON),
@@ -225,7 +228,10 @@ def demo(seconds: float, port: int, http_port: int) -> int:
                 print(f"{who} summary:", json.dumps(json.loads(line), indent=2))
             except ValueError:
                 print(line)
-    reports = sorted((ROOT / "reports").glob("session-*.json"), key=lambda p: p.stat().st_mtime)
+    reports = sorted(
+        (p for p in (ROOT / "reports").glob("session-*.json") if p.stat().st_mtime >= started),
+        key=lambda p: p.stat().st_mtime,
+    )
     if reports:
         newest = reports[-1].with_suffix("")
         print(f"report: {newest}.json, per-frame {newest}.csv, plot {newest}.png")
@@ -270,7 +276,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "demo", help="run server and client locally for a few seconds, with the console"
     )
     demo_parser.add_argument("--seconds", type=float, default=10.0, help="how long to stream")
-    demo_parser.add_argument("--port", type=int, default=1234, help="signaling port")
+    demo_parser.add_argument(
+        "--port", type=int, default=1234, help="signaling port (another if taken)"
+    )
     demo_parser.add_argument(
         "--http-port", type=int, default=8080, help="console port (another if taken)"
     )
