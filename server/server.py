@@ -54,17 +54,20 @@ def build_parser() -> EnvironmentArgumentParser:
         description="Stream a bouncing ball over WebRTC and score each client's tracking.",
     )
     parser.add_argument("--signaling-host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--signaling-port", type=port_number, default=1234, help="TCP port")
+    parser.add_argument(
+        "--signaling-port", type=port_number, default=1234, help="TCP port (0: any free port)"
+    )
     parser.add_argument(
         "--http-port",
         type=port_number,
         default=8080,
-        help="port of the console, its API, /healthz and /metrics; 0 turns it off",
+        help="port of the console, its API, /readyz, /livez and /metrics; 0 turns it off "
+        "(unlike --signaling-port, where 0 means any free port)",
     )
     parser.add_argument(
         "--access-token",
         default=None,
-        help="token the console and its API ask for (/healthz and /metrics stay open)",
+        help="token the console and its API ask for (/readyz, /livez and /metrics stay open)",
     )
     parser.add_argument(
         "--max-viewers",

@@ -93,7 +93,7 @@ def test_one_session_is_tracked_frame_exactly(report_dir: Path) -> None:
 #: What stock aiortc's jitter buffer costs: it releases a frame only when the
 #: next one starts, one frame interval (33 ms at 30 fps) on top of the 5-15 ms
 #: the rest of the round trip takes. Measured p50 ratios stock/fast: 4-6x
-#: (README, Latency); 2x still holds on a loaded machine, and fails if the
+#: (docs/latency.md); 2x still holds on a loaded machine, and fails if the
 #: client used the same buffer both times.
 STOCK_OVER_FAST_P50 = 2.0
 
