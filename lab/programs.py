@@ -128,8 +128,17 @@ def start_server(
     host: str = "127.0.0.1",
     http_port: int = 0,
     env: Optional[dict[str, str]] = None,
+    progress_interval: Optional[float] = 1.0,
 ) -> Program:
-    """Start the server and wait until its signaling port listens."""
+    """Start the server and wait until its signaling port listens.
+
+    The harness asks for a progress line a second at INFO (tests wait for
+    "answered" in it); ``progress_interval=None`` keeps the server's default,
+    DEBUG only.
+    """
+    progress = (
+        [] if progress_interval is None else ["--progress-interval", f"{progress_interval:g}"]
+    )
     server = Program(
         [
             PYTHON,
@@ -140,6 +149,7 @@ def start_server(
             str(port),
             "--http-port",
             str(http_port),
+            *progress,
             *flags,
         ],
         prefix,

@@ -45,7 +45,13 @@ def report_dir(tmp_path: Path) -> Path:
 def test_one_session_is_tracked_frame_exactly(report_dir: Path) -> None:
     port = free_port()
     server = start_server(
-        port, "--once", "--duration", str(STREAM_S), "--report-dir", str(report_dir)
+        port,
+        "--once",
+        "--duration",
+        str(STREAM_S),
+        "--report-dir",
+        str(report_dir),
+        progress_interval=None,
     )
     client = start_client(port)
     try:

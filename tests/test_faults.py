@@ -494,7 +494,7 @@ def test_client_beyond_max_sessions_is_refused_others_unaffected(report_dir: Pat
 @pytest.mark.timeout(90)
 def test_sigterm_ends_every_session_cleanly(report_dir: Path) -> None:
     port = free_port()
-    server = _start_tracked_server(port, report_dir, "--progress-interval", "1")
+    server = _start_tracked_server(port, report_dir)
     clients = [start_client(port) for _ in range(2)]
     try:
         server.wait_for_output("streaming to", timeout=30, count=2)
