@@ -52,7 +52,7 @@ OPEN_PATHS = frozenset({"/readyz", "/healthz", "/livez", "/metrics"})
 PAGES = frozenset({"/", "/track"})
 
 #: A report file of a finished session, and nothing else from --report-dir.
-REPORT_FILE = re.compile(r"session-\d{8}T\d{6}-\d{4}\.(json|csv|seconds\.csv|png)")
+REPORT_FILE = re.compile(r"session-\d{8}T\d{6}-\d{4,}(-[0-9a-f]+)?\.(json|csv|seconds\.csv|png)")
 
 #: The console's content security policy: its own scripts, no inline code, no
 #: other origin (it must work offline and inside a cluster anyway).
