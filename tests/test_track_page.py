@@ -26,7 +26,7 @@ from lab.programs import Program, free_port, start_server, wait_for_reports
 from server.console.web_console import CONTENT_SECURITY_POLICY
 from server.core.renderer import render_luma
 
-WEB = Path(__file__).resolve().parent.parent / "server" / "web"
+WEB = Path(__file__).resolve().parent.parent / "server" / "console" / "web"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 #: A made-up origin that playwright answers from server/console/web: no port, no server.
 ORIGIN = "http://tracker.test"
