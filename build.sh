@@ -215,7 +215,7 @@ smoke_test() {
 services:
   client:
     environment:
-      DURATION: "6"
+      BALLTRACKER_DURATION: "6"
 EOF
   if [[ "$engine" == podman ]]; then
     # Compose speaks the Docker API; podman serves it on a socket of our own.

@@ -1,30 +1,38 @@
 #!/usr/bin/env python3
-"""Set up and run the project with nothing but Python 3.10+.
+"""Set up and run the project with nothing but Python 3.11+ on Linux.
 
-    python3 dev.py demo    # venv + deps, then server and client for ~10 s
+    python3 dev.py demo    # venv + deps, then server and client for ~10 s, console open
     python3 dev.py test    # venv + deps + system packages, then the whole suite
     python3 dev.py test --fast  # only the tests that start no program,
                                 # namespace, browser or display, on every
                                 # core (docs/testing.md)
-    python3 dev.py setup   # just the environment
+    python3 dev.py setup   # just the environment the tests need
 
-Everything lands in ./.venv. System packages that tests need (Xvfb, nftables,
-Chromium, ...) are installed with apt-get when running as root on
-Debian/Ubuntu; otherwise the missing ones are named on one line and the run
-stops. Whether a package is installed is asked of dpkg, never guessed from a
-program's name on PATH: a look-alike ``convert`` or ``ip`` proves nothing.
-An entry ``a|b`` is satisfied by either package; ``a`` is the one installed.
+Everything lands in ./.venv. System packages (the OpenCV wheel's libGL and
+GLib; for the tests Xvfb, nftables, Chromium, ...) are installed with apt-get
+when running as root on Debian/Ubuntu; otherwise the missing ones are named
+on one line and the run stops. Whether a package is installed is asked of
+dpkg, never guessed from a program's name on PATH: a look-alike ``convert``
+or ``ip`` proves nothing. An entry ``a|b`` is satisfied by either package;
+``a`` is the one installed.
 """
 
-from __future__ import annotations
+import sys
+
+# Before anything else, so an older Python gets one line, not a traceback
+# (asyncio.Runner and the pinned numpy and matplotlib need 3.11).
+if sys.version_info < (3, 11):
+    sys.exit(f"error: Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
+import socket
 import subprocess
-import sys
 import sysconfig
+import time
 import venv
 from pathlib import Path
 from typing import Optional, Sequence
@@ -67,6 +75,12 @@ FAST_MARKERS = "not e2e and not netns and not browser and not display and not do
 #: a test file per worker at a time: the CPU-heavy property tests of one file
 #: then never compete with each other.
 FAST_ARGS = ("-m", FAST_MARKERS, "-n", "auto", "--maxprocesses", "4", "--dist", "loadfile")
+#: Rough sizes (Linux x86-64 wheels, measured on a fresh .venv), so nobody
+#: wonders for minutes what is happening.
+INSTALL_SIZES = {
+    "requirements.txt": " (about 150 MB to download, 500 MB on disk, 1-3 minutes)",
+    "requirements-test.txt": " (about 400 MB to download, 1 GB on disk, 2-5 minutes)",
+}
 
 
 def run(argv: Sequence[str], **kwargs: object) -> None:
@@ -130,9 +144,15 @@ def ensure_system_packages(names: Sequence[str]) -> None:
             + " ".join(missing)
             + ")"
         )
+    print(
+        f"installing {len(missing)} system package(s) with apt-get: {' '.join(missing)} "
+        "(apt-get prints the download size first)",
+        flush=True,
+    )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     run(["apt-get", "update", "-qq"], env=env)
-    run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
+    # -q, not -qq: keeps "Need to get N MB" and one line per package unpacked.
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
 
 
 def ensure_venv(requirements: Path) -> None:
@@ -146,23 +166,44 @@ def ensure_venv(requirements: Path) -> None:
         digest.update(path.read_bytes())
     if stamp.exists() and stamp.read_text() == digest.hexdigest():
         return
+    size = INSTALL_SIZES.get(requirements.name, "")
+    print(
+        f"installing the Python packages of {requirements.name} into {VENV}{size}; "
+        "pip lists each one as it goes",
+        flush=True,
+    )
     run([str(PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip"])
-    run([str(PYTHON), "-m", "pip", "install", "-q", "-r", str(requirements)])
+    run([str(PYTHON), "-m", "pip", "install", "--progress-bar", "on", "-r", str(requirements)])
     stamp.write_text(digest.hexdigest())
 
 
-def demo(seconds: float, port: int) -> int:
-    """Server and client side by side; the server prints the session summary."""
+def free_port(preferred: int) -> int:
+    """``preferred`` if nothing listens there on 127.0.0.1, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free TCP port on 127.0.0.1")
+
+
+def demo(seconds: float, port: int, http_port: int) -> int:
+    """Server and client side by side, the console open; print both summaries."""
     ensure_system_packages(RUNTIME_PACKAGES)
     ensure_venv(ROOT / "requirements.txt")
+    # Other ports if these are taken: a demo must not fail on a busy machine.
+    port, http_port = free_port(port), free_port(http_port)
     common = ["--signaling-port", str(port)]
+    started = time.time()
     server = subprocess.Popen(
         [
             str(PYTHON),
             "server/server.py",
             *common,
             "--http-port",
-            "0",
+            str(http_port),
             "--once",
             "--duration",
             str(seconds),
@@ -170,22 +211,42 @@ def demo(seconds: float, port: int) -> int:
             "reports",
         ],
         cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    client = subprocess.Popen([str(PYTHON), "client/client.py", *common], cwd=ROOT)
+    print(
+        f"console: http://127.0.0.1:{http_port}/ (open it now: it serves while the "
+        f"demo runs, {seconds:g} s; longer with --seconds)",
+        flush=True,
+    )
+    client = subprocess.Popen(
+        [str(PYTHON), "client/client.py", *common], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
-        client_status = client.wait(timeout=seconds + 60)
-        server_status = server.wait(timeout=15)
+        client_out, _ = client.communicate(timeout=seconds + 60)
+        server_out, _ = server.communicate(timeout=15)
     except (KeyboardInterrupt, subprocess.TimeoutExpired):
         for process in (client, server):
             process.terminate()
         for process in (client, server):
             process.wait()
         return 1
-    reports = sorted((ROOT / "reports").glob("session-*.json"), key=lambda p: p.stat().st_mtime)
+    # Both print one JSON line per summary (for log shippers); a person
+    # reads the indented form better.
+    for who, output in (("server", server_out), ("client", client_out)):
+        for line in output.splitlines():
+            try:
+                print(f"{who} summary:", json.dumps(json.loads(line), indent=2))
+            except ValueError:
+                print(line)
+    reports = sorted(
+        (p for p in (ROOT / "reports").glob("session-*.json") if p.stat().st_mtime >= started),
+        key=lambda p: p.stat().st_mtime,
+    )
     if reports:
         newest = reports[-1].with_suffix("")
         print(f"report: {newest}.json, per-frame {newest}.csv, plot {newest}.png")
-    return client_status or server_status
+    return client.returncode or server.returncode
 
 
 def setup() -> None:
@@ -223,9 +284,16 @@ def user_namespace_prefix() -> list[str]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help="run server and client locally")
-    demo_parser.add_argument("--seconds", type=float, default=10.0)
-    demo_parser.add_argument("--port", type=int, default=1234, help="signaling port")
+    demo_parser = commands.add_parser(
+        "demo", help="run server and client locally for a few seconds, with the console"
+    )
+    demo_parser.add_argument("--seconds", type=float, default=10.0, help="how long to stream")
+    demo_parser.add_argument(
+        "--port", type=int, default=1234, help="signaling port (another if taken)"
+    )
+    demo_parser.add_argument(
+        "--http-port", type=int, default=8080, help="console port (another if taken)"
+    )
     test_parser = commands.add_parser(
         "test", help="run the whole test suite; other arguments go to pytest"
     )
@@ -240,10 +308,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "test":
         parser.error("unrecognized arguments: " + " ".join(rest))
-    if sys.version_info < (3, 10):
-        sys.exit("error: Python 3.10 or newer is needed")
     if args.command == "demo":
-        return demo(args.seconds, args.port)
+        return demo(args.seconds, args.port, args.http_port)
     if args.command == "test":
         return test(rest, fast=args.fast)
     setup()

@@ -530,7 +530,7 @@ def headline(results: Sequence[LevelResult], server_cpus: int, client_cpus: int)
         cpu = by_n[best].server_cpu_pct
         assert cpu is not None
         lines.append(
-            f"Kubernetes: MAX_SESSIONS={best} with requests.cpu 1 (one core); a full pod then "
+            f"Kubernetes: BALLTRACKER_MAX_SESSIONS={best} with requests.cpu 1 (one core); a full pod then "
             f"uses about {cpu:.0f}% of its request, so an HPA target of about "
             f"{0.75 * cpu:.0f}% scales out when pods are three quarters full on average; "
             f"server memory at N={best}: {by_n[best].server_rss_mb:.0f} MB resident"

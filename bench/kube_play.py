@@ -277,10 +277,13 @@ def make_plan(
     service = manifests[("Service", SERVICE_NAME)]
     (server_container,) = server["spec"]["template"]["spec"]["containers"]
     server_pods = pods_of(
-        server, hpa["spec"]["minReplicas"], "Always", {"MAX_SESSIONS": str(max_sessions)}
+        server,
+        hpa["spec"]["minReplicas"],
+        "Always",
+        {"BALLTRACKER_MAX_SESSIONS": str(max_sessions)},
     )
     client_count = clients if clients is not None else client["spec"]["replicas"]
-    client_pods = pods_of(client, client_count, "Never", {"DURATION": f"{seconds:g}"})
+    client_pods = pods_of(client, client_count, "Never", {"BALLTRACKER_DURATION": f"{seconds:g}"})
     readiness = server_container["readinessProbe"]["httpGet"]
     liveness = server_container["livenessProbe"]["httpGet"]
     if named_port(server_container, readiness["port"]) != named_port(

@@ -72,9 +72,14 @@ STARTUP_TIMEOUT_S = 60.0
 SHUTDOWN_TIMEOUT_S = 30.0
 
 #: Flag variables the programs would otherwise inherit from this shell (every
-#: long flag reads one, e.g. SHOW_WINDOW for --display); empty means false /
+#: long flag reads one, e.g. BALLTRACKER_DISPLAY for --display); empty means false /
 #: no STUN, so a developer's environment cannot change what is measured.
-NEUTRAL_ENVIRONMENT = {"SHOW_WINDOW": "", "VERBOSE": "", "RECONNECT": "", "STUN": ""}
+NEUTRAL_ENVIRONMENT = {
+    "BALLTRACKER_DISPLAY": "",
+    "BALLTRACKER_VERBOSE": "",
+    "BALLTRACKER_RECONNECT": "",
+    "BALLTRACKER_STUN": "",
+}
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,12 @@ DEFAULT_CAPS = ("200", "150", "100", "50")
 OVERHEAD_TIMEOUT_S = 90.0
 
 #: Flag variables the programs would otherwise inherit from this shell.
-NEUTRAL_ENVIRONMENT = {"SHOW_WINDOW": "", "VERBOSE": "", "RECONNECT": "", "STUN": ""}
+NEUTRAL_ENVIRONMENT = {
+    "BALLTRACKER_DISPLAY": "",
+    "BALLTRACKER_VERBOSE": "",
+    "BALLTRACKER_RECONNECT": "",
+    "BALLTRACKER_STUN": "",
+}
 
 
 @dataclass

@@ -128,7 +128,7 @@ def build_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--port", type=_port_pair, action="append", required=True, help="LISTEN[:TARGET]"
     )
     parser.add_argument("--ready-port", type=int, required=True)
-    parser.add_argument("--ready-path", default="/healthz")
+    parser.add_argument("--ready-path", default="/readyz")
     parser.add_argument("--period", type=float, default=2.0, help="readiness probe period, s")
     return parser.parse_args(argv)
 

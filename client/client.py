@@ -63,7 +63,7 @@ def build_parser() -> EnvironmentArgumentParser:
         choices=("process", "inline"),
         # The product's design: detection in a process of its own, so a slow
         # frame never stalls the client's networking. inline saves the two
-        # process hand-offs per frame (see README, Latency).
+        # process hand-offs per frame (see docs/latency.md).
         default="process",
         help="detect in a detector process fed through shared memory, or on the "
         "event loop (two process hand-offs fewer per frame)",
@@ -85,8 +85,6 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument(
         "--display",
         action="store_true",
-        # Not DISPLAY: that is X11's, set in every desktop session.
-        environment_variable="SHOW_WINDOW",
         help="show the video and detection",
     )
     parser.add_argument(

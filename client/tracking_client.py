@@ -90,7 +90,7 @@ class TrackingClient:
                 self._stage_trace.close()
             if self._display is not None:
                 self._display.close()
-            print(json.dumps(self.summary(), indent=2), flush=True)
+            print(json.dumps(self.summary()), flush=True)  # one line, for log shippers
 
     async def _run_sessions(self) -> int:
         args = self._args

@@ -106,19 +106,12 @@ class Program:
         return f"--- stdout ---\n{self.stdout[-4000:]}\n--- stderr ---\n{self.stderr[-4000:]}"
 
     def json_documents(self) -> list[dict[str, Any]]:
-        """Every pretty-printed JSON object the program wrote to stdout."""
-        decoder = json.JSONDecoder()
-        text, documents, position = self.stdout, [], 0
-        while True:
-            start = text.find("{\n", position)
-            if start < 0:
-                return documents
-            try:
-                document, position = decoder.raw_decode(text, start)
-            except json.JSONDecodeError:
-                position = start + 1
-                continue
-            documents.append(document)
+        """Every JSON summary the program wrote to stdout: one object a line."""
+        documents = []
+        for line in self.stdout.splitlines():
+            if line.startswith("{"):
+                documents.append(json.loads(line))
+        return documents
 
 
 def close_all(*programs: Optional[Program]) -> None:
@@ -135,8 +128,17 @@ def start_server(
     host: str = "127.0.0.1",
     http_port: int = 0,
     env: Optional[dict[str, str]] = None,
+    progress_interval: Optional[float] = 1.0,
 ) -> Program:
-    """Start the server and wait until its signaling port listens."""
+    """Start the server and wait until its signaling port listens.
+
+    The harness asks for a progress line a second at INFO (tests wait for
+    "answered" in it); ``progress_interval=None`` keeps the server's default,
+    DEBUG only.
+    """
+    progress = (
+        [] if progress_interval is None else ["--progress-interval", f"{progress_interval:g}"]
+    )
     server = Program(
         [
             PYTHON,
@@ -147,6 +149,7 @@ def start_server(
             str(port),
             "--http-port",
             str(http_port),
+            *progress,
             *flags,
         ],
         prefix,

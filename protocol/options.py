@@ -3,8 +3,10 @@
 Flags that can also be set from the environment, and what ``-v`` means.
 
 Containers configure programs through environment variables, people through
-flags. Every long flag ``--signaling-host`` reads ``SIGNALING_HOST`` as its
-default, so both work with one parser and the command line always wins.
+flags. Every long flag ``--signaling-host`` reads ``BALLTRACKER_SIGNALING_HOST``
+as its default, so both work with one parser. The environment only supplies
+defaults: whatever is on the command line wins, in any spelling argparse
+accepts (``--dur 5``, ``--duration=5``, ``-vv``).
 """
 
 from __future__ import annotations
@@ -12,21 +14,26 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from typing import Any, Mapping, Optional, Sequence
+
+#: Every environment variable either program reads starts with this, so that
+#: none collides with a CI shell's or a Kubernetes service link's
+#: (``SERVER_PORT``, ``VERBOSE``, ``DISPLAY``).
+ENVIRONMENT_PREFIX = "BALLTRACKER_"
 
 
 def environment_name(flag: str) -> str:
-    """``--signaling-host`` -> ``SIGNALING_HOST``."""
-    return flag.lstrip("-").replace("-", "_").upper()
+    """``--signaling-host`` -> ``BALLTRACKER_SIGNALING_HOST``."""
+    return ENVIRONMENT_PREFIX + flag.lstrip("-").replace("-", "_").upper()
 
 
 class EnvironmentArgumentParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose long flags default to environment variables.
 
     Values from the environment go through the same ``type`` conversion and
-    ``choices`` check as the command line, so a bad ``SIGNALING_PORT=abc``
-    is reported like a bad ``--signaling-port abc``: one line, exit status 2.
+    ``choices`` check as the command line, so a bad
+    ``BALLTRACKER_SIGNALING_PORT=abc`` is reported like a bad
+    ``--signaling-port abc``: one line, exit status 2.
     """
 
     def __init__(
@@ -48,21 +55,25 @@ class EnvironmentArgumentParser(argparse.ArgumentParser):
             elif action.help is None:
                 action.help = suffix.strip()
             action.environment_variable = variable  # type: ignore[attr-defined]
+            action.built_in_default = action.default  # type: ignore[attr-defined]
         return action
 
-    def parse_args(  # type: ignore[override]
+    def parse_known_args(  # type: ignore[override]
         self, args: Optional[Sequence[str]] = None, namespace: Any = None
-    ) -> argparse.Namespace:
-        parsed = super().parse_args(args, namespace)
-        given = set(_flags_given(args))
-        for action in self._actions:
-            variable = getattr(action, "environment_variable", None)
-            if variable is None or variable not in self._environ:
-                continue
-            if any(flag in given for flag in action.option_strings):
-                continue
-            setattr(parsed, action.dest, self._from_environment(action, variable))
-        return parsed
+    ) -> tuple[argparse.Namespace, list[str]]:
+        counters = self._apply_environment()
+        try:
+            parsed, extras = super().parse_known_args(args, namespace)
+        finally:
+            for action in self._actions:
+                if hasattr(action, "built_in_default"):
+                    action.default = action.built_in_default
+        # A count flag starts from None here, so "-vv" counts from zero rather
+        # than from the environment's value; only an absent flag takes it.
+        for action, value in counters:
+            if getattr(parsed, action.dest, None) is None:
+                setattr(parsed, action.dest, value)
+        return parsed, extras
 
     def environment_variables(self) -> dict[str, str]:
         """Map each flag's destination to its environment variable."""
@@ -71,6 +82,23 @@ class EnvironmentArgumentParser(argparse.ArgumentParser):
             for action in self._actions
             if hasattr(action, "environment_variable")
         }
+
+    def _apply_environment(self) -> list[tuple[argparse.Action, Any]]:
+        """Make each variable that is set its flag's default; return the count flags."""
+        counters = []
+        for action in self._actions:
+            variable = getattr(action, "environment_variable", None)
+            if variable is None:
+                continue
+            default = action.built_in_default  # type: ignore[attr-defined]
+            if variable in self._environ:
+                default = self._from_environment(action, variable)
+            if isinstance(action, argparse._CountAction):
+                counters.append((action, default))
+                action.default = None
+            else:
+                action.default = default
+        return counters
 
     def _from_environment(self, action: argparse.Action, variable: str) -> Any:
         raw = self._environ[variable]
@@ -83,7 +111,7 @@ class EnvironmentArgumentParser(argparse.ArgumentParser):
                 self.error(f"{variable}={raw!r}: expected true/false")
             if isinstance(action, argparse._CountAction):
                 return int(truthy)
-            return bool(action.const) if truthy else bool(action.default)
+            return bool(action.const) if truthy else bool(action.built_in_default)  # type: ignore[attr-defined]
         try:
             value = action.type(raw) if callable(action.type) else raw
         except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
@@ -92,11 +120,6 @@ class EnvironmentArgumentParser(argparse.ArgumentParser):
             choices = ", ".join(map(str, action.choices))
             self.error(f"{variable}={raw!r}: choose from {choices}")
         return value
-
-
-def _flags_given(args: Optional[Sequence[str]]) -> list[str]:
-    argv = sys.argv[1:] if args is None else list(args)
-    return [a.split("=", 1)[0] for a in argv if a.startswith("-")]
 
 
 def port_number(text: str) -> int:
@@ -111,6 +134,13 @@ def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
 
 

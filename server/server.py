@@ -29,6 +29,7 @@ from protocol.event_loop import EVENT_LOOPS, run
 from protocol.options import (
     EnvironmentArgumentParser,
     configure_logging,
+    non_negative_float,
     port_number,
     positive_float,
     positive_int,
@@ -49,17 +50,20 @@ def build_parser() -> EnvironmentArgumentParser:
         description="Stream a bouncing ball over WebRTC and score each client's tracking.",
     )
     parser.add_argument("--signaling-host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--signaling-port", type=port_number, default=1234, help="TCP port")
+    parser.add_argument(
+        "--signaling-port", type=port_number, default=1234, help="TCP port (0: any free port)"
+    )
     parser.add_argument(
         "--http-port",
         type=port_number,
         default=8080,
-        help="port of the console, its API, /healthz and /metrics; 0 turns it off",
+        help="port of the console, its API, /readyz, /livez and /metrics; 0 turns it off "
+        "(unlike --signaling-port, where 0 means any free port)",
     )
     parser.add_argument(
         "--access-token",
         default=None,
-        help="token the console and its API ask for (/healthz and /metrics stay open)",
+        help="token the console and its API ask for (/readyz, /livez and /metrics stay open)",
     )
     parser.add_argument(
         "--max-viewers",
@@ -95,6 +99,14 @@ def build_parser() -> EnvironmentArgumentParser:
         default=10.0,
         help="seconds a client has to answer the offer",
     )
+    parser.add_argument(
+        "--progress-interval",
+        type=non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="log each session's progress at INFO this often (default 0: one line a "
+        "second, at DEBUG only, i.e. with -v)",
+    )
     parser.add_argument("--report-dir", type=Path, default=None, help="write reports here")
     parser.add_argument("--stun", default=None, help="STUN server URL (default: none)")
     parser.add_argument(
@@ -115,8 +127,6 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument(
         "--display",
         action="store_true",
-        # Not DISPLAY: that is X11's, set in every desktop session.
-        environment_variable="SHOW_WINDOW",
         help="show true and reported centres in a window",
     )
     parser.add_argument(
@@ -157,6 +167,7 @@ async def serve(args: argparse.Namespace) -> int:
         stun=args.stun,
         handshake_timeout=args.handshake_timeout,
         encoder_thread=args.encoder_thread,
+        progress_interval=args.progress_interval,
     )
     try:
         stage_trace = (
@@ -179,6 +190,7 @@ async def serve(args: argparse.Namespace) -> int:
         watchers=viewers,
         stage_trace=stage_trace,
     )
+    metrics.count_slots(args.max_sessions, lambda: server.free_slots)
     console = (
         WebConsole(
             args.signaling_host,

@@ -48,9 +48,11 @@ def test_bad_flags(argv: list[str]) -> None:
 
 
 def test_bad_environment_variable() -> None:
-    program = run([PYTHON, "server/server.py"], env={"SIGNALING_PORT": "many"}, timeout=30)
+    program = run(
+        [PYTHON, "server/server.py"], env={"BALLTRACKER_SIGNALING_PORT": "many"}, timeout=30
+    )
     assert program.process.returncode == 2
-    assert "SIGNALING_PORT" in program.stderr and "Traceback" not in program.stderr
+    assert "BALLTRACKER_SIGNALING_PORT" in program.stderr and "Traceback" not in program.stderr
 
 
 def test_unreachable_server() -> None:

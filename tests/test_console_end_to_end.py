@@ -154,7 +154,7 @@ def test_console_lists_a_live_session_plays_it_annotated_and_links_its_reports(
 
 def test_the_access_token_is_enforced_in_the_browser(browser: Browser) -> None:
     signaling, http = free_port(), free_port()
-    server = start_server(signaling, http_port=http, env={"ACCESS_TOKEN": "letmein"})
+    server = start_server(signaling, http_port=http, env={"BALLTRACKER_ACCESS_TOKEN": "letmein"})
     try:
         server.wait_for_output("console on", timeout=10)
         page = browser.new_page()
@@ -205,8 +205,9 @@ def test_a_stock_aiortc_whep_player_watches_a_session_and_deletes_its_viewer() -
         assert viewer.frames >= 30 and viewer.frame_size == (640, 480)
         assert (watching, deleted, gone, after) == (1, 200, 404, 0)
         # The real server wires its readiness and its metrics into HTTP.
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5) as r:
-            assert (r.status, r.read()) == (200, b"ok\n")
+        for probe in ("/readyz", "/healthz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{probe}", timeout=5) as r:
+                assert (r.status, r.read()) == (200, b"ok\n")
         assert metric(http_port, "balltracker_active_sessions") == 1
         assert client.wait(timeout=30) == 0, client.describe()
         wait_until(
@@ -215,7 +216,12 @@ def test_a_stock_aiortc_whep_player_watches_a_session_and_deletes_its_viewer() -
         sent = metric(http_port, "balltracker_frames_sent_total")
         answered = metric(http_port, "balltracker_frames_answered_total")
         assert sent > 200 and answered >= 0.95 * sent, (sent, answered)
-        assert metric(http_port, "balltracker_latency_milliseconds_count") == answered
+        assert metric(http_port, "balltracker_latency_seconds_count") == answered
+        # Loopback latency is milliseconds, i.e. well under a second.
+        mean_s = metric(http_port, "balltracker_latency_seconds_sum") / answered
+        assert 0 < mean_s < 0.5, mean_s
+        assert metric(http_port, "balltracker_build_info") == 1
+        assert metric(http_port, "process_cpu_seconds_total") > 0
     finally:
         client.close()
         server.close()

@@ -202,8 +202,8 @@ def parser_env_names(parser: Any) -> dict[str, str]:
         longs = [o for o in action.option_strings if o.startswith("--")]
         if longs and action.dest != "help":
             # protocol.options records the name it reads (a flag may override
-            # the derived one, e.g. --display reads SHOW_WINDOW, not DISPLAY).
-            derived = longs[0].lstrip("-").replace("-", "_").upper()
+            # the derived one).
+            derived = "BALLTRACKER_" + longs[0].lstrip("-").replace("-", "_").upper()
             names[getattr(action, "environment_variable", derived)] = action.dest
     return names
 
@@ -490,13 +490,21 @@ def test_server_dockerfile_runtime_contract() -> None:
     path = DOCKERFILES["server"]
     final = final_stage(path)
     env = dockerfile_env(path)
-    assert env["SIGNALING_HOST"] == "0.0.0.0"
+    assert env["BALLTRACKER_SIGNALING_HOST"] == "0.0.0.0"
     exposed = {int(p) for k, args in final if k == "EXPOSE" for p in args.split()}
-    assert exposed == {int(env["SIGNALING_PORT"]), int(env["HTTP_PORT"])} == {1234, 8080}
+    assert (
+        exposed
+        == {int(env["BALLTRACKER_SIGNALING_PORT"]), int(env["BALLTRACKER_HTTP_PORT"])}
+        == {1234, 8080}
+    )
     healthchecks = [args for k, args in final if k == "HEALTHCHECK"]
     assert len(healthchecks) == 1
     command = json.loads(healthchecks[0].split("CMD", 1)[1])
-    assert command[:2] == ["python", "-c"] and "/livez" in command[2] and "HTTP_PORT" in command[2]
+    assert (
+        command[:2] == ["python", "-c"]
+        and "/livez" in command[2]
+        and "BALLTRACKER_HTTP_PORT" in command[2]
+    )
 
 
 def test_healthcheck_command_really_probes(tmp_path: Path) -> None:
@@ -519,7 +527,7 @@ def test_healthcheck_command_really_probes(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             code,
-            env={**os.environ, "HTTP_PORT": str(port)},
+            env={**os.environ, "BALLTRACKER_HTTP_PORT": str(port)},
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
@@ -578,11 +586,14 @@ def test_compose_services(compose_config: dict[str, Any]) -> None:
         assert "container_name" not in service  # --scale needs generated names
     assert not client.get("ports")  # N clients can't share a host port
     assert client["depends_on"]["server"]["condition"] == "service_healthy"
-    assert client["environment"]["SIGNALING_HOST"] == "server"
-    assert int(client["environment"]["CONNECT_TIMEOUT"]) > 0
-    assert client["environment"]["SIGNALING_PORT"] == server["environment"]["SIGNALING_PORT"]
-    assert int(server["environment"]["MAX_SESSIONS"]) >= 3
-    assert server["environment"]["SIGNALING_HOST"] == "0.0.0.0"
+    assert client["environment"]["BALLTRACKER_SIGNALING_HOST"] == "server"
+    assert int(client["environment"]["BALLTRACKER_CONNECT_TIMEOUT"]) > 0
+    assert (
+        client["environment"]["BALLTRACKER_SIGNALING_PORT"]
+        == server["environment"]["BALLTRACKER_SIGNALING_PORT"]
+    )
+    assert int(server["environment"]["BALLTRACKER_MAX_SESSIONS"]) >= 3
+    assert server["environment"]["BALLTRACKER_SIGNALING_HOST"] == "0.0.0.0"
     assert server["image"] == "balltracker-server:latest"
     assert client["image"] == "balltracker-client:latest"
     assert server["build"]["dockerfile"] == "Dockerfile.server"
@@ -593,11 +604,11 @@ def test_compose_ports_match_env(compose_config: dict[str, Any]) -> None:
     server = compose_config["services"]["server"]
     env = server["environment"]
     published = {(int(p["target"]), int(p["published"])) for p in server["ports"]}
-    signaling, http = int(env["SIGNALING_PORT"]), int(env["HTTP_PORT"])
+    signaling, http = int(env["BALLTRACKER_SIGNALING_PORT"]), int(env["BALLTRACKER_HTTP_PORT"])
     assert published == {(signaling, signaling), (http, http)} == {(1234, 1234), (8080, 8080)}
     test = server["healthcheck"]["test"]
-    # Liveness: a full server (/healthz 503) is healthy.
-    assert test[0] == "CMD" and "/livez" in test[-1] and "HTTP_PORT" in test[-1]
+    # Liveness: a full server (/readyz 503) is healthy.
+    assert test[0] == "CMD" and "/livez" in test[-1] and "BALLTRACKER_HTTP_PORT" in test[-1]
     # podman's Docker-compatible API splits healthcheck arguments on
     # whitespace (containers/podman#26519): it broke `service_healthy` here.
     assert not any(any(c.isspace() for c in arg) for arg in test)
@@ -612,7 +623,7 @@ def test_compose_reports_volume(compose_config: dict[str, Any]) -> None:
     image's user), not to a bind mount that Docker would create root-owned."""
     server = compose_config["services"]["server"]
     targets = {v["target"]: v for v in server["volumes"]}
-    report_dir = server["environment"]["REPORT_DIR"]
+    report_dir = server["environment"]["BALLTRACKER_REPORT_DIR"]
     assert report_dir in targets and targets[report_dir]["type"] == "volume"
     assert not targets[report_dir].get("volume", {}).get("nocopy")  # nocopy would skip the seeding
     assert targets[report_dir]["source"] in compose_config["volumes"]
@@ -622,7 +633,7 @@ def test_compose_reports_volume(compose_config: dict[str, Any]) -> None:
         assert all(v["type"] != "bind" for v in service.get("volumes", []))
     # The image creates the directory the volume is seeded from, owned by its user.
     final = final_stage(DOCKERFILES["server"])
-    assert dockerfile_env(DOCKERFILES["server"])["REPORT_DIR"] == report_dir
+    assert dockerfile_env(DOCKERFILES["server"])["BALLTRACKER_REPORT_DIR"] == report_dir
     assert any(
         k == "RUN"
         and f"install -d -o {IMAGE_UID} -g {IMAGE_UID}" in a
@@ -646,7 +657,11 @@ def test_compose_documented_bind_mount_override_works(tmp_path: Path) -> None:
     override = tmp_path / "docker-compose.override.yml"
     override.write_text("\n".join(example) + "\n")
     server = compose_resolved({}, override)["services"]["server"]
-    (mount,) = [v for v in server["volumes"] if v["target"] == server["environment"]["REPORT_DIR"]]
+    (mount,) = [
+        v
+        for v in server["volumes"]
+        if v["target"] == server["environment"]["BALLTRACKER_REPORT_DIR"]
+    ]
     assert mount["type"] == "bind" and Path(mount["source"]) == ROOT / "reports"
 
 
@@ -679,7 +694,7 @@ def test_k8s_security_and_resources(component: str, manifests: dict[tuple[str, s
     assert all("emptyDir" in volumes[name] for name in mounts.values())
     assert "/tmp" in mounts
     if component == "server":
-        assert container_env(container)["REPORT_DIR"] in mounts
+        assert container_env(container)["BALLTRACKER_REPORT_DIR"] in mounts
     else:
         assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
     assert spec["enableServiceLinks"] is False
@@ -691,8 +706,11 @@ def test_k8s_service_ports_probes_and_env_agree(manifests: dict[tuple[str, str],
     (container,) = spec["containers"]
     env = container_env(container)
     named_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert named_ports == {"signaling": int(env["SIGNALING_PORT"]), "http": int(env["HTTP_PORT"])}
-    assert env["SIGNALING_HOST"] == "0.0.0.0"
+    assert named_ports == {
+        "signaling": int(env["BALLTRACKER_SIGNALING_PORT"]),
+        "http": int(env["BALLTRACKER_HTTP_PORT"]),
+    }
+    assert env["BALLTRACKER_SIGNALING_HOST"] == "0.0.0.0"
 
     labels = manifests[("Deployment", "balltracker-server")]["spec"]["template"]["metadata"][
         "labels"
@@ -705,26 +723,28 @@ def test_k8s_service_ports_probes_and_env_agree(manifests: dict[tuple[str, str],
         resolved = named_ports[target] if isinstance(target, str) else target
         assert resolved == named_ports[name] == port["port"]
 
-    # Readiness is "has a free slot" (/healthz), liveness "answers" (/livez):
+    # Readiness is "has a free slot" (/readyz), liveness "answers" (/livez):
     # a full pod must leave the Service's endpoints, not be restarted.
-    for probe, path in (("readinessProbe", "/healthz"), ("livenessProbe", "/livez")):
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
         get = container[probe]["httpGet"]
         assert get["path"] == path, probe
         port = get["port"]
-        assert (named_ports[port] if isinstance(port, str) else port) == int(env["HTTP_PORT"])
+        assert (named_ports[port] if isinstance(port, str) else port) == int(
+            env["BALLTRACKER_HTTP_PORT"]
+        )
     # Slots fill and free with every session: readiness must follow within seconds.
     readiness = container["readinessProbe"]
     assert readiness["periodSeconds"] * readiness.get("failureThreshold", 3) <= 5
 
     client_spec = pod_spec(manifests, "balltracker-client")
     client_env = container_env(client_spec["containers"][0])
-    assert client_env["SIGNALING_HOST"].split(".")[0] == service["metadata"]["name"]
-    assert int(client_env["SIGNALING_PORT"]) == by_name["signaling"]["port"]
+    assert client_env["BALLTRACKER_SIGNALING_HOST"].split(".")[0] == service["metadata"]["name"]
+    assert int(client_env["BALLTRACKER_SIGNALING_PORT"]) == by_name["signaling"]["port"]
     replicas = manifests[("Deployment", "balltracker-client")]["spec"]["replicas"]
     min_servers = manifests[("HorizontalPodAutoscaler", "balltracker-server")]["spec"][
         "minReplicas"
     ]
-    assert 1 <= replicas <= int(env["MAX_SESSIONS"]) * min_servers
+    assert 1 <= replicas <= int(env["BALLTRACKER_MAX_SESSIONS"]) * min_servers
 
 
 def test_k8s_network_policy(manifests: dict[tuple[str, str], Any]) -> None:
@@ -877,10 +897,13 @@ def test_sessions_follow_the_measured_capacity(
     assert per_core >= 1
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     cores = cpu_cores(container["resources"]["requests"]["cpu"])
-    max_sessions = int(container_env(container)["MAX_SESSIONS"])
+    max_sessions = int(container_env(container)["BALLTRACKER_MAX_SESSIONS"])
     assert max_sessions == int(per_core * cores) >= 1
     assert cpu_cores(container["resources"]["limits"]["cpu"]) >= cores
-    assert int(compose_config["services"]["server"]["environment"]["MAX_SESSIONS"]) == max_sessions
+    assert (
+        int(compose_config["services"]["server"]["environment"]["BALLTRACKER_MAX_SESSIONS"])
+        == max_sessions
+    )
     assert parse_with_env(_server_parser, {}, monkeypatch).max_sessions == max_sessions
 
 
@@ -944,14 +967,14 @@ def test_server_cli_defaults_match_deployment(
     env = dockerfile_env(DOCKERFILES["server"])
     (container,) = pod_spec(manifests, "balltracker-server")["containers"]
     # The default is the measured capacity of one core, like the pods' setting.
-    assert args.max_sessions == int(container_env(container)["MAX_SESSIONS"])
+    assert args.max_sessions == int(container_env(container)["BALLTRACKER_MAX_SESSIONS"])
     for source in (
         env,
         container_env(container),
         compose_config["services"]["server"]["environment"],
     ):
-        assert int(source["SIGNALING_PORT"]) == args.signaling_port
-        assert int(source["HTTP_PORT"]) == args.http_port
+        assert int(source["BALLTRACKER_SIGNALING_PORT"]) == args.signaling_port
+        assert int(source["BALLTRACKER_HTTP_PORT"]) == args.http_port
 
 
 def test_client_cli_defaults_match_deployment(monkeypatch: pytest.MonkeyPatch) -> None:

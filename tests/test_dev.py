@@ -133,3 +133,45 @@ def test_fast_runs_on_every_core_with_the_markers_of_pytest_ini() -> None:
     assert (
         "-n" in dev.FAST_ARGS and "pytest-xdist==" in (ROOT / "requirements-test.txt").read_text()
     )
+def test_an_older_python_gets_one_line_and_no_traceback() -> None:
+    """dev.py checks the version before it imports or defines anything."""
+    fake_310 = (
+        "import runpy, sys; sys.version_info = (3, 10, 14, 'final', 0); "
+        f"runpy.run_path({str(Path(dev.__file__))!r}, run_name='__main__')"
+    )
+    program = subprocess.run(
+        [sys.executable, "-c", fake_310, "demo"], capture_output=True, text=True, timeout=30
+    )
+    assert program.returncode == 1
+    assert program.stderr.strip().splitlines() == [
+        f"error: Python 3.11 or newer is needed; this is {sys.version.split()[0]}"
+    ]
+
+
+def test_the_documented_subcommands_are_the_ones_it_has() -> None:
+    usage = subprocess.run(
+        [sys.executable, str(Path(dev.__file__)), "--help"], capture_output=True, text=True
+    ).stdout
+    documented = {
+        line.split()[2]
+        for line in (dev.__doc__ or "").splitlines()
+        if line.strip().startswith("python3 dev.py ")
+    }
+    offered = set(usage.split("{", 1)[1].split("}", 1)[0].split(","))
+    assert documented == offered == {"demo", "test", "setup"}
+
+
+def test_demo_takes_another_console_port_when_its_own_is_taken() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = dev.free_port(port)
+    assert other != port and 0 < other < 65536
+    assert dev.free_port(other) == other
+
+
+def test_the_user_namespace_script_exists() -> None:
+    assert (Path(dev.__file__).parent / "lab" / "in_user_namespace.sh").is_file()

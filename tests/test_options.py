@@ -1,4 +1,11 @@
 import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,13 +22,14 @@ def parser(environ: dict[str, str]) -> EnvironmentArgumentParser:
     p = EnvironmentArgumentParser(prog="t", environ=environ)
     p.add_argument("--signaling-port", type=port_number, default=1234)
     p.add_argument("--codec", choices=("vp8", "h264"), default="vp8")
+    p.add_argument("--duration", type=positive_float, default=None)
     p.add_argument("--once", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
 
 
 def test_environment_name() -> None:
-    assert environment_name("--signaling-host") == "SIGNALING_HOST"
+    assert environment_name("--signaling-host") == "BALLTRACKER_SIGNALING_HOST"
 
 
 def test_defaults_without_environment() -> None:
@@ -30,25 +38,63 @@ def test_defaults_without_environment() -> None:
 
 
 def test_environment_sets_defaults() -> None:
-    environ = {"SIGNALING_PORT": "4321", "CODEC": "h264", "ONCE": "true", "VERBOSE": "2"}
+    environ = {
+        "BALLTRACKER_SIGNALING_PORT": "4321",
+        "BALLTRACKER_CODEC": "h264",
+        "BALLTRACKER_ONCE": "true",
+        "BALLTRACKER_VERBOSE": "2",
+    }
     args = parser(environ).parse_args([])
     assert (args.signaling_port, args.codec, args.once, args.verbose) == (4321, "h264", True, 2)
 
 
-def test_command_line_wins_over_environment() -> None:
-    args = parser({"SIGNALING_PORT": "4321"}).parse_args(["--signaling-port", "99"])
+def test_unprefixed_variables_are_ignored() -> None:
+    environ = {"SIGNALING_PORT": "4321", "VERBOSE": "2", "DURATION": "10"}
+    args = parser(environ).parse_args([])
+    assert (args.signaling_port, args.verbose, args.duration) == (1234, 0, None)
+
+
+@pytest.mark.parametrize(
+    "argv", [["--signaling-port", "99"], ["--signaling-port=99"], ["--sig", "99"], ["--sig=99"]]
+)
+def test_command_line_wins_over_environment(argv: list[str]) -> None:
+    args = parser({"BALLTRACKER_SIGNALING_PORT": "4321"}).parse_args(argv)
     assert args.signaling_port == 99
-    args = parser({"SIGNALING_PORT": "4321"}).parse_args(["--signaling-port=98"])
-    assert args.signaling_port == 98
+
+
+@pytest.mark.parametrize("argv", [["--dur", "5"], ["--dur=5"], ["--duration", "5"]])
+def test_abbreviated_duration_beats_the_environment(argv: list[str]) -> None:
+    assert parser({"BALLTRACKER_DURATION": "10"}).parse_args(argv).duration == 5
+
+
+@pytest.mark.parametrize("argv,count", [(["-vv"], 2), (["-v"], 1), (["-v", "-v"], 2)])
+def test_short_verbose_beats_the_environment(argv: list[str], count: int) -> None:
+    assert parser({"BALLTRACKER_VERBOSE": "0"}).parse_args(argv).verbose == count
+    # The environment's count is a default, not a starting point for -v.
+    assert parser({"BALLTRACKER_VERBOSE": "2"}).parse_args(argv).verbose == count
+
+
+def test_parsing_twice_does_not_leak_the_environment_into_the_defaults() -> None:
+    p = parser({"BALLTRACKER_VERBOSE": "2", "BALLTRACKER_DURATION": "10"})
+    p.parse_args([])
+    verbose = next(a for a in p._actions if a.dest == "verbose")
+    duration = next(a for a in p._actions if a.dest == "duration")
+    assert (verbose.default, duration.default) == (0, None)
 
 
 def test_false_values_for_switches() -> None:
-    assert parser({"ONCE": "0"}).parse_args([]).once is False
+    assert parser({"BALLTRACKER_ONCE": "0"}).parse_args([]).once is False
 
 
 @pytest.mark.parametrize(
     "environ",
-    [{"SIGNALING_PORT": "abc"}, {"SIGNALING_PORT": "70000"}, {"CODEC": "av1"}, {"ONCE": "maybe"}],
+    [
+        {"BALLTRACKER_SIGNALING_PORT": "abc"},
+        {"BALLTRACKER_SIGNALING_PORT": "70000"},
+        {"BALLTRACKER_CODEC": "av1"},
+        {"BALLTRACKER_ONCE": "maybe"},
+        {"BALLTRACKER_DURATION": "-1"},
+    ],
 )
 def test_bad_environment_is_a_usage_error(
     environ: dict[str, str], capsys: pytest.CaptureFixture[str]
@@ -58,14 +104,17 @@ def test_bad_environment_is_a_usage_error(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert next(iter(environ)) in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("t: error")]) == 1
 
 
 def test_help_names_the_variable() -> None:
-    assert "SIGNALING_PORT" in parser({}).format_help()
+    assert "BALLTRACKER_SIGNALING_PORT" in parser({}).format_help()
 
 
 def test_mapping_of_flags_to_variables() -> None:
-    assert parser({}).environment_variables()["signaling_port"] == "SIGNALING_PORT"
+    variables = parser({}).environment_variables()
+    assert variables["signaling_port"] == "BALLTRACKER_SIGNALING_PORT"
+    assert all(name.startswith("BALLTRACKER_") for name in variables.values())
 
 
 @pytest.mark.parametrize(
@@ -77,8 +126,69 @@ def test_converters_reject(convert: object, text: str) -> None:
         convert(text)  # type: ignore[operator]
 
 
+def test_display_does_not_read_x11s_variable() -> None:
+    p = EnvironmentArgumentParser(prog="t", environ={"DISPLAY": ":0"})
+    p.add_argument("--display", action="store_true")
+    assert p.parse_args([]).display is False
+    assert p.environment_variables() == {"display": "BALLTRACKER_DISPLAY"}
+
+
 def test_variable_name_can_be_overridden() -> None:
-    p = EnvironmentArgumentParser(prog="t", environ={"DISPLAY": ":0", "SHOW_WINDOW": "1"})
-    p.add_argument("--display", action="store_true", environment_variable="SHOW_WINDOW")
+    p = EnvironmentArgumentParser(prog="t", environ={"BALLTRACKER_WINDOW": "1"})
+    p.add_argument("--display", action="store_true", environment_variable="BALLTRACKER_WINDOW")
     assert p.parse_args([]).display is True
-    assert p.environment_variables() == {"display": "SHOW_WINDOW"}
+    assert p.environment_variables() == {"display": "BALLTRACKER_WINDOW"}
+
+
+# The promises on the real programs: the parsers they build, and one run.
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def real_parser(path: str, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location(f"options_{Path(path).stem}", ROOT / path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    saved_path = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved_path
+    return module.build_parser()
+
+
+@pytest.mark.parametrize("path", ["server/server.py", "client/client.py"])
+def test_programs_dur_5_beats_duration_10(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = real_parser(path, {"BALLTRACKER_DURATION": "10"}, monkeypatch)
+    assert p.parse_args([]).duration == 10
+    assert p.parse_args(["--dur", "5"]).duration == 5
+
+
+@pytest.mark.parametrize("path", ["server/server.py", "client/client.py"])
+def test_programs_vv_beats_verbose_0(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = real_parser(path, {"BALLTRACKER_VERBOSE": "0"}, monkeypatch)
+    assert p.parse_args(["-vv"]).verbose == 2
+
+
+def test_client_run_follows_the_command_line_not_the_environment() -> None:
+    """``-vv`` logs debug lines although the environment says 0, and
+    ``--conn 1`` gives up after about a second although it says 60."""
+    environ = {
+        **os.environ,
+        "BALLTRACKER_VERBOSE": "0",
+        "BALLTRACKER_CONNECT_TIMEOUT": "60",
+    }
+    started = time.monotonic()
+    program = subprocess.run(
+        [sys.executable, "client/client.py", "-vv", "--conn", "1", "--signaling-port", "1"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=40,
+    )
+    assert time.monotonic() - started < 30
+    assert program.returncode == 1, program.stderr
+    assert " DEBUG client.signaling: " in program.stderr

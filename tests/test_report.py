@@ -1,16 +1,39 @@
 import asyncio
 import csv
 import json
+import platform
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import cv2
+import jsonschema
 import numpy as np
 import pytest
 
 from server.core.ledger import FrameRecord
 from server.reports.plot import read_frames
 from server.reports.plotter import ReportPlotter
-from server.reports.report import CSV_COLUMNS, SECOND_COLUMNS, SessionReport, seconds_csv_path
+from server.reports.report import (
+    CSV_COLUMNS,
+    SCHEMA_VERSION,
+    SECOND_COLUMNS,
+    SessionReport,
+    report_metadata,
+    seconds_csv_path,
+    timestamp,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = json.loads((ROOT / "docs" / "report.schema.json").read_text())
+
+
+def assert_valid_report(report: dict) -> None:
+    """``report`` follows docs/report.schema.json, times included."""
+    jsonschema.Draft202012Validator(SCHEMA).validate(report)
+    started = datetime.fromisoformat(report["started_at"])
+    assert started.utcoffset() == timedelta(0)
+    if report["ended_at"] is not None:
+        assert datetime.fromisoformat(report["ended_at"]) >= started
 
 
 def test_csv_rows_and_json_summary(tmp_path: Path) -> None:
@@ -136,3 +159,26 @@ def test_read_frames_refuses_other_columns(tmp_path: Path) -> None:
     path.write_text("pts,x\n0,1\n")
     with pytest.raises(ValueError, match="columns"):
         read_frames(path)
+
+
+def test_the_schema_is_a_valid_draft_2020_12_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    assert SCHEMA["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+
+
+def test_metadata_names_format_host_and_versions() -> None:
+    metadata = report_metadata()
+    assert metadata["schema_version"] == SCHEMA_VERSION
+    assert metadata["host"]
+    assert metadata["versions"]["python"] == platform.python_version()
+    assert metadata["versions"]["aiortc"] != "unknown"
+
+
+def test_timestamps_are_utc_rfc3339() -> None:
+    assert timestamp(0.25) == "1970-01-01T00:00:00.250+00:00"
+    assert timestamp(None) is None
+
+
+def test_a_report_missing_a_key_or_of_another_version_is_invalid() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"schema_version": SCHEMA_VERSION}, SCHEMA)

@@ -74,12 +74,12 @@ def test_kube_play_runs_the_hpa_minimum_of_servers_and_the_clients_replicas(
     clients = yaml.safe_load((ROOT / "k8s" / "client-deployment.yaml").read_text())
     assert len(plan.servers) == hpa["spec"]["minReplicas"]
     assert len(plan.clients) == clients["spec"]["replicas"]
-    assert all(env_of(p)["MAX_SESSIONS"] == "2" for p in plan.servers)
-    assert all(env_of(p)["DURATION"] == "12" for p in plan.clients)
+    assert all(env_of(p)["BALLTRACKER_MAX_SESSIONS"] == "2" for p in plan.servers)
+    assert all(env_of(p)["BALLTRACKER_DURATION"] == "12" for p in plan.clients)
     # Each client runs its one session; a server is restarted like a pod's.
     assert {p["spec"]["restartPolicy"] for p in plan.clients} == {"Never"}
     assert {p["spec"]["restartPolicy"] for p in plan.servers} == {"Always"}
-    assert plan.grace_s >= 25 and plan.probe_paths == ("/healthz", "/livez")
+    assert plan.grace_s >= 25 and plan.probe_paths == ("/readyz", "/livez")
 
 
 def test_kube_play_pods_share_no_volume_and_publish_no_port(plan: kube_play.Plan) -> None:
@@ -101,7 +101,7 @@ def test_kube_play_service_follows_the_readiness_probe(plan: kube_play.Plan) -> 
     command = plan.service["spec"]["containers"][0]["command"]
     options = dict(zip(command[2::2], command[3::2]))
     assert options["--pods"] == ",".join(p["metadata"]["name"] for p in plan.servers)
-    assert options["--ready-path"] == "/healthz" and options["--ready-port"] == "8080"
+    assert options["--ready-path"] == "/readyz" and options["--ready-port"] == "8080"
     assert float(options["--period"]) <= 5
     assert [command[i + 1] for i, a in enumerate(command) if a == "--port"] == [
         "1234:1234",

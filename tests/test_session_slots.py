@@ -2,7 +2,7 @@
 
 Behind a Kubernetes Service, readiness decides which pod gets the next
 client. A server whose every ``--max-sessions`` slot is taken answers 503 on
-``/healthz`` so the Service sends new clients elsewhere, 200 on ``/livez`` so
+``/readyz`` (and its older name ``/healthz``) so the Service sends new clients elsewhere, 200 on ``/livez`` so
 the kubelet does not restart it, and a client it refuses ("server busy")
 tries again until a slot frees up or ``--connect-timeout`` runs out.
 """
@@ -14,10 +14,36 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lab.programs import close_all, free_port, start_client, start_server, wait_for_reports
 
 pytestmark = pytest.mark.e2e
+
+
+def probes(http_port: int) -> tuple[int, int, int]:
+    """The status of /readyz, its alias /healthz, and /livez."""
+    return (
+        status(http_port, "/readyz"),
+        status(http_port, "/healthz"),
+        status(http_port, "/livez"),
+    )
+
+
+def slots(http_port: int) -> tuple[float, float, float]:
+    """``balltracker_session_slots`` total and free, and the busy refusals so far."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    found = {
+        (s.name, tuple(s.labels.values())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    return (
+        found[("balltracker_session_slots", ("total",))],
+        found[("balltracker_session_slots", ("free",))],
+        found[("balltracker_sessions_refused_total", ("busy",))],
+    )
 
 
 def status(http_port: int, path: str) -> int:
@@ -39,15 +65,19 @@ def test_a_full_server_is_unready_but_alive_and_its_next_client_waits_for_the_sl
     first = second = None
     try:
         server.wait_for_output("console on", timeout=30)
-        assert (status(http_port, "/healthz"), status(http_port, "/livez")) == (200, 200)
+        assert probes(http_port) == (200, 200, 200)
+        assert slots(http_port) == (1, 1, 0)
         first = start_client(port, "--duration", "6")
         server.wait_for_output("streaming to", timeout=30)
-        assert (status(http_port, "/healthz"), status(http_port, "/livez")) == (503, 200)
+        assert probes(http_port) == (503, 503, 200)
+        assert slots(http_port)[:2] == (1, 0)
         second = start_client(port, "--duration", "3", "--connect-timeout", "30")
         second.wait_for_output("server busy: 1 sessions active; trying again", timeout=20)
+        assert slots(http_port)[2] >= 1
         assert first.wait(timeout=30) == 0, first.describe()
         assert second.wait(timeout=30) == 0, second.describe()
-        assert (status(http_port, "/healthz"), status(http_port, "/livez")) == (200, 200)
+        assert probes(http_port) == (200, 200, 200)
+        assert slots(http_port)[:2] == (1, 1)
     finally:
         close_all(first, second, server)
     reports = wait_for_reports(tmp_path, 2)

@@ -201,7 +201,7 @@ def test_metrics_page_parses_and_reflects_updates() -> None:
         assert values["balltracker_active_sessions"] == 1
         assert values["balltracker_frames_sent_total"] == 2
         assert values["balltracker_frames_answered_total"] == 1
-        assert values["balltracker_latency_milliseconds_sum"] == 33.0
+        assert values["balltracker_latency_seconds_sum"] == pytest.approx(0.033)
 
     run_with_console(body)
 
@@ -394,10 +394,14 @@ def test_reports_serve_only_report_files(tmp_path: Path) -> None:
     (tmp_path / "session-20261127T101010-0001.seconds.csv").write_text("second\n")
     (tmp_path / "secret.txt").write_text("no")
     (tmp_path / "session-20261127T101010-0001.other.csv").write_text("no")
+    # Session ids carry the server's random per-process suffix.
+    suffixed = "session-20261203T191438-0001-77301c.png"
+    (tmp_path / suffixed).write_bytes(b"png")
 
     async def body(console: WebConsole, *_: object) -> None:
         served = await get(console.port, f"/reports/{name}")
         assert (served.status, json.loads(served.body)) == (200, {"ok": True})
+        assert (await get(console.port, f"/reports/{suffixed}")).status == 200
         per_second = await get(console.port, "/reports/session-20261127T101010-0001.seconds.csv")
         assert (per_second.status, per_second.body) == (200, b"second\n")
         for path in (

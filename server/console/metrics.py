@@ -1,5 +1,10 @@
 """Prometheus metrics for the ball-tracking server.
 
+Names follow Prometheus' conventions: base units (seconds, not ms),
+``_total`` counters, a ``balltracker_build_info`` gauge of 1 whose labels
+carry the versions, and the standard ``process_*`` and ``python_*``
+collectors next to the project's own.
+
 Each ``TrackingMetrics`` owns its own ``CollectorRegistry`` instead of using
 prometheus_client's global ``REGISTRY``: two instances (two servers in one
 test process, or a test next to a running server) then never collide with
@@ -13,10 +18,22 @@ exposition at any time.
 from __future__ import annotations
 
 import math
+import platform
 import threading
+from importlib.metadata import PackageNotFoundError, version
 from typing import Callable, Optional
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from protocol.version import VERSION
 
 #: Every metric name starts with this, so a shared Prometheus can tell them apart.
 PREFIX = "balltracker_"
@@ -43,27 +60,40 @@ ERROR_BUCKETS_PX: tuple[float, ...] = (
     50.0,
 )
 
-#: Round-trip latency (frame produced -> coordinates received) in ms. On
+#: Round-trip latency (frame produced -> coordinates received) in seconds. On
 #: loopback it is a few ms, with aiortc's stock jitter buffer one frame
 #: period more (~40 ms at 30 fps, ~107 ms at 10 fps), and seconds when a
 #: receiver falls behind, hence 1 ms to 2 s.
-LATENCY_BUCKETS_MS: tuple[float, ...] = (
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.035,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    0.75,
     1.0,
-    2.5,
-    5.0,
-    10.0,
-    20.0,
-    35.0,
-    50.0,
-    75.0,
-    100.0,
-    150.0,
-    250.0,
-    500.0,
-    750.0,
-    1000.0,
-    2000.0,
+    2.0,
 )
+
+#: The reasons a data channel message is rejected (server/core/scoreboard.py).
+INVALID_REASONS = ("malformed", "unknown_frame", "duplicate")
+
+#: The reasons a client is refused a session (server/sessions/tracking_server.py).
+REFUSAL_REASONS = ("busy", "shutting_down")
+
+
+def package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 class TrackingMetrics:
@@ -71,6 +101,9 @@ class TrackingMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         # The active-session count is kept here as well as in the gauge so
         # that an unmatched session_ended() can be clamped at zero instead
         # of reporting a negative number of sessions.
@@ -104,9 +137,34 @@ class TrackingMetrics:
         )
         self.invalid_messages = Counter(
             PREFIX + "invalid_messages",
-            "Data channel messages rejected as malformed or unmatched.",
+            "Data channel messages rejected, by reason: malformed, unknown_frame "
+            "(names no frame sent recently), duplicate (a frame already answered).",
+            ["reason"],
             registry=self.registry,
         )
+        for reason in INVALID_REASONS:
+            self.invalid_messages.labels(reason)
+        self.sessions_refused = Counter(
+            PREFIX + "sessions_refused",
+            "Clients refused a session, by reason: busy (every slot taken), shutting_down.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REFUSAL_REASONS:
+            self.sessions_refused.labels(reason)
+        self.session_slots = Gauge(
+            PREFIX + "session_slots",
+            "Session slots (--max-sessions), by state: total, free.",
+            ["state"],
+            registry=self.registry,
+        )
+        self.build_info = Gauge(
+            PREFIX + "build_info",
+            "Always 1; the labels are the versions of the project, aiortc and Python.",
+            ["version", "aiortc_version", "python_version"],
+            registry=self.registry,
+        )
+        self.build_info.labels(VERSION, package_version("aiortc"), platform.python_version()).set(1)
         self.tracking_error = Histogram(
             PREFIX + "tracking_error_pixels",
             "Distance between the reported and the true ball centre, in pixels.",
@@ -114,15 +172,20 @@ class TrackingMetrics:
             registry=self.registry,
         )
         self.latency = Histogram(
-            PREFIX + "latency_milliseconds",
-            "Time from frame production to its coordinates arriving, in ms.",
-            buckets=LATENCY_BUCKETS_MS,
+            PREFIX + "latency_seconds",
+            "Time from frame production to its coordinates arriving, in seconds.",
+            buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
 
     def count_viewers(self, count: Callable[[], int]) -> None:
         """Read the number of viewers from ``count`` at each scrape."""
         self.viewers.set_function(count)
+
+    def count_slots(self, total: int, free: Callable[[], int]) -> None:
+        """Report ``total`` slots, and read the free ones from ``free`` at each scrape."""
+        self.session_slots.labels("total").set(total)
+        self.session_slots.labels("free").set_function(free)
 
     def session_started(self) -> None:
         with self._lock:
@@ -152,10 +215,13 @@ class TrackingMetrics:
         if error_px is not None and _finite(error_px):
             self.tracking_error.observe(max(0.0, float(error_px)))
         if _finite(latency_ms):
-            self.latency.observe(max(0.0, float(latency_ms)))
+            self.latency.observe(max(0.0, float(latency_ms)) / 1000.0)
 
-    def invalid_message(self) -> None:
-        self.invalid_messages.inc()
+    def invalid_message(self, reason: str = "malformed") -> None:
+        self.invalid_messages.labels(reason).inc()
+
+    def session_refused(self, reason: str) -> None:
+        self.sessions_refused.labels(reason).inc()
 
 
 def _finite(value: float) -> bool:

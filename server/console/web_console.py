@@ -10,7 +10,8 @@ session's ``/whep`` only ever creates a separate viewer, one on
 ``/api/track/whep`` starts a tracking session of its own, counted against
 ``--max-sessions`` like any client's.
 
-``/healthz`` and ``/metrics`` stay open for probes and scrapers; with an
+``/readyz`` (alias ``/healthz``), ``/livez`` and ``/metrics`` stay open for probes
+and scrapers; with an
 access token everything else asks for it.
 """
 
@@ -46,13 +47,13 @@ WEB_ROOT = Path(__file__).resolve().parent / "web"
 TOKEN_COOKIE = "balltracker_token"
 
 #: Paths that never ask for the token: kubelet probes and Prometheus.
-OPEN_PATHS = frozenset({"/healthz", "/livez", "/metrics"})
+OPEN_PATHS = frozenset({"/readyz", "/healthz", "/livez", "/metrics"})
 
 #: The pages a person opens, perhaps once with ?token= (see _require_token).
 PAGES = frozenset({"/", "/track"})
 
 #: A report file of a finished session, and nothing else from --report-dir.
-REPORT_FILE = re.compile(r"session-\d{8}T\d{6}-\d{4}\.(json|csv|seconds\.csv|png)")
+REPORT_FILE = re.compile(r"session-\d{8}T\d{6}-\d{4,}(-[0-9a-f]+)?\.(json|csv|seconds\.csv|png)")
 
 #: The console's content security policy: its own scripts, no inline code, no
 #: other origin (it must work offline and inside a cluster anyway).
@@ -215,7 +216,9 @@ class WebConsole:
         app.router.add_get("/", self._index)
         app.router.add_get("/track", self._track_page)
         app.router.add_static("/static/", WEB_ROOT / "static")
-        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        # /healthz: the name this endpoint had first, kept for existing probes.
+        app.router.add_get("/healthz", self._readyz)
         app.router.add_get("/livez", self._livez)
         app.router.add_get("/metrics", make_aiohttp_handler(self._metrics.registry, True))
         app.router.add_get("/api/sessions", self._sessions)
@@ -273,7 +276,7 @@ class WebConsole:
     async def _track_page(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(WEB_ROOT / "track.html")
 
-    async def _healthz(self, request: web.Request) -> web.Response:
+    async def _readyz(self, request: web.Request) -> web.Response:
         """Readiness: 200 while a new client would get a session, else 503."""
         try:
             ready = self._source.ready

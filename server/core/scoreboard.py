@@ -63,6 +63,8 @@ class Scoreboard:
         self.frames_answered = 0
         self.frames_found = 0
         self.invalid: Counter[str] = Counter()
+        #: Why the newest invalid message was rejected (a key of ``invalid``).
+        self.last_invalid_reason: Optional[str] = None
         self.error_px = LogHistogram()
         self.latency_ms = LogHistogram()
         self._interval = Interval()
@@ -79,19 +81,23 @@ class Scoreboard:
             self._retire(record)
         return entry
 
+    def _reject(self, reason: str) -> None:
+        self.invalid[reason] += 1
+        self.last_invalid_reason = reason
+
     def answer(self, message: Union[str, bytes], arrival: float) -> Optional[FrameRecord]:
         """Score one data channel message; None when it was invalid."""
         try:
             report = decode_report(message)
         except InvalidReport:
-            self.invalid["malformed"] += 1
+            self._reject("malformed")
             return None
         entry = self._match(report)
         if entry is None:
-            self.invalid["unknown_frame"] += 1
+            self._reject("unknown_frame")
             return None
         if entry.answered:
-            self.invalid["duplicate"] += 1
+            self._reject("duplicate")
             return None
         entry.answered = True
         entry.latency_ms = (arrival - entry.produced_at) * 1000.0

@@ -13,10 +13,19 @@ from __future__ import annotations
 import csv
 import json
 import os
+import platform
+import socket
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO, Any, Mapping, Optional
 
+from protocol.version import VERSION
 from server.core.ledger import FrameRecord
+
+#: The report's format, as ``docs/report.schema.json`` describes it. Raised
+#: when a key changes meaning or goes; a new key does not raise it.
+SCHEMA_VERSION = 1
 
 CSV_COLUMNS = (
     "pts",
@@ -44,6 +53,38 @@ SECOND_COLUMNS = (
     "keyframes",
     "receiver_estimate_kbps",
 )
+
+
+def timestamp(seconds: Optional[float]) -> Optional[str]:
+    """A ``time.time()`` value as RFC 3339 UTC (``2026-12-03T19:06:40.123+00:00``)."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def report_metadata() -> dict[str, Any]:
+    """What tells a report's origin apart: the format, the host, the versions.
+
+    With reports from several pods in one place, ``host`` (the pod's name in
+    Kubernetes) and the session id (which carries a per-process suffix) keep
+    them apart.
+    """
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "host": socket.gethostname(),
+        "versions": {
+            "balltracker": VERSION,
+            "aiortc": _package_version("aiortc"),
+            "python": platform.python_version(),
+        },
+    }
 
 
 def seconds_csv_path(csv_path: Path) -> Path:

@@ -19,7 +19,6 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Union
 
@@ -43,7 +42,7 @@ from server.media.rtp_origin import SenderTimestampOrigin
 from server.media.stage_tracer import ServerStageTracer
 from server.media.track import BallTrack
 from server.reports.plotter import ReportPlotter
-from server.reports.report import SessionReport
+from server.reports.report import SCHEMA_VERSION, SessionReport, report_metadata, timestamp
 
 logger = logging.getLogger("server.sessions.session")
 
@@ -74,7 +73,11 @@ class SessionObserver(Protocol):
 
     def frame_answered(self, error_px: Optional[float], latency_ms: float) -> None: ...
 
-    def invalid_message(self) -> None: ...
+    def invalid_message(self, reason: str) -> None: ...
+
+    def session_refused(self, reason: str) -> None:
+        """A client was refused a session: ``busy`` or ``shutting_down``."""
+        ...
 
 
 class ClientLink(Protocol):
@@ -120,6 +123,8 @@ class SessionConfig:
     handshake_timeout: float = 10.0
     #: Encode in aiortc's executor thread (stock) rather than on the event loop.
     encoder_thread: bool = False
+    #: Seconds between INFO progress lines; 0 logs one a second at DEBUG only.
+    progress_interval: float = 0.0
 
     def ledger_capacity(self) -> int:
         # Five seconds of frames: far beyond any sane round trip, yet bounded.
@@ -140,10 +145,17 @@ class TrackingSession:
         report_dir: Optional[Path] = None,
         clock: Callable[[], float] = time.monotonic,
         stage_trace: Optional[StageTraceWriter] = None,
+        instance: str = "",
     ) -> None:
         self.number = number
-        self.name = f"session-{time.strftime('%Y%m%dT%H%M%S')}-{number:04d}"
+        # The number restarts with each server process; ``instance`` (random
+        # per process) keeps ids from several pods or restarts apart.
+        suffix = f"-{instance}" if instance else ""
+        self.name = f"session-{time.strftime('%Y%m%dT%H%M%S')}-{number:04d}{suffix}"
         self.started_at = time.time()
+        #: Wall-clock time the session ended (``time.time()``); None while live.
+        self.ended_at: Optional[float] = None
+        self._metadata = report_metadata()
         self._link = link
         self._config = config
         self.fps = config.fps
@@ -187,6 +199,7 @@ class TrackingSession:
     def _end(self, reason: str) -> None:
         if not self._ended.is_set():
             self.end_reason = reason
+            self.ended_at = time.time()
             self._ended.set()
 
     async def run(self) -> dict[str, Any]:
@@ -280,9 +293,15 @@ class TrackingSession:
         self._end("duration reached")
 
     async def _log_progress(self) -> None:
+        # A line a second per session is 864,000 lines a day for a full pod:
+        # at INFO only at the interval asked for, otherwise at DEBUG.
+        interval = self._config.progress_interval
+        level = logging.INFO if interval > 0 else logging.DEBUG
         while True:
-            await asyncio.sleep(1.0)
-            logger.info("%s: %s", self.name, self.scoreboard.take_interval().describe())
+            await asyncio.sleep(interval or 1.0)
+            progress = self.scoreboard.take_interval()
+            if logger.isEnabledFor(level):
+                logger.log(level, "%s: %s", self.name, progress.describe())
 
     def _frame_sent(self, index: int, x: float, y: float, produced_at: float) -> None:
         # Called inside the track's recv(), while the sender waits for the frame.
@@ -301,7 +320,7 @@ class TrackingSession:
         entry = self.scoreboard.answer(message, arrival)
         if entry is None:
             if self._observer:
-                self._observer.invalid_message()
+                self._observer.invalid_message(self.scoreboard.last_invalid_reason or "malformed")
             return
         assert entry.latency_ms is not None
         if self._tracer is not None:
@@ -356,10 +375,10 @@ class TrackingSession:
         since = self._streaming_since
         until = self._streaming_until if self._streaming_until is not None else self._clock()
         summary: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
             "session": self.name,
-            "started_at": datetime.fromtimestamp(self.started_at, timezone.utc).isoformat(
-                timespec="seconds"
-            ),
+            "started_at": timestamp(self.started_at),
+            "ended_at": timestamp(self.ended_at),
             "peer": self._link.peer,
             "end_reason": self.end_reason,
             "width": config.width,
@@ -372,6 +391,7 @@ class TrackingSession:
         }
         summary.update(self.scoreboard.summary())
         summary.update(self._adaptation.summary())
+        summary.update(self._metadata)
         return summary
 
 

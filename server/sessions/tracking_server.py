@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import logging
+import secrets
 from pathlib import Path
 from typing import Any, Coroutine, Optional, Protocol
 
@@ -63,6 +64,8 @@ class TrackingServer:
         self._watchers = watchers
         self._signaling = SignalingServer(host, port, self._on_signaling_connection)
         self._numbers = itertools.count(1)
+        #: Random per process: session ids stay unique across pods and restarts.
+        self._instance = secrets.token_hex(3)
         #: Every session that holds a slot, from its first step to its last.
         self._running: set[asyncio.Task[None]] = set()
         self._sessions: dict[str, TrackingSession] = {}
@@ -86,6 +89,11 @@ class TrackingServer:
         restarted for being full.
         """
         return self._signaling.listening and self._refusal() is None
+
+    @property
+    def free_slots(self) -> int:
+        """Sessions one more client could still have (``/metrics``)."""
+        return max(0, self._max_sessions - len(self._running))
 
     def latest_answer(self) -> Optional[FrameRecord]:
         """The newest answered frame of any session, for the display."""
@@ -141,12 +149,17 @@ class TrackingServer:
             return f"{SERVER_BUSY}: {self._max_sessions} sessions active"
         return None
 
+    def _count_refusal(self) -> None:
+        if self._observer is not None:
+            self._observer.session_refused("shutting_down" if self._stopping.is_set() else "busy")
+
     def _on_signaling_connection(self, channel: SignalingChannel) -> None:
         refusal = self._refusal()
         if refusal is None:
             self._start(SignalingLink(channel))
             return
         logger.warning("refusing %s: %s", channel.peer, refusal)
+        self._count_refusal()
         self._in_background(self._refuse(channel, refusal))
 
     async def _refuse(self, channel: SignalingChannel, reason: str) -> None:
@@ -166,6 +179,7 @@ class TrackingServer:
         """
         refusal = self._refusal()
         if refusal is not None:
+            self._count_refusal()
             raise ServerBusy(refusal)
         check_tracking_offer(offer_sdp)
         link = WhepLink(offer_sdp, peer)
@@ -190,6 +204,7 @@ class TrackingServer:
             self._observer,
             self._report_dir,
             stage_trace=self._stage_trace,
+            instance=self._instance,
         )
         self._sessions[session.name] = session
         task = asyncio.create_task(self._run_session(session))
@@ -211,7 +226,8 @@ class TrackingServer:
             if self._watchers is not None:
                 await self._watchers.close_session(session.name)
         self._table.session_ended(summary, self._report_links(session.name))
-        print(json.dumps(summary, indent=2), flush=True)
+        # One line: log shippers split a pretty-printed document into fragments.
+        print(json.dumps(summary), flush=True)
         # Returning gives the session's slot back; its report follows.
         self._in_background(session.write_report(self._plotter))
         if self._once:
