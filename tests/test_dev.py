@@ -133,6 +133,8 @@ def test_fast_runs_on_every_core_with_the_markers_of_pytest_ini() -> None:
     assert (
         "-n" in dev.FAST_ARGS and "pytest-xdist==" in (ROOT / "requirements-test.txt").read_text()
     )
+
+
 def test_an_older_python_gets_one_line_and_no_traceback() -> None:
     """dev.py checks the version before it imports or defines anything."""
     fake_310 = (
