@@ -107,6 +107,11 @@ class TrackingMetrics:
             "Data channel messages rejected as malformed or unmatched.",
             registry=self.registry,
         )
+        self.report_write_failures = Counter(
+            PREFIX + "report_write_failures",
+            "Sessions whose report files could not be written (disk full or unwritable).",
+            registry=self.registry,
+        )
         self.tracking_error = Histogram(
             PREFIX + "tracking_error_pixels",
             "Distance between the reported and the true ball centre, in pixels.",
@@ -156,6 +161,9 @@ class TrackingMetrics:
 
     def invalid_message(self) -> None:
         self.invalid_messages.inc()
+
+    def report_write_failed(self) -> None:
+        self.report_write_failures.inc()
 
 
 def _finite(value: float) -> bool:
