@@ -65,13 +65,16 @@ class Admission:
         for one with its token) now; None if it can."""
         if self.stopping:
             return SERVER_SHUTTING_DOWN
+        # A full server says so first: that is what every client sees alike.
+        if session and self._no_slot() is not None:
+            return self._no_slot()
         if self._per_peer[address] >= self.max_per_peer:
             return (
                 f"{SERVER_BUSY}: {self._per_peer[address]} sessions and handshakes "
                 f"from {address} (the per-address cap)"
             )
         if session:
-            return self._no_slot()
+            return None
         if self._waiting >= self.max_waiting:
             return f"{SERVER_BUSY}: {self.max_waiting} connections awaiting their token"
         return None
