@@ -98,6 +98,12 @@ CLIENT_S = 6.0
 #: The real client must be streaming within this long of connecting.
 SERVED_WITHIN_S = 2.0
 TOKEN = "s3cret-token"
+#: The share of its frames the real client must answer under attack...
+ANSWERED = 0.99
+#: ... or, when the machine itself costs frames, what it may lose beyond that.
+NOISE = 0.01
+#: How a session ends when the attacker process is stopped under it.
+STOPPED = ("connection closed", "client disconnected", "client said bye")
 
 
 def _status(url: str, timeout: float = 5.0) -> int:
@@ -149,6 +155,16 @@ class Run:
     def attackers_sessions(self) -> list[dict[str, Any]]:
         return [d for d in self.summaries if d.get("peer", "").startswith(ATTACKER)]
 
+    def attackers_ended_by(self, reason: str) -> list[dict[str, Any]]:
+        """The attacker's sessions that ended for ``reason``; every other one
+        must be the one its stopping cut short."""
+        sessions = self.attackers_sessions()
+        ended = [d for d in sessions if d["end_reason"] == reason]
+        cut_short = [d for d in sessions if d["end_reason"] != reason]
+        assert len(cut_short) <= 1, sessions
+        assert all(d["end_reason"] in STOPPED for d in cut_short), cut_short
+        return ended
+
 
 def _client_report(server: Program) -> dict[str, Any]:
     """The summary of the real client's session (peer 127.0.0.1), from the server's stdout."""
@@ -192,9 +208,28 @@ def _served_under(
     assert "trying again" not in run.client_log, run.client_log
     assert report["end_reason"] == "client said bye", report
     assert report["duration_s"] >= CLIENT_S - SERVED_WITHIN_S, report
-    assert report["answered_ratio"] >= 0.99, report
     assert probe.failures == 0 and probe.slowest_s < 1.0, probe.latencies
+    if report["answered_ratio"] < ANSWERED:
+        # On a loaded machine an unattacked client can fall short too
+        # (measured 0.96 at load 9 on 2 cores): then the attack may cost at
+        # most NOISE beyond what the same server and client lose without it.
+        baseline = _unattacked_ratio(server_flags, client_flags)
+        print(f"answered {report['answered_ratio']:.3f}; without the attack {baseline:.3f}")
+        assert report["answered_ratio"] >= min(ANSWERED, baseline - NOISE), report
     return run
+
+
+def _unattacked_ratio(server_flags: tuple[str, ...], client_flags: tuple[str, ...]) -> float:
+    port = free_port()
+    server = start_server(port, *server_flags)
+    client = None
+    try:
+        client = start_client(port, "--duration", f"{CLIENT_S:g}", *client_flags)
+        assert client.wait(timeout=60) == 0, client.describe()
+        ratio = float(_client_report(server)["answered_ratio"])
+    finally:
+        close_all(client, server)
+    return ratio
 
 
 @pytest.mark.timeout(120)
@@ -226,8 +261,7 @@ def test_a_silent_webrtc_client_is_ended_and_frees_its_slot() -> None:
     run = _served_under(
         "silent-webrtc", "--max-sessions", "2", "--silence-timeout", "2", warm_up_s=3.0
     )
-    ended = run.attackers_sessions()
-    assert ended and all(d["end_reason"] == "no answer for 2 s" for d in ended), ended
+    assert len(run.attackers_ended_by("no answer for 2 s")) >= 2, run.attackers_sessions()
     assert run.tally["byes"].get("no answer for 2 s", 0) >= 2, run.tally
 
 
@@ -256,9 +290,8 @@ def test_a_thousand_junk_messages_a_second_are_counted_not_read() -> None:
         "junk-messages", "--max-sessions", "4", "--silence-timeout", "4", warm_up_s=3.0
     )
     flooded = run.attackers_sessions()
-    assert flooded, run.server_log
     # Junk is no answer: the flood ends by the silence timeout, not by itself.
-    assert all(d["end_reason"] == "no answer for 4 s" for d in flooded), flooded
+    assert len(run.attackers_ended_by("no answer for 4 s")) >= 1, flooded
     assert sum(d["messages_over_rate"] for d in flooded) > 1000, flooded
     assert run.tally["messages_sent"] > 2000, run.tally
 
