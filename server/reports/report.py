@@ -178,7 +178,10 @@ class SessionReport:
             temporary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf8")
             os.replace(temporary, self.json_path)
         except OSError as error:
-            temporary.unlink(missing_ok=True)
+            try:
+                temporary.unlink(missing_ok=True)
+            except OSError:
+                pass  # no directory, or no file system, to clean up in
             self._fail(error)
         return not self.failed
 

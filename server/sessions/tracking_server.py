@@ -271,6 +271,8 @@ class TrackingServer:
             self.stop()
 
     async def _write_report(self, session: TrackingSession) -> None:
+        if self._retention is not None:
+            await self._retention.enforce()  # room for this one's summary and plot
         await session.write_report(self._plotter)
         if self._retention is not None:
             await self._retention.enforce()
