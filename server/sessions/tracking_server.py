@@ -29,10 +29,12 @@ from protocol.signaling import (
 )
 from protocol.stage_trace import StageTraceWriter
 from server.console.session_table import REPORT_SUFFIXES, SessionTable
+from server.console.viewer import InvalidOffer
 from server.core.ledger import FrameRecord
 from server.reports.plotter import ReportPlotter
 from server.reports.retention import ReportRetention
 from server.sessions.admission import Admission, Ticket
+from server.sessions.offers import MAX_CANDIDATES
 from server.sessions.session import ClientLink, SessionConfig, SessionObserver, TrackingSession
 from server.sessions.signaling_link import SignalingLink
 from server.sessions.signaling_server import SignalingServer
@@ -212,6 +214,11 @@ class TrackingServer:
         refusal = self._admission.refusal(peer)
         if refusal is not None:
             raise ServerBusy(refusal)
+        candidates = offer_sdp.count("a=candidate:")
+        if candidates > MAX_CANDIDATES:  # counted before any parsing, which is what costs
+            raise InvalidOffer(
+                f"the offer has {candidates} ICE candidates (at most {MAX_CANDIDATES})"
+            )
         check_tracking_offer(offer_sdp)
         link = WhepLink(offer_sdp, peer)
         session = self._start(link, self._admission.admit(peer))
