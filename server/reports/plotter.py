@@ -25,7 +25,7 @@ from typing import Any, Optional
 logger = logging.getLogger("server.reports.report")
 
 #: Plots drawn or waiting at once; each takes a few hundred ms.
-MAX_PENDING_PLOTS = 8
+MAX_PENDING_PLOTS = 32
 
 
 def _draw(csv_path: Path, summary: dict[str, Any], png_path: Path) -> None:
