@@ -85,7 +85,9 @@ class TrackingServer:
         self._once = once
         self._observer = observer
         self._watchers = watchers
-        self._signaling = SignalingServer(host, port, self._on_signaling_connection)
+        self._signaling = SignalingServer(
+            host, port, self._on_signaling_connection, screen=self._screen
+        )
         self._numbers = itertools.count(1)
         #: Every session that holds a slot, from its first step to its last.
         self._running: set[asyncio.Task[None]] = set()
@@ -164,6 +166,17 @@ class TrackingServer:
 
     # -- admission ---------------------------------------------------------------
 
+    def _screen(self, address: str) -> Optional[str]:
+        """Why a new connection from ``address`` is refused before it is read; or None."""
+        refusal = self._admission.refusal(address, session=self._access_token is None)
+        if refusal is not None:
+            self._count_refusal(refusal)
+        return refusal
+
+    def _count_refusal(self, reason: str) -> None:
+        kind = reason.split(":", 1)[0]
+        self.refused[kind] = self.refused.get(kind, 0) + 1
+
     def _on_signaling_connection(self, channel: SignalingChannel) -> None:
         waits_for_token = self._access_token is not None
         refusal = self._admission.refusal(channel.address, session=not waits_for_token)
@@ -198,8 +211,7 @@ class TrackingServer:
     def _refuse(self, channel: SignalingChannel, reason: str) -> None:
         # Cheap by design: no task, no wait. The BYE goes into the socket's
         # buffer and the close sends it; a peer that reads nothing loses it.
-        kind = reason.split(":", 1)[0]
-        self.refused[kind] = self.refused.get(kind, 0) + 1
+        self._count_refusal(reason)
         logger.debug("refusing %s: %s", channel.peer, reason)
         channel.refuse(reason)
 
