@@ -312,8 +312,8 @@ def _lines_until_closed(sock: socket.socket) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(90)
 def test_the_token_is_asked_on_signaling_and_compared() -> None:
-    port = free_port()
-    server = start_server(port, "--access-token", TOKEN)
+    port, http_port = free_port(), free_port()
+    server = start_server(port, "--access-token", TOKEN, http_port=http_port)
     clients: list[Optional[Program]] = []
     try:
         # Nothing presented: a BYE that says why within about a second, no offer.
@@ -336,6 +336,12 @@ def test_the_token_is_asked_on_signaling_and_compared() -> None:
         served = start_client(port, "--duration", "2", env={"BALLTRACKER_ACCESS_TOKEN": TOKEN})
         clients.append(served)
         assert served.wait(timeout=30) == 0, served.describe()
+        # Every refusal is counted for the operator, by its kind.
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as reply:
+            metrics = reply.read().decode()
+        denied = 'balltracker_signaling_refused_total{reason="access denied"}'
+        [line] = [m for m in metrics.splitlines() if m.startswith(denied)]
+        assert float(line.split()[-1]) >= 3, line
         server.stop()
         summaries = server.json_documents()
     finally:

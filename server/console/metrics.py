@@ -107,6 +107,13 @@ class TrackingMetrics:
             "Data channel messages rejected as malformed or unmatched.",
             registry=self.registry,
         )
+        self.signaling_refused = Counter(
+            PREFIX + "signaling_refused",
+            "Signaling connections refused before an offer, by why: server busy "
+            "(full, or the address's cap), server shutting down, access denied.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.report_write_failures = Counter(
             PREFIX + "report_write_failures",
             "Sessions whose report files could not be written (disk full or unwritable).",
@@ -164,6 +171,9 @@ class TrackingMetrics:
 
     def report_write_failed(self) -> None:
         self.report_write_failures.inc()
+
+    def connection_refused(self, reason: str) -> None:
+        self.signaling_refused.labels(reason=reason).inc()
 
 
 def _finite(value: float) -> bool:

@@ -80,6 +80,10 @@ class SessionObserver(Protocol):
 
     def report_write_failed(self) -> None: ...
 
+    def connection_refused(self, reason: str) -> None:
+        """A signaling connection was refused before an offer; ``reason`` is its kind."""
+        ...
+
 
 class ClientLink(Protocol):
     """How a session reaches its client, before and after the media flows."""

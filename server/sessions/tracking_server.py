@@ -98,8 +98,6 @@ class TrackingServer:
         self._background: set[asyncio.Task[None]] = set()
         self._plotter = ReportPlotter()
         self._stopping = asyncio.Event()
-        #: Signaling connections refused before any work, by reason's kind.
-        self.refused: dict[str, int] = {}
 
     @property
     def port(self) -> int:
@@ -174,8 +172,8 @@ class TrackingServer:
         return refusal
 
     def _count_refusal(self, reason: str) -> None:
-        kind = reason.split(":", 1)[0]
-        self.refused[kind] = self.refused.get(kind, 0) + 1
+        if self._observer is not None:
+            self._observer.connection_refused(reason.split(":", 1)[0])
 
     def _on_signaling_connection(self, channel: SignalingChannel) -> None:
         waits_for_token = self._access_token is not None
