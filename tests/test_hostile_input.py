@@ -589,15 +589,23 @@ def test_many_idle_connections_are_bounded_and_then_real_client_is_served(
         for connection in idle:
             connection.close()
     assert wait_until(lambda: open_fds(server.program.pid) <= baseline_fds + 1, timeout=5)
+
     # Refused connections never become sessions, and sessions that never
     # streamed a frame leave no report files either.
-    timed_out = [
-        s
-        for s in server.program.json_documents()
-        if str(s.get("end_reason", "")).startswith("no answer within")
-        and s["peer"] in {c.peer for c in offered}
-    ]
-    assert len(timed_out) == MAX_SESSIONS, timed_out
+    def timed_out() -> list[dict[str, Any]]:
+        return [
+            s
+            for s in server.program.json_documents()
+            if str(s.get("end_reason", "")).startswith("no answer within")
+            and s["peer"] in {c.peer for c in offered}
+        ]
+
+    # The summary is printed just after the BYE is sent.
+    assert wait_until(lambda: len(timed_out()) == MAX_SESSIONS, 10), (
+        timed_out(),
+        [c.peer for c in offered],
+        server.program.stdout[-3000:],
+    )
     assert len(read_reports(server.report_dir)) == reports_before
     client = start_client(server.port, "--duration", "3")
     try:
