@@ -99,7 +99,9 @@ def run_attack(name: str, seconds: float, warm_up_s: float) -> dict[str, Any]:
                 "--http-port",
                 str(http_port),
                 *attack_flags,
-            ]
+            ],
+            # Another host's CPU is not the server's: lowest priority here.
+            prefix=("nice", "-n", "19"),
         )
         attacker.wait_for_output("attacking", timeout=30)
         time.sleep(warm_up_s)
