@@ -104,7 +104,12 @@ ANSWERED = 0.99
 #: ... or, when the machine itself costs frames, what it may lose beyond that.
 NOISE = 0.01
 #: How a session ends when the attacker process is stopped under it.
-STOPPED = ("connection closed", "client disconnected", "client said bye")
+STOPPED = (
+    "connection closed",
+    "client disconnected",
+    "client said bye",
+    "signaling error: client left before answering",
+)
 
 
 def _status(url: str, timeout: float = 5.0) -> int:
