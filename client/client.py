@@ -38,6 +38,12 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument("--signaling-host", default="127.0.0.1", help="server host name or IP")
     parser.add_argument("--signaling-port", type=port_number, default=1234, help="TCP port")
     parser.add_argument(
+        "--access-token",
+        default=None,
+        environment_variable="BALLTRACKER_ACCESS_TOKEN",
+        help="the server's access token, presented before it offers (when the server has one)",
+    )
+    parser.add_argument(
         "--connect-timeout",
         type=positive_float,
         default=30.0,
@@ -98,7 +104,10 @@ def build_parser() -> EnvironmentArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.access_token is not None and not args.access_token.strip():
+        parser.error("--access-token must not be empty (leave it unset for no token)")
     configure_logging(args.verbose)
     # Imported here, not at the top: the detector process is spawned, and a
     # spawned child re-imports this module; aiortc and PyAV at the top would

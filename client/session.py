@@ -30,6 +30,7 @@ from aiortc import (
     RTCIceCandidate,
     RTCPeerConnection,
     RTCRtpReceiver,
+    RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
 
@@ -192,8 +193,8 @@ class ClientSession:
             if isinstance(message, RTCIceCandidate):
                 await pc.addIceCandidate(message)
                 continue
-            if message.type != "offer":
-                raise SignalingError(f"expected an offer, got {message.type}")
+            if not isinstance(message, RTCSessionDescription) or message.type != "offer":
+                raise SignalingError(f"expected an offer, got {message!r}")
             break
         await pc.setRemoteDescription(message)
         for transceiver in pc.getTransceivers():

@@ -3,6 +3,9 @@
 Under ``docker compose up`` or in a fresh pod the client often starts before
 the server listens, so a refused connection is retried with exponential
 back-off until ``connect_timeout`` runs out.
+
+With an access token, the client's first line presents it
+(``protocol.signaling.Auth``); a server with a token offers only then.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import logging
 import os
 import socket
 import time
+from typing import Optional
 
-from protocol.signaling import SignalingChannel
+from protocol.signaling import Auth, SignalingChannel
 
 logger = logging.getLogger("client.signaling")
 
@@ -25,7 +29,9 @@ class ServerUnreachable(Exception):
     """No connection could be made before the deadline."""
 
 
-async def connect_with_retry(host: str, port: int, connect_timeout: float) -> SignalingChannel:
+async def connect_with_retry(
+    host: str, port: int, connect_timeout: float, access_token: Optional[str] = None
+) -> SignalingChannel:
     deadline = time.monotonic() + connect_timeout
     delay = FIRST_RETRY_S
     attempts = 0
@@ -33,11 +39,20 @@ async def connect_with_retry(host: str, port: int, connect_timeout: float) -> Si
         attempts += 1
         remaining = deadline - time.monotonic()
         try:
-            return await asyncio.wait_for(
+            channel = await asyncio.wait_for(
                 SignalingChannel.connect(host, port), max(min(remaining, 5.0), 0.1)
             )
         except (OSError, asyncio.TimeoutError) as exc:
             reason = _describe(exc)
+        else:
+            if access_token is None:
+                return channel
+            try:
+                await asyncio.wait_for(channel.send(Auth(access_token)), 5.0)
+                return channel
+            except (OSError, asyncio.TimeoutError) as exc:
+                reason = _describe(exc)
+                await channel.close()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ServerUnreachable(

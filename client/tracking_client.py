@@ -161,7 +161,12 @@ class TrackingClient:
     async def _connect(self, connect_timeout: float) -> Any:
         args = self._args
         connecting = asyncio.create_task(
-            connect_with_retry(args.signaling_host, args.signaling_port, connect_timeout)
+            connect_with_retry(
+                args.signaling_host,
+                args.signaling_port,
+                connect_timeout,
+                getattr(args, "access_token", None),
+            )
         )
         while not connecting.done():
             await asyncio.wait({connecting}, timeout=0.1)

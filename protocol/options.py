@@ -85,7 +85,7 @@ class EnvironmentArgumentParser(argparse.ArgumentParser):
 
     def _apply_environment(self) -> list[tuple[argparse.Action, Any]]:
         """Make each variable that is set its flag's default; return the count flags."""
-        counters = []
+        counters: list[tuple[argparse.Action, Any]] = []
         for action in self._actions:
             variable = getattr(action, "environment_variable", None)
             if variable is None:

@@ -5,6 +5,11 @@ One JSON object per ``\\n``-terminated line over TCP:
 - offer / answer: ``{"sdp": ..., "type": "offer" | "answer"}``
 - candidate: ``{"candidate": ..., "id": ..., "label": ..., "type": "candidate"}``
 - bye: ``{"type": "bye"}``; ours may add ``"reason"``, which aiortc ignores.
+- auth: ``{"type": "auth", "token": ...}``, our addition: the first line a
+  client sends when the server has an access token. A server with a token
+  waits ``AUTH_TIMEOUT_S`` for it before it offers; a server without one
+  ignores it, so a client may always send it, and a stock aiortc client
+  (which never does) keeps working against a server without a token.
 
 aiortc's own class trusts its peer: it reads unbounded lines, asserts on
 unknown types and returns None forever after EOF. ``SignalingChannel`` speaks
@@ -40,6 +45,13 @@ class SignalingError(Exception):
 SERVER_BUSY = "server busy"
 SERVER_SHUTTING_DOWN = "server shutting down"
 
+#: How the reason of a BYE begins when the client's access token is missing
+#: or wrong: trying again with the same token cannot help.
+ACCESS_DENIED = "access denied"
+
+#: How long a server with an access token waits for the client's auth line.
+AUTH_TIMEOUT_S = 1.0
+
 
 @dataclass(frozen=True)
 class Bye:
@@ -55,7 +67,17 @@ class Bye:
         )
 
 
-SignalingMessage = Union[RTCSessionDescription, RTCIceCandidate, Bye]
+@dataclass(frozen=True)
+class Auth:
+    """The client's access token, sent as its first line (see the module's docstring)."""
+
+    token: str
+
+    def __repr__(self) -> str:  # never log a token
+        return "Auth(token=...)"
+
+
+SignalingMessage = Union[RTCSessionDescription, RTCIceCandidate, Bye, Auth]
 
 
 def encode_message(message: SignalingMessage) -> bytes:
@@ -65,6 +87,8 @@ def encode_message(message: SignalingMessage) -> bytes:
         if message.reason is not None:
             body["reason"] = message.reason
         text = json.dumps(body, sort_keys=True)
+    elif isinstance(message, Auth):
+        text = json.dumps({"type": "auth", "token": message.token}, sort_keys=True)
     else:
         text = object_to_string(message)
     return text.encode("utf8") + b"\n"
@@ -89,6 +113,11 @@ def decode_message(line: bytes) -> SignalingMessage:
     if kind == "bye":
         reason = body.get("reason")
         return Bye(reason if isinstance(reason, str) else None)
+    if kind == "auth":
+        token = body.get("token")
+        if not isinstance(token, str):
+            raise SignalingError("auth without a token string")
+        return Auth(token)
     raise SignalingError(f"unknown message type {kind!r}")
 
 
@@ -113,6 +142,8 @@ class SignalingChannel:
         self._writer = writer
         peer = writer.get_extra_info("peername")
         self.peer: str = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        #: The source address alone: what per-peer limits count by.
+        self.address: str = str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
     @classmethod
     async def connect(cls, host: str, port: int) -> "SignalingChannel":
@@ -140,6 +171,20 @@ class SignalingChannel:
         except ConnectionError:
             return None
         return decode_message(line)
+
+    def refuse(self, reason: str) -> None:
+        """Send a BYE with ``reason`` and close, without waiting for either.
+
+        The close flushes what is buffered; a peer that never reads costs
+        the kernel's send buffer, not a task or a timer here.
+        """
+        if self._writer.is_closing():
+            return
+        try:
+            self._writer.write(encode_message(Bye(reason)))
+        except (ConnectionError, RuntimeError):
+            pass
+        self._writer.close()
 
     async def close(self) -> None:
         if self._writer.is_closing():

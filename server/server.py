@@ -63,7 +63,8 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument(
         "--access-token",
         default=None,
-        help="token the console and its API ask for (/readyz, /livez and /metrics stay open)",
+        help="token the console, its API and TCP signaling ask for "
+        "(/readyz, /healthz, /livez and /metrics stay open)",
     )
     parser.add_argument(
         "--max-viewers",
@@ -94,6 +95,21 @@ def build_parser() -> EnvironmentArgumentParser:
         help="concurrent sessions allowed",
     )
     parser.add_argument(
+        "--max-sessions-per-peer",
+        type=positive_int,
+        default=4,
+        environment_variable="BALLTRACKER_MAX_SESSIONS_PER_PEER",
+        help="sessions and pending handshakes one source address may hold (behind SNAT "
+        "every client shares one address: set it to --max-sessions there)",
+    )
+    parser.add_argument(
+        "--silence-timeout",
+        type=positive_float,
+        default=10.0,
+        environment_variable="BALLTRACKER_SILENCE_TIMEOUT",
+        help="end a session whose client has not answered for this many seconds",
+    )
+    parser.add_argument(
         "--handshake-timeout",
         type=positive_float,
         default=10.0,
@@ -108,6 +124,13 @@ def build_parser() -> EnvironmentArgumentParser:
         "second, at DEBUG only, i.e. with -v)",
     )
     parser.add_argument("--report-dir", type=Path, default=None, help="write reports here")
+    parser.add_argument(
+        "--report-max-mb",
+        type=positive_float,
+        default=200.0,
+        environment_variable="BALLTRACKER_REPORT_MAX_MB",
+        help="bound on --report-dir: old sessions' files go first, summaries last",
+    )
     parser.add_argument("--stun", default=None, help="STUN server URL (default: none)")
     parser.add_argument(
         "--encoder-thread",
@@ -146,6 +169,9 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--radius must leave the ball room to move")
     if args.speed < 0:
         parser.error("--speed must not be negative")
+    if args.access_token is not None and not args.access_token.strip():
+        # An empty token must not quietly mean "no authentication".
+        parser.error("--access-token must not be empty (leave it unset for no token)")
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -166,6 +192,7 @@ async def serve(args: argparse.Namespace) -> int:
         duration=args.duration,
         stun=args.stun,
         handshake_timeout=args.handshake_timeout,
+        silence_timeout=args.silence_timeout,
         encoder_thread=args.encoder_thread,
         progress_interval=args.progress_interval,
     )
@@ -189,6 +216,9 @@ async def serve(args: argparse.Namespace) -> int:
         observer=metrics,
         watchers=viewers,
         stage_trace=stage_trace,
+        max_sessions_per_peer=min(args.max_sessions_per_peer, args.max_sessions),
+        access_token=args.access_token,
+        report_max_bytes=int(args.report_max_mb * 1e6),
     )
     metrics.count_slots(args.max_sessions, lambda: server.free_slots)
     console = (

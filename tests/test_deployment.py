@@ -185,7 +185,16 @@ def pod_spec(manifests: dict[tuple[str, str], dict[str, Any]], name: str) -> dic
 
 
 def container_env(container: dict[str, Any]) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in container.get("env", [])}
+    """A container's environment; a value from a Secret stands as ``<secret NAME/KEY>``."""
+    return {
+        item["name"]: item["value"] if "value" in item else _secret_placeholder(item)
+        for item in container.get("env", [])
+    }
+
+
+def _secret_placeholder(item: dict[str, Any]) -> str:
+    reference = item["valueFrom"]["secretKeyRef"]
+    return f"<secret {reference['name']}/{reference['key']}>"
 
 
 def load_parser(component: str) -> Any:
@@ -1027,3 +1036,51 @@ def test_every_deployment_env_var_is_a_flag_and_parses(
                 assert parsed == type(parsed)(value), (source, name)
             elif isinstance(parsed, str):
                 assert parsed == value, (source, name)
+
+
+# ---------------------------------------------------------------- exposed to a network (issue 19)
+
+TOKEN_SECRET = "balltracker-access-token"
+
+
+def test_k8s_token_comes_from_a_secret_the_manifests_explain(
+    manifests: dict[tuple[str, str], Any],
+) -> None:
+    """Both pods read the token from one Secret that is not shipped (a shipped
+    token would be everyone's), and the manifest says how to create it."""
+    wanted = {
+        "balltracker-server": "BALLTRACKER_ACCESS_TOKEN",
+        "balltracker-client": "BALLTRACKER_ACCESS_TOKEN",
+    }
+    for name, variable in wanted.items():
+        (container,) = pod_spec(manifests, name)["containers"]
+        [item] = [e for e in container["env"] if e["name"] == variable]
+        reference = item["valueFrom"]["secretKeyRef"]
+        assert (reference["name"], reference["key"]) == (TOKEN_SECRET, "token"), item
+        # Not optional: without the Secret the pod does not start, rather than run open.
+        assert not reference.get("optional", False), item
+    assert not [key for key in manifests if key[0] == "Secret"], "a token must not be shipped"
+    assert (
+        f"kubectl create secret generic {TOKEN_SECRET}"
+        in (K8S / "server-deployment.yaml").read_text()
+    )
+
+
+def test_k8s_reports_bound_fits_the_volume(manifests: dict[tuple[str, str], Any]) -> None:
+    spec = pod_spec(manifests, "balltracker-server")
+    (container,) = spec["containers"]
+    bound_mb = float(container_env(container)["BALLTRACKER_REPORT_MAX_MB"])
+    [volume] = [v for v in spec["volumes"] if v["name"] == "reports"]
+    size = volume["emptyDir"]["sizeLimit"]
+    assert size.endswith("Mi")
+    # Retention keeps the directory under the bound (plus one plot between
+    # checks); the rest of the volume is headroom, never eviction.
+    assert bound_mb * 1e6 <= 0.6 * int(size[:-2]) * 2**20, (bound_mb, size)
+
+
+def test_compose_says_how_to_set_the_token_and_defaults_fit(compose_config: dict[str, Any]) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "BALLTRACKER_ACCESS_TOKEN: ${BALLTRACKER_ACCESS_TOKEN:?" in text
+    assert "BALLTRACKER_ACCESS_TOKEN: ${BALLTRACKER_ACCESS_TOKEN:?" in text
+    # Unset by default: an empty ACCESS_TOKEN would stop the server (a usage error).
+    assert "ACCESS_TOKEN" not in compose_config["services"]["server"]["environment"]

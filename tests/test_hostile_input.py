@@ -93,6 +93,25 @@ class Server:
         self._claimed.add(report["session"])
         return report
 
+    def summary_of(self, peer: str) -> dict[str, Any]:
+        """The summary the server printed for the (one) new session with ``peer``.
+
+        Every session prints one, streamed or not; only a session that sent
+        a frame writes report files.
+        """
+
+        def fresh() -> list[dict[str, Any]]:
+            return [
+                s
+                for s in self.program.json_documents()
+                if s.get("peer") == peer and s["session"] not in self._claimed
+            ]
+
+        wait_until(lambda: bool(fresh()), 10)
+        [summary] = fresh()
+        self._claimed.add(summary["session"])
+        return summary
+
 
 def _start(tmp_path_factory: pytest.TempPathFactory, handshake_timeout: float) -> Server:
     report_dir = tmp_path_factory.mktemp("hostile") / "reports"
@@ -226,9 +245,11 @@ def _dropped_after(
     bye = messages[-1]
     assert bye.get("reason"), f"BYE without a reason: {bye}"
     assert elapsed < within, f"dropped after {elapsed:.1f} s ({bye['reason']})"
-    report = server.report_of(connection.peer)
-    assert report["end_reason"] == bye["reason"], report
-    assert report["frames_sent"] == 0, report
+    summary = server.summary_of(connection.peer)
+    assert summary["end_reason"] == bye["reason"], summary
+    assert summary["frames_sent"] == 0, summary
+    # Nothing streamed, so nothing on disk: no files, no plot queued.
+    assert not list(server.report_dir.glob(f"{summary['session']}.*")), summary
     return bye
 
 
@@ -554,8 +575,8 @@ def test_many_idle_connections_are_bounded_and_then_real_client_is_served(
                 connection.messages_until_closed()
         held = open_fds(server.program.pid) - baseline_fds
         print(f"\n{IDLE_CONNECTIONS} idle connections hold {held} server fds")
-        # Each session: its TCP and a few UDP sockets, and its two report
-        # files (per frame and per second).
+        # Each session: its TCP and a few UDP sockets (no report files: it
+        # sent no frame).
         assert held <= MAX_SESSIONS * 9, held
         for connection in offered:  # the sessions time out like a silent client
             messages = connection.messages_until_closed()
@@ -564,15 +585,29 @@ def test_many_idle_connections_are_bounded_and_then_real_client_is_served(
         for connection in idle:
             connection.close()
     assert wait_until(lambda: open_fds(server.program.pid) <= baseline_fds + 1, timeout=5)
-    # Refused connections never become sessions, so they leave no report.
-    assert len(wait_for_reports(server.report_dir, reports_before + MAX_SESSIONS)) == (
-        reports_before + MAX_SESSIONS
+
+    # Refused connections never become sessions, and sessions that never
+    # streamed a frame leave no report files either.
+    def timed_out() -> list[dict[str, Any]]:
+        return [
+            s
+            for s in server.program.json_documents()
+            if str(s.get("end_reason", "")).startswith("no answer within")
+            and s["peer"] in {c.peer for c in offered}
+        ]
+
+    # The summary is printed just after the BYE is sent.
+    assert wait_until(lambda: len(timed_out()) == MAX_SESSIONS, 10), (
+        timed_out(),
+        [c.peer for c in offered],
+        server.program.stdout[-3000:],
     )
+    assert len(read_reports(server.report_dir)) == reports_before
     client = start_client(server.port, "--duration", "3")
     try:
         assert client.wait(timeout=60) == 0, client.describe()
     finally:
         client.close()
-    report = wait_for_reports(server.report_dir, reports_before + MAX_SESSIONS + 1)[-1]
+    report = wait_for_reports(server.report_dir, reports_before + 1)[-1]
     assert report["end_reason"] == "client said bye", report
     assert_tracked(report, min_answered=0.9)

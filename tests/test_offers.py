@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiortc import RTCPeerConnection
 
-from server.sessions.offers import InvalidDescription, check_remote_description
+from server.sessions.offers import MAX_CANDIDATES, InvalidDescription, check_remote_description
 
 
 def real_offer() -> str:
@@ -46,3 +46,12 @@ def test_missing_transport_parameters_are_named(drop: str, message: str) -> None
 def test_malformed_or_empty_descriptions_are_refused(sdp: str) -> None:
     with pytest.raises(InvalidDescription):
         check_remote_description(sdp, "answer")
+
+
+def test_a_description_with_too_many_candidates_is_refused_before_parsing() -> None:
+    flood = "v=0\r\n" + "".join(
+        f"a=candidate:{i} 1 udp 1 127.0.0.3 {10000 + i} typ host\r\n"
+        for i in range(MAX_CANDIDATES + 1)
+    )
+    with pytest.raises(InvalidDescription, match=f"{MAX_CANDIDATES + 1} ICE candidates"):
+        check_remote_description(flood, "answer")

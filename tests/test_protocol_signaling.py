@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from protocol.signaling import (
     MAX_LINE_BYTES,
+    Auth,
     Bye,
     SignalingChannel,
     SignalingError,
@@ -267,3 +268,12 @@ def test_close_gives_up_after_a_second_on_a_peer_that_never_reads() -> None:
         server.close()
 
     asyncio.run(scenario())
+
+
+def test_auth_round_trips_and_never_shows_its_token() -> None:
+    line = encode_message(Auth("s3cret"))
+    assert json.loads(line) == {"token": "s3cret", "type": "auth"}
+    assert decode_message(line) == Auth("s3cret")
+    assert "s3cret" not in repr(Auth("s3cret"))
+    with pytest.raises(SignalingError, match="auth without a token"):
+        decode_message(b'{"type": "auth", "token": 7}\n')

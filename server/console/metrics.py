@@ -165,6 +165,18 @@ class TrackingMetrics:
             registry=self.registry,
         )
         self.build_info.labels(VERSION, package_version("aiortc"), platform.python_version()).set(1)
+        self.signaling_refused = Counter(
+            PREFIX + "signaling_refused",
+            "Signaling connections refused before an offer, by why: server busy "
+            "(full, or the address's cap), server shutting down, access denied.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.report_write_failures = Counter(
+            PREFIX + "report_write_failures",
+            "Sessions whose report files could not be written (disk full or unwritable).",
+            registry=self.registry,
+        )
         self.tracking_error = Histogram(
             PREFIX + "tracking_error_pixels",
             "Distance between the reported and the true ball centre, in pixels.",
@@ -222,6 +234,12 @@ class TrackingMetrics:
 
     def session_refused(self, reason: str) -> None:
         self.sessions_refused.labels(reason).inc()
+
+    def report_write_failed(self) -> None:
+        self.report_write_failures.inc()
+
+    def connection_refused(self, reason: str) -> None:
+        self.signaling_refused.labels(reason=reason).inc()
 
 
 def _finite(value: float) -> bool:

@@ -3,8 +3,9 @@
 An aiohttp application on the server's own event loop, so the console reads
 the live sessions directly, never through a copy. Every request is treated
 as possibly hostile: aiohttp's parser bounds the request line, the headers
-and the body; idle and silent connections are closed after a few seconds;
-the number of connections and of event streams is capped; and nothing a
+and the body; idle and silent connections are closed after a few seconds,
+a body that trickles in gets a 408; the number of connections (in all and
+per source address) and of event streams is capped; and nothing a
 request sends can reach a session except through a WHEP offer: one on a
 session's ``/whep`` only ever creates a separate viewer, one on
 ``/api/track/whep`` starts a tracking session of its own, counted against
@@ -13,6 +14,11 @@ session's ``/whep`` only ever creates a separate viewer, one on
 ``/readyz`` (alias ``/healthz``), ``/livez`` and ``/metrics`` stay open for probes
 and scrapers; with an
 access token everything else asks for it.
+
+Probes keep answering because no one address can hold more than
+``max_connections_per_peer`` of the ``max_connections``: the kubelet probes
+from the node's address, which an attacking pod or host does not share
+(docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ import asyncio
 import hmac
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, Protocol
@@ -34,6 +39,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from server.console.metrics import TrackingMetrics
 from server.console.viewer import ViewerClosed, ViewerLimitReached
 from server.core.ledger import FrameRecord
+from server.reports.report import REPORT_FILE
 from server.sessions.offers import InvalidDescription
 from server.sessions.session import TrackingSession
 from server.sessions.tracking_server import ServerBusy
@@ -52,8 +58,6 @@ OPEN_PATHS = frozenset({"/readyz", "/healthz", "/livez", "/metrics"})
 #: The pages a person opens, perhaps once with ?token= (see _require_token).
 PAGES = frozenset({"/", "/track"})
 
-#: A report file of a finished session, and nothing else from --report-dir.
-REPORT_FILE = re.compile(r"session-\d{8}T\d{6}-\d{4,}(-[0-9a-f]+)?\.(json|csv|seconds\.csv|png)")
 
 #: The console's content security policy: its own scripts, no inline code, no
 #: other origin (it must work offline and inside a cluster anyway).
@@ -74,6 +78,10 @@ class HttpLimits:
     idle_timeout_s: float = 5.0
     #: Connections served at once; more are closed straight away.
     max_connections: int = 32
+    #: Of those, what one source address may hold (a browser opens about six).
+    max_connections_per_peer: int = 8
+    #: How long a request body may take to arrive in full; then 408.
+    body_timeout_s: float = 5.0
     #: Live event streams (a console tab holds one or two).
     max_event_streams: int = 16
     #: How often the table's stream pushes the numbers.
@@ -131,6 +139,61 @@ class _Refused(asyncio.Protocol):
         transport.close()
 
 
+class _PerPeer(asyncio.Protocol):
+    """A connection counted against its source address's cap.
+
+    aiohttp's protocol is created before the peer is known, so this one
+    stands in front of it: over the cap it closes the connection before
+    aiohttp sees a byte; otherwise it hands everything on.
+    """
+
+    def __init__(
+        self, inner: Callable[[], asyncio.Protocol], counts: dict[str, int], cap: int
+    ) -> None:
+        self._make_inner = inner
+        self._counts = counts
+        self._cap = cap
+        self._inner: Optional[asyncio.Protocol] = None
+        self._address: Optional[str] = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        if self._counts.get(address, 0) >= self._cap:
+            transport.close()
+            return
+        self._address = address
+        self._counts[address] = self._counts.get(address, 0) + 1
+        self._inner = self._make_inner()
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if self._address is not None:
+            left = self._counts[self._address] - 1
+            if left:
+                self._counts[self._address] = left
+            else:
+                del self._counts[self._address]
+            self._address = None
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> Optional[bool]:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+
 class WebConsole:
     def __init__(
         self,
@@ -153,6 +216,8 @@ class WebConsole:
         self._listener: Optional[asyncio.Server] = None
         self._closing = asyncio.Event()
         self._event_streams = 0
+        #: Open connections per source address (``_PerPeer``).
+        self._per_peer: dict[str, int] = {}
 
     @property
     def port(self) -> int:
@@ -185,7 +250,7 @@ class WebConsole:
             # before a handler or a parser is spent on it.
             if len(connections.connections) >= limits.max_connections:
                 return _Refused()
-            return connections()
+            return _PerPeer(connections, self._per_peer, limits.max_connections_per_peer)
 
         loop = asyncio.get_running_loop()
         try:
@@ -344,7 +409,7 @@ class WebConsole:
         session = self._live_session(request)
         if self._viewers is None:
             raise web.HTTPServiceUnavailable(text="viewers are off on this server\n")
-        offer = await _read_offer(request)
+        offer = await _read_offer(request, self._limits.body_timeout_s)
         try:
             viewer = await self._viewers.open(session, offer)
         except InvalidDescription as exc:
@@ -371,7 +436,7 @@ class WebConsole:
 
     async def _open_tracking(self, request: web.Request) -> web.Response:
         """A browser that tracks: its offer starts a tracking session (``/track``)."""
-        offer = await _read_offer(request)
+        offer = await _read_offer(request, self._limits.body_timeout_s)
         try:
             link, session = await self._source.open_whep_session(offer, request.remote or "?")
         except InvalidDescription as exc:
@@ -416,11 +481,20 @@ class WebConsole:
         return False
 
 
-async def _read_offer(request: web.Request) -> str:
+async def _read_offer(request: web.Request, timeout: float) -> str:
     if request.content_type != "application/sdp":
         raise web.HTTPUnsupportedMediaType(text="the offer must be application/sdp\n")
     try:
-        return (await request.read()).decode("utf-8")
+        # aiohttp waits for a body as long as it trickles; a handful of such
+        # requests would otherwise hold their connections for good.
+        body = await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=f"408: the body did not arrive within {timeout:g} s\n",
+            headers={"Connection": "close"},
+        ) from None
+    try:
+        return body.decode("utf-8")
     except UnicodeDecodeError:
         raise web.HTTPBadRequest(text="the offer is not UTF-8 text\n") from None
 

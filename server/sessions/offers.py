@@ -19,6 +19,11 @@ from __future__ import annotations
 
 from aiortc.sdp import SessionDescription
 
+#: ICE candidates one description (or one session's trickle) may carry. A
+#: host has one per interface and protocol; aioice pairs and checks every
+#: one on the loop all sessions share, so thousands would stall them all.
+MAX_CANDIDATES = 64
+
 #: Directions of an offered m-line whose sender can receive our video.
 _RECEIVING = ("recvonly", "sendrecv")
 
@@ -29,6 +34,12 @@ class InvalidDescription(ValueError):
 
 def check_remote_description(sdp: str, what: str) -> SessionDescription:
     """Parse ``sdp`` and check every media section can connect; ``what`` names it."""
+    candidates = sdp.count("a=candidate:")
+    if candidates > MAX_CANDIDATES:
+        # Counted before parsing: the parse itself is what would cost.
+        raise InvalidDescription(
+            f"the {what} has {candidates} ICE candidates (at most {MAX_CANDIDATES})"
+        )
     try:
         description = SessionDescription.parse(sdp)
     except (ValueError, AssertionError, IndexError, KeyError, TypeError):

@@ -7,7 +7,8 @@ the same for both.
 
 A session ends on the first of: the client leaving (BYE or EOF on signaling,
 a WHEP DELETE), an ICE or DTLS failure, no data channel within the handshake
-timeout, the configured duration, or the server shutting down. Every path
+timeout, no answer for ``silence_timeout`` seconds, the configured duration,
+or the server shutting down. Every path
 goes through the same ``finally`` so nothing outlives it: the peer
 connection, its tasks, the client's link and the ledger.
 """
@@ -79,6 +80,12 @@ class SessionObserver(Protocol):
         """A client was refused a session: ``busy`` or ``shutting_down``."""
         ...
 
+    def report_write_failed(self) -> None: ...
+
+    def connection_refused(self, reason: str) -> None:
+        """A signaling connection was refused before an offer; ``reason`` is its kind."""
+        ...
+
 
 class ClientLink(Protocol):
     """How a session reaches its client, before and after the media flows."""
@@ -121,6 +128,9 @@ class SessionConfig:
     duration: Optional[float] = None
     stun: Optional[str] = None
     handshake_timeout: float = 10.0
+    #: A session whose client has not answered (a "no ball" answer counts)
+    #: for this long ends: a silent client must not hold its slot forever.
+    silence_timeout: float = 10.0
     #: Encode in aiortc's executor thread (stock) rather than on the event loop.
     encoder_thread: bool = False
     #: Seconds between INFO progress lines; 0 logs one a second at DEBUG only.
@@ -129,6 +139,14 @@ class SessionConfig:
     def ledger_capacity(self) -> int:
         # Five seconds of frames: far beyond any sane round trip, yet bounded.
         return max(64, int(self.fps * 5))
+
+    def message_rate(self) -> float:
+        """Data channel messages a second a session may send; more are counted, not read.
+
+        An honest client sends one answer a frame; four times that leaves room
+        for bursts after a stall, and bounds what junk can cost the loop.
+        """
+        return max(60.0, 4 * self.fps)
 
     def recent_answers_capacity(self) -> int:
         """The answers the console charts and the viewers' trails draw on."""
@@ -146,6 +164,8 @@ class TrackingSession:
         clock: Callable[[], float] = time.monotonic,
         stage_trace: Optional[StageTraceWriter] = None,
         instance: str = "",
+        report_limit_bytes: Optional[int] = None,
+        on_report_failure: Optional[Callable[[], None]] = None,
     ) -> None:
         self.number = number
         # The number restarts with each server process; ``instance`` (random
@@ -166,7 +186,19 @@ class TrackingSession:
         self.recent_answers: deque[FrameRecord] = deque(maxlen=config.recent_answers_capacity())
         self._observer = observer
         self._clock = clock
-        self._report = SessionReport(report_dir, self.name) if report_dir else None
+        # Opened with the first frame: a connection that never streams
+        # leaves no files behind (and queues no plot).
+        self._report = (
+            SessionReport(report_dir, self.name, report_limit_bytes, on_report_failure)
+            if report_dir
+            else None
+        )
+        #: Answers (scored or not) a second, as a token bucket: see SessionConfig.message_rate.
+        self._message_rate = config.message_rate()
+        self._message_allowance = self._message_rate
+        self._message_checked_at = clock()
+        self.messages_over_rate = 0
+        self._last_answer_at: Optional[float] = None
         self._ended = asyncio.Event()
         self._answers_possible = asyncio.Event()
         self._channel: Optional[RTCDataChannel] = None
@@ -216,8 +248,6 @@ class TrackingSession:
             frame_gate=self._adaptation,
         )
         tasks: list[asyncio.Task[Any]] = []
-        if self._report:
-            self._report.open()
         if self._observer:
             self._observer.session_started()
         try:
@@ -226,6 +256,7 @@ class TrackingSession:
             tasks.append(asyncio.create_task(self._watch_client()))
             tasks.append(asyncio.create_task(self._expect_channel(config.handshake_timeout)))
             tasks.append(asyncio.create_task(self._log_progress()))
+            tasks.append(asyncio.create_task(self._end_on_silence(config.silence_timeout)))
             if config.duration is not None:
                 tasks.append(asyncio.create_task(self._stop_after(config.duration)))
             await self._ended.wait()
@@ -284,6 +315,18 @@ class TrackingSession:
         except asyncio.TimeoutError:
             self._end(f"no data channel within {timeout:g} s")
 
+    async def _end_on_silence(self, timeout: float) -> None:
+        """End the session once its client has not answered for ``timeout`` seconds."""
+        await self._answers_possible.wait()
+        since = self._clock()
+        while True:
+            last = self._last_answer_at if self._last_answer_at is not None else since
+            remaining = last + timeout - self._clock()
+            if remaining <= 0:
+                self._end(f"no answer for {timeout:g} s")
+                return
+            await asyncio.sleep(remaining)
+
     async def _stop_after(self, duration: float) -> None:
         await asyncio.sleep(duration)
         if self._track is not None:
@@ -311,18 +354,25 @@ class TrackingSession:
             self._tracer.frame_produced(pts, produced_at)
         if self._streaming_since is None:
             self._streaming_since = produced_at
+            if self._report is not None:
+                self._report.open()
         self.scoreboard.frame_sent(index, x, y, produced_at)
         if self._observer:
             self._observer.frame_sent()
 
     def _on_message(self, message: Union[str, bytes]) -> None:
         arrival = self._clock()
+        if not self._within_rate(arrival):
+            # Not parsed, not scored: what a flood costs is this counter.
+            self.messages_over_rate += 1
+            return
         entry = self.scoreboard.answer(message, arrival)
         if entry is None:
             if self._observer:
                 self._observer.invalid_message(self.scoreboard.last_invalid_reason or "malformed")
             return
         assert entry.latency_ms is not None
+        self._last_answer_at = arrival
         if self._tracer is not None:
             self._tracer.answer_received(frame_pts(entry.index, self._config.fps), arrival)
         self._adaptation.frame_answered(entry.index, entry.latency_ms, arrival)
@@ -331,6 +381,17 @@ class TrackingSession:
         if self._observer:
             assert entry.latency_ms is not None
             self._observer.frame_answered(entry.error_px, entry.latency_ms)
+
+    def _within_rate(self, now: float) -> bool:
+        rate = self._message_rate
+        self._message_allowance = min(
+            rate, self._message_allowance + (now - self._message_checked_at) * rate
+        )
+        self._message_checked_at = now
+        if self._message_allowance < 1.0:
+            return False
+        self._message_allowance -= 1.0
+        return True
 
     async def _finish(self, pc: RTCPeerConnection, tasks: list[asyncio.Task[Any]]) -> None:
         # Every path has set a reason by now, except an exception nobody
@@ -360,10 +421,15 @@ class TrackingSession:
         It runs after the session has given back its slot, so a new client
         never waits for the previous one's plot.
         """
-        if self._report is not None:
+        if self._report is not None and self._report.opened:
             summary = self.summary()
-            self._report.close(summary)
-            await plotter.plot(self._report.csv_path, summary, self._report.png_path)
+            if await asyncio.to_thread(self._report.close, summary):
+                await plotter.plot(self._report.csv_path, summary, self._report.png_path)
+
+    @property
+    def has_report(self) -> bool:
+        """Report files exist (or were attempted): the session sent a frame."""
+        return self._report is not None and self._report.opened
 
     @property
     def ended(self) -> bool:
@@ -388,6 +454,7 @@ class TrackingSession:
             "duration_s": (until - since) if since is not None else 0.0,
             "frames_skipped": self._track.frames_skipped if self._track else 0,
             "frames_skipped_for_rate": self._track.frames_skipped_for_rate if self._track else 0,
+            "messages_over_rate": self.messages_over_rate,
         }
         summary.update(self.scoreboard.summary())
         summary.update(self._adaptation.summary())

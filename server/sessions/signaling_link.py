@@ -13,8 +13,8 @@ import asyncio
 from aiortc import RTCIceCandidate, RTCPeerConnection
 
 from protocol.coordinates import CHANNEL_LABEL
-from protocol.signaling import Bye, SignalingChannel, SignalingError
-from server.sessions.offers import check_remote_description
+from protocol.signaling import Auth, Bye, SignalingChannel, SignalingError
+from server.sessions.offers import MAX_CANDIDATES, check_remote_description
 from server.sessions.session import (
     ANSWER_LIFETIME_MS,
     CLIENT_DISCONNECTED,
@@ -49,11 +49,19 @@ class SignalingLink:
         await self._channel.send(pc.localDescription)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        candidates = 0
         while True:
             message = await self._channel.receive(max(deadline - loop.time(), 0.0))
             if message is None or isinstance(message, Bye):
                 raise SignalingError("client left before answering")
+            if isinstance(message, Auth):
+                continue  # a token sent to a server that asks for none
             if isinstance(message, RTCIceCandidate):
+                # Each candidate costs aioice work on the loop every session
+                # shares; an honest client has a handful.
+                candidates += 1
+                if candidates > MAX_CANDIDATES:
+                    raise SignalingError(f"more than {MAX_CANDIDATES} ICE candidates")
                 await pc.addIceCandidate(message)
                 continue
             if message.type != "answer":

@@ -5,26 +5,83 @@ server speaks the same bytes but accepts any number of connections, one
 after another or at once. Whether a connection gets a session (or a BYE
 saying the server is busy) is the tracking server's decision: WHEP clients
 take session slots too.
+
+A connection the tracking server would refuse anyway (``screen``: its
+address is over its cap, the server is full) is refused at the lowest
+level: its BYE goes straight into the transport, which is closed, before
+any stream, channel or task exists. One host reconnecting in a loop then
+costs an accept and a write per try.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Optional
+from typing import Callable, Optional, cast
 
-from protocol.signaling import MAX_LINE_BYTES, SignalingChannel
+from protocol.signaling import MAX_LINE_BYTES, Bye, SignalingChannel, encode_message
 
 logger = logging.getLogger("server.signaling")
 
 ConnectionHandler = Callable[[SignalingChannel], None]
+#: Why a connection from this address would be refused now, or None.
+Screen = Callable[[str], Optional[str]]
+
+
+class _Screened(asyncio.Protocol):
+    """Refuses a connection ``screen`` turns away; hands any other to a stream protocol."""
+
+    def __init__(self, screen: Optional[Screen], accept: Callable[..., None]) -> None:
+        self._screen = screen
+        self._accept = accept
+        self._inner: Optional[asyncio.StreamReaderProtocol] = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        refusal = self._screen(address) if self._screen is not None else None
+        if refusal is not None:
+            # uvloop's transports are not asyncio.WriteTransport subclasses.
+            writer = cast(asyncio.WriteTransport, transport)
+            writer.write(encode_message(Bye(refusal)))
+            writer.close()  # sends what is buffered, then closes
+            return
+        reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+        self._inner = asyncio.StreamReaderProtocol(reader, self._accept)
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> Optional[bool]:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
 
 
 class SignalingServer:
-    def __init__(self, host: str, port: int, on_connection: ConnectionHandler) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        on_connection: ConnectionHandler,
+        screen: Optional[Screen] = None,
+    ) -> None:
         self._host = host
         self._port = port
         self._on_connection = on_connection
+        self._screen = screen
         self._server: Optional[asyncio.Server] = None
 
     @property
@@ -38,8 +95,9 @@ class SignalingServer:
 
     async def start(self) -> None:
         """Listen; raises ``OSError`` when the address is unusable or in use."""
-        self._server = await asyncio.start_server(
-            self._accept, self._host, self._port, limit=MAX_LINE_BYTES
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Screened(self._screen, self._accept), self._host, self._port
         )
         logger.info("signaling on %s:%d", self._host, self.port)
 
