@@ -22,6 +22,7 @@ if __package__ in (None, ""):
 from typing import Optional, Sequence
 
 from protocol.event_loop import EVENT_LOOPS, run
+from protocol.ice_options import add_ice_arguments, ice_settings
 from protocol.options import (
     EnvironmentArgumentParser,
     configure_logging,
@@ -49,6 +50,14 @@ def build_parser() -> EnvironmentArgumentParser:
         default=None,
         help="stream this many seconds, then say bye and exit 0",
     )
+    parser.add_argument(
+        "--handshake-timeout",
+        type=positive_float,
+        default=10.0,
+        environment_variable="BALLTRACKER_HANDSHAKE_TIMEOUT",
+        help="seconds the server has to offer, and ICE and DTLS to connect after the answer",
+    )
+    add_ice_arguments(parser)
     parser.add_argument(
         "--jitter-buffer",
         choices=("fast", "stock"),
@@ -100,7 +109,12 @@ def build_parser() -> EnvironmentArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.ice = ice_settings(args, args.ice_server)
+    problem = args.ice.problem()
+    if problem is not None:
+        parser.error(problem)
     configure_logging(args.verbose)
     # Imported here, not at the top: the detector process is spawned, and a
     # spawned child re-imports this module; aiortc and PyAV at the top would

@@ -26,6 +26,8 @@ from typing import Awaitable, Optional, Sequence
 
 from protocol.aiortc_internals import IncompatibleAiortcError
 from protocol.event_loop import EVENT_LOOPS, run
+from protocol.ice_options import add_ice_arguments, ice_settings, ice_urls
+from protocol.ice_servers import IceSettings
 from protocol.options import (
     EnvironmentArgumentParser,
     configure_logging,
@@ -37,7 +39,7 @@ from protocol.stage_trace import StageTraceWriter
 from server.console.display import ServerDisplay
 from server.console.metrics import TrackingMetrics
 from server.console.viewer import SessionViewers
-from server.console.web_console import WebConsole
+from server.console.web_console import WebConsole, web_origin
 from server.media.codec_options import check_h264_hook
 from server.media.encoder_rate import check_encoder_hook
 from server.media.inline_encoding import check_inline_encoding_hook
@@ -100,7 +102,34 @@ def build_parser() -> EnvironmentArgumentParser:
         help="seconds a client has to answer the offer",
     )
     parser.add_argument("--report-dir", type=Path, default=None, help="write reports here")
-    parser.add_argument("--stun", default=None, help="STUN server URL (default: none)")
+    add_ice_arguments(parser, handed_to="the pages and WHEP players")
+    parser.add_argument(
+        "--own-ice-server",
+        action="extend",
+        type=ice_urls,
+        default=None,
+        metavar="URL",
+        environment_variable="BALLTRACKER_OWN_ICE_SERVERS",
+        help="STUN/TURN server of the server's own peer connections (default: none; "
+        "a server whose host candidates the relay reaches needs none); repeatable",
+    )
+    parser.add_argument(
+        "--stun",
+        type=ice_urls,
+        default=None,
+        metavar="URL",
+        help="kept for existing deployments: the same as --own-ice-server URL",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="extend",
+        type=cors_origins,
+        default=None,
+        metavar="ORIGIN",
+        environment_variable="BALLTRACKER_CORS_ORIGINS",
+        help="another origin (https://host[:port], or *) whose pages may use the WHEP "
+        "endpoints (default: the console's own origin only); repeatable",
+    )
     parser.add_argument(
         "--encoder-thread",
         action="store_true",
@@ -133,6 +162,22 @@ def build_parser() -> EnvironmentArgumentParser:
     return parser
 
 
+def cors_origins(text: str) -> list[str]:
+    """argparse ``type``: origins separated by commas or spaces."""
+    try:
+        return [web_origin(part) for part in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def server_ice(args: argparse.Namespace) -> tuple[IceSettings, IceSettings]:
+    """(handed to clients, the server's own): split horizon, one set of credentials."""
+    handed = ice_settings(args, args.ice_server)
+    own = ice_settings(args, [*(args.own_ice_server or ()), *(args.stun or ())])
+    # The transport policy is the server's own; each browser picks its own (?relay=1).
+    return IceSettings(handed.urls, handed.username, handed.credential, handed.turn_secret), own
+
+
 def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.width % 2 or args.height % 2:
         parser.error("--width and --height must be even (I420 frames)")
@@ -140,6 +185,10 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--radius must leave the ball room to move")
     if args.speed < 0:
         parser.error("--speed must not be negative")
+    args.handed_ice, args.own_ice = server_ice(args)
+    problem = args.handed_ice.problem("--ice-server") or args.own_ice.problem("--own-ice-server")
+    if problem is not None:
+        parser.error(problem)
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -165,7 +214,7 @@ async def serve(args: argparse.Namespace) -> int:
         seed=args.seed,
         codec=args.codec,
         duration=args.duration,
-        stun=args.stun,
+        ice=args.own_ice,
         handshake_timeout=args.handshake_timeout,
         encoder_thread=args.encoder_thread,
     )
@@ -177,7 +226,7 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"error: cannot write --trace-stages {args.trace_stages}: {exc}", file=sys.stderr)
         return 1
     metrics = TrackingMetrics()
-    viewers = SessionViewers(args.max_viewers, args.stun)
+    viewers = SessionViewers(args.max_viewers, args.own_ice)
     metrics.count_viewers(lambda: viewers.count)
     server = TrackingServer(
         args.signaling_host,
@@ -198,6 +247,8 @@ async def serve(args: argparse.Namespace) -> int:
             metrics,
             viewers,
             access_token=args.access_token,
+            ice=args.handed_ice,
+            cors_origins=tuple(args.cors_origin or ()),
         )
         if args.http_port
         else None
