@@ -55,6 +55,8 @@ from protocol.stage_trace import StageTraceWriter
 
 logger = logging.getLogger("client.session")
 
+#: The least time ICE's checks get after the answer, however long gathering took.
+MIN_CHECKS_S = 1.0
 #: Longest a frame waits for the detector process to take the previous one.
 HANDOFF_WAIT_S = 0.002
 #: Decoded frames that may wait behind the one being detected on the loop; a
@@ -128,6 +130,8 @@ class ClientSession:
         #: The candidate pair ICE nominated, once connected.
         self.ice_path: Optional[IcePath] = None
         self._connected = asyncio.Event()
+        #: When the server's offer arrived: the handshake's budget runs from there.
+        self._offer_at: Optional[float] = None
         self._channel: Optional[RTCDataChannel] = None
         self._outcome: Optional[SessionOutcome] = None
         self._ended = asyncio.Event()
@@ -168,7 +172,8 @@ class ClientSession:
         try:
             await self._negotiate(pc, tasks)
             tasks.append(asyncio.create_task(self._watch_signaling()))
-            tasks.append(asyncio.create_task(self._expect_connection(pc)))
+            if self._offer_at is not None:
+                tasks.append(asyncio.create_task(self._expect_connection(pc, self._offer_at)))
             await self._ended.wait()
         except asyncio.TimeoutError:
             self._end(SessionEnd.LOST, "the server sent no offer in time")
@@ -245,6 +250,7 @@ class ClientSession:
             if message.type != "offer":
                 raise SignalingError(f"expected an offer, got {message.type}")
             break
+        self._offer_at = time.monotonic()
         await pc.setRemoteDescription(message)
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
@@ -283,14 +289,17 @@ class ClientSession:
         await pc.setLocalDescription(await pc.createAnswer())
         await self._signaling.send(pc.localDescription)
 
-    async def _expect_connection(self, pc: RTCPeerConnection) -> None:
+    async def _expect_connection(self, pc: RTCPeerConnection, offer_at: float) -> None:
         """End, naming ICE, a session whose media path is not up within the handshake timeout.
 
-        aioice gives up on its checks only after about 30 s of retransmissions;
-        a user should not wait that long to learn that no path exists.
+        The time runs from the offer, so it includes gathering: aioice waits up
+        to 5 s for a TURN server that does not answer. It gives up on its
+        checks only after about 30 s of retransmissions; a user should not wait
+        that long to learn that no path exists. The checks get a second at least.
         """
+        remaining = offer_at + self._handshake_timeout - time.monotonic()
         try:
-            await asyncio.wait_for(self._connected.wait(), self._handshake_timeout)
+            await asyncio.wait_for(self._connected.wait(), max(remaining, MIN_CHECKS_S))
         except asyncio.TimeoutError:
             self._end(SessionEnd.LOST, self._no_path(pc, self._handshake_timeout))
 

@@ -12,9 +12,8 @@ export class WhepPlayer {
   }
 
   async start() {
-    // No ICE servers: host candidates reach the server on a LAN, through
-    // port-forwarded Docker bridges and in flat pod networks.
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    // The server's ICE servers (none unless it is given --ice-server).
+    const pc = new RTCPeerConnection(await iceConfiguration());
     this.pc = pc;
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.ontrack = (event) => {

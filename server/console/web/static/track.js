@@ -10,6 +10,7 @@
 //                           "default" leaves Chromium's own
 //   ?read=videoframe|canvas|offscreen  how the pixels are read (see READERS)
 //   ?frames=video|processor where frames come from (see onFrame)
+//   ?relay=1                only relayed ICE paths (ice.js)
 //
 // For tests: document.body.dataset.state is connecting | tracking | ended |
 // failed; window.tracker holds the counters; window.trackingSummary the
@@ -18,13 +19,14 @@
 import { findBall } from "./ball_finder.js";
 import { TimeChart, format } from "./chart.js";
 import { gatheringComplete } from "./live_view.js";
+import { iceConfiguration, iceFailure, selectedPath } from "./ice.js";
 
 const params = new URLSearchParams(location.search);
 const elements = Object.fromEntries(
   [
     "status", "session", "video", "overlay", "stop", "frames-seen", "frames-answered",
     "frames-skipped", "scored", "error", "latency", "detect", "read", "skip-reasons",
-    "summary", "summary-rows",
+    "summary", "summary-rows", "ice-path", "frames-note",
   ].map((id) => [id, document.getElementById(id)]),
 );
 const video = elements.video;
@@ -159,6 +161,7 @@ const tracker = {
   sessionId: null,
   readMethod: null,
   frameSource: null, // "video" (requestVideoFrameCallback) or "processor"
+  icePath: null, // the candidate pair in use (ice.js selectedPath)
   jitterBufferTarget: undefined, // read back from the receiver; null: Chromium's default
   framesSeen: 0, // frames decoded and presented (requestVideoFrameCallback)
   framesAnswered: 0, // answers this page sent
@@ -256,10 +259,17 @@ async function start() {
     session.reader = new CanvasReader(readName === "offscreen"); // reads VideoFrames too
   }
   tracker.frameSource = frameSource;
+  if (frameSource === "video" && typeof MediaStreamTrackProcessor !== "function") {
+    elements["frames-note"].hidden = false; // the fallback, said on the page
+  }
 
-  // No ICE servers: host candidates reach the server on a LAN, through
-  // port-forwarded Docker bridges and in flat pod networks.
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  let configuration;
+  try {
+    configuration = await iceConfiguration(params);
+  } catch (error) {
+    return fail(`cannot get the ICE servers: ${error.message}`);
+  }
+  const pc = new RTCPeerConnection(configuration);
   session.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
   session.channel = pc.createDataChannel("coordinates", { ordered: false, maxPacketLifeTime: 300 });
@@ -270,8 +280,15 @@ async function start() {
   };
   pc.onconnectionstatechange = () => {
     const state = pc.connectionState;
+    if (state === "connected") {
+      selectedPath(pc).then((path) => {
+        tracker.icePath = path;
+        elements["ice-path"].textContent = path?.path ?? "–";
+      });
+    }
     if ((state === "failed" || state === "closed") && session.running) {
-      end(`connection ${state}`, false);
+      const why = tracker.icePath ? `connection ${state}` : iceFailure(pc, configuration);
+      end(why, false);
     }
   };
 
