@@ -150,7 +150,7 @@ def test_the_client_tracks_through_the_relay(
         f"unanswered frames {relay_lab.unanswered(report)}"
     )
     assert report["peer"].split(":")[0] == relay_lab.lab.address("client"), report
-    assert report["frames_sent"] >= 150, report
+    assert report["frames_sent"] >= 100, report
     assert report["answered_ratio"] >= 0.99, report
     assert report["error_px"]["mean"] < 0.05, report
     # Both ends say the media went through the relay, the client also how.
