@@ -26,7 +26,7 @@ from lab.programs import Program, free_port, start_server, wait_for_reports
 from server.console.web_console import CONTENT_SECURITY_POLICY
 from server.core.renderer import render_luma
 
-WEB = Path(__file__).resolve().parent.parent / "server" / "web"
+WEB = Path(__file__).resolve().parent.parent / "server" / "console" / "web"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 #: A made-up origin that playwright answers from server/console/web: no port, no server.
 ORIGIN = "http://tracker.test"
@@ -42,10 +42,14 @@ def browser() -> Iterator[Browser]:
 
 
 def serve_web(route: Route) -> None:
-    """Answer ``ORIGIN/static/...`` and ``ORIGIN/track`` from server/console/web."""
+    """Answer ``ORIGIN/static/...`` and ``ORIGIN/track`` from server/console/web, and
+    ``/api/ice-servers`` with none."""
     path = route.request.url[len(ORIGIN) :].split("?")[0]
     if path == "/track":
         file = WEB / "track.html"
+    elif path == "/api/ice-servers":  # as a server without --ice-server answers
+        route.fulfill(status=200, content_type="application/json", body='{"iceServers": []}')
+        return
     elif path == "/blank":
         route.fulfill(status=200, content_type="text/html", body="<!doctype html><title>t</title>")
         return
