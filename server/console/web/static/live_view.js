@@ -3,6 +3,8 @@
 // true centre and the client's answer into the video itself, so what is seen
 // is exactly what was scored.
 
+import { iceConfiguration } from "./ice.js";
+
 export class WhepPlayer {
   constructor(endpoint, video) {
     this.endpoint = endpoint;
