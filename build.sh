@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the two container images and run the static deployment checks.
+# Build the container images (server, client, TURN relay) and run the static deployment checks.
 #
 #   ./build.sh                  build both images, then run the checks
 #   ./build.sh --checks-only    only the checks (no container engine needed)
@@ -189,7 +189,7 @@ build_images() {
     # Docker format keeps HEALTHCHECK (the OCI format has no such field).
     build+=(--format docker "${podman_args[@]}")
   fi
-  for component in server client; do
+  for component in server client turn; do
     log "building balltracker-$component:$tag with $engine"
     "${build[@]}" -f "Dockerfile.$component" -t "balltracker-$component:$tag" .
   done
@@ -280,7 +280,7 @@ run_checks() {
   compose="$(compose_binary)"
 
   log "hadolint $("$hadolint" --version | head -1)"
-  "$hadolint" --failure-threshold warning Dockerfile.server Dockerfile.client
+  "$hadolint" --failure-threshold warning Dockerfile.server Dockerfile.client Dockerfile.turn
 
   log "compose config -q ($("$compose" version --short))"
   "$compose" -f docker-compose.yml config -q

@@ -58,6 +58,7 @@ TEST_PACKAGES = (
     "gcc",
     "libc6-dev",
     "util-linux",  # unshare: the network tests of a non-root user
+    "coturn",  # turnserver, the TURN relay of tests/test_turn_relay.py (run per test)
     # kubectl, for `kubectl kustomize` and `kubectl apply --dry-run=client`
     # (tests/test_deployment.py). Debian 12 ships 1.20 as kubernetes-client:
     # old, but both checks pass with it. A `kubectl` package (Kubernetes' or

@@ -22,6 +22,7 @@ if __package__ in (None, ""):
 from typing import Optional, Sequence
 
 from protocol.event_loop import EVENT_LOOPS, run
+from protocol.ice_options import add_ice_arguments, ice_settings
 from protocol.options import (
     EnvironmentArgumentParser,
     configure_logging,
@@ -55,6 +56,14 @@ def build_parser() -> EnvironmentArgumentParser:
         default=None,
         help="stream this many seconds, then say bye and exit 0",
     )
+    parser.add_argument(
+        "--handshake-timeout",
+        type=positive_float,
+        default=10.0,
+        environment_variable="BALLTRACKER_HANDSHAKE_TIMEOUT",
+        help="seconds the server has to offer, and ICE and DTLS to connect after the answer",
+    )
+    add_ice_arguments(parser)
     parser.add_argument(
         "--jitter-buffer",
         choices=("fast", "stock"),
@@ -108,6 +117,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.access_token is not None and not args.access_token.strip():
         parser.error("--access-token must not be empty (leave it unset for no token)")
+    args.ice = ice_settings(args, args.ice_server)
+    problem = args.ice.problem()
+    if problem is not None:
+        parser.error(problem)
     configure_logging(args.verbose)
     # Imported here, not at the top: the detector process is spawned, and a
     # spawned child re-imports this module; aiortc and PyAV at the top would

@@ -25,7 +25,6 @@ from typing import Any, Optional
 import numpy as np
 from aiortc import (
     MediaStreamTrack,
-    RTCConfiguration,
     RTCDataChannel,
     RTCIceCandidate,
     RTCPeerConnection,
@@ -42,11 +41,21 @@ from client.media.inline_decoder import InlineDecoder
 from client.media.stage_tracer import ClientStageTracer
 from client.media.wire_timestamps import WireTimestamps
 from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
+from protocol.ice_path import (
+    IcePath,
+    candidate_types,
+    ice_failure,
+    rtc_configuration,
+    selected_path,
+)
+from protocol.ice_servers import IceSettings
 from protocol.signaling import Bye, SignalingChannel, SignalingError
 from protocol.stage_trace import StageTraceWriter
 
 logger = logging.getLogger("client.session")
 
+#: The least time ICE's checks get after the answer, however long gathering took.
+MIN_CHECKS_S = 1.0
 #: Longest a frame waits for the detector process to take the previous one.
 HANDOFF_WAIT_S = 0.002
 #: Pictures held for the window until their detection comes back (about
@@ -84,12 +93,19 @@ class ClientSession:
         stage_trace: Optional[StageTraceWriter] = None,
         name: str = "client-session",
         decoder_thread: bool = False,
+        ice: Optional[IceSettings] = None,
     ) -> None:
         self._signaling = signaling
         self._detector = detector
         self._jitter_buffer = jitter_buffer
         self._display = display
         self._handshake_timeout = handshake_timeout
+        self._ice = ice if ice is not None else IceSettings()
+        #: The candidate pair ICE nominated, once connected.
+        self.ice_path: Optional[IcePath] = None
+        self._connected = asyncio.Event()
+        #: When the server's offer arrived: the handshake's budget runs from there.
+        self._offer_at: Optional[float] = None
         self._channel: Optional[RTCDataChannel] = None
         self._outcome: Optional[SessionOutcome] = None
         self._ended = asyncio.Event()
@@ -119,7 +135,9 @@ class ClientSession:
             self._ended.set()
 
     async def run(self) -> SessionOutcome:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # Credentials minted now (with --turn-secret) live far longer than a session.
+        servers = self._ice.servers(self._name, time.time())
+        pc = RTCPeerConnection(rtc_configuration(servers, self._ice.transport_policy))
         tasks: list[asyncio.Task[Any]] = []
         loop = asyncio.get_running_loop()
         result_fd = self._detector.result_fd
@@ -128,6 +146,8 @@ class ClientSession:
         try:
             await self._negotiate(pc, tasks)
             tasks.append(asyncio.create_task(self._watch_signaling()))
+            if self._offer_at is not None:
+                tasks.append(asyncio.create_task(self._expect_connection(pc, self._offer_at)))
             await self._ended.wait()
         except asyncio.TimeoutError:
             self._end(SessionEnd.LOST, "the server sent no offer in time")
@@ -176,8 +196,16 @@ class ClientSession:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
-            if pc.connectionState == "failed":
-                self._end(SessionEnd.LOST, "WebRTC connection failed")
+            if pc.connectionState == "connected" and not self._connected.is_set():
+                self.ice_path = selected_path(pc)
+                self._connected.set()
+                path = self.ice_path.describe() if self.ice_path else "unknown"
+                logger.info("connected; media path (here -> server): %s", path)
+            elif pc.connectionState == "failed":
+                if self._connected.is_set():
+                    self._end(SessionEnd.LOST, "WebRTC connection failed")
+                else:
+                    self._end(SessionEnd.LOST, self._no_path(pc, None))
 
         while True:
             message = await self._signaling.receive(self._handshake_timeout)
@@ -196,6 +224,7 @@ class ClientSession:
             if not isinstance(message, RTCSessionDescription) or message.type != "offer":
                 raise SignalingError(f"expected an offer, got {message!r}")
             break
+        self._offer_at = time.monotonic()
         await pc.setRemoteDescription(message)
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
@@ -222,6 +251,25 @@ class ClientSession:
                 )
         await pc.setLocalDescription(await pc.createAnswer())
         await self._signaling.send(pc.localDescription)
+
+    async def _expect_connection(self, pc: RTCPeerConnection, offer_at: float) -> None:
+        """End, naming ICE, a session whose media path is not up within the handshake timeout.
+
+        The time runs from the offer, so it includes gathering: aioice waits up
+        to 5 s for a TURN server that does not answer. It gives up on its
+        checks only after about 30 s of retransmissions; a user should not wait
+        that long to learn that no path exists. The checks get a second at least.
+        """
+        remaining = offer_at + self._handshake_timeout - time.monotonic()
+        try:
+            await asyncio.wait_for(self._connected.wait(), max(remaining, MIN_CHECKS_S))
+        except asyncio.TimeoutError:
+            self._end(SessionEnd.LOST, self._no_path(pc, self._handshake_timeout))
+
+    def _no_path(self, pc: RTCPeerConnection, waited_s: Optional[float]) -> str:
+        if pc.iceConnectionState in ("connected", "completed"):
+            return f"ICE connected but DTLS did not complete within {self._handshake_timeout:g} s"
+        return ice_failure(candidate_types(pc), self._ice.turn_urls, waited_s, "the server")
 
     async def _watch_signaling(self) -> None:
         try:

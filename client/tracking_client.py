@@ -56,6 +56,8 @@ class TrackingClient:
         self._sessions = 0
         self._frames_received = 0
         self._results_sent = 0
+        #: The media path of the latest session that connected.
+        self._ice_path: Optional[dict[str, Any]] = None
         #: Ends the client --duration seconds after its first session began
         #: (time spent waiting for a full server does not count).
         self._duration_timer: Optional[asyncio.TimerHandle] = None
@@ -117,6 +119,8 @@ class TrackingClient:
                 stage_trace=self._stage_trace,
                 name=f"client-session-{self._sessions + 1}",
                 decoder_thread=args.decoder_thread,
+                handshake_timeout=args.handshake_timeout,
+                ice=args.ice,
             )
             self._session = session
             if self._stop_reason:
@@ -140,6 +144,8 @@ class TrackingClient:
                 self._sessions += 1
                 self._frames_received += session.frames_received
                 self._results_sent += session.results_sent
+                if session.ice_path is not None:
+                    self._ice_path = session.ice_path.as_json()
             logger.info("session ended: %s", outcome.reason)
             # A server that shuts down (a rolling update) ends its sessions
             # with a BYE saying so; another server behind the same name may
@@ -198,5 +204,6 @@ class TrackingClient:
             "sessions": self._sessions,
             "frames_received": self._frames_received,
             "results_sent": self._results_sent,
+            "ice": self._ice_path,
             "detector": dataclasses.asdict(self._detector.stats()),
         }

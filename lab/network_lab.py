@@ -18,6 +18,21 @@ Inside both namespaces ``ball-server`` resolves to the server address and
 ``ball-client`` to the client address (``ip netns exec`` bind-mounts
 ``/etc/netns/<ns>/hosts`` over ``/etc/hosts``).
 
+With ``relay=True`` a third namespace, the relay's (``<name>-r``), hangs off
+both others by a veth pair of its own, for a TURN server both can reach::
+
+    [ns -s] relay0 198.51.100.2/24 <==> srv0 198.51.100.1/24 [ns -r] cli0 203.0.113.1/24 <==> relay0 203.0.113.2/24 [ns -c]
+                                    relay address 198.18.0.1 (on the relay's lo)
+
+``ball-relay`` resolves to the relay address everywhere, and server and
+client each have a route to it (only to it: the relay namespace does not
+forward, so it joins nobody else). The relay's own routes reach every
+address the others advertise as ICE candidates: coturn closes an allocation
+whose send to a peer fails with "Network is unreachable", so the lab0
+subnet goes towards the server, where what the server does not own is
+dropped silently. ``block_direct_udp()`` then cuts UDP on lab0 (TCP,
+signaling and HTTP, still pass), so every media path goes through the relay.
+
 Why each impairment is built the way it is (the kernel here has no netem):
 
 - loss: an nftables table ``inet balllab`` with ``iifname lab0 numgen random mod 100
@@ -98,6 +113,8 @@ from typing import Any, Literal
 
 Side = Literal["server", "client"]
 SideSpec = Literal["server", "client", "both"]
+#: A namespace to run programs in: the two sides, or the relay's (``relay=True``).
+Node = Literal["server", "client", "relay"]
 
 HERE = Path(__file__).resolve().parent
 NETWORK_LAB_PY = str(Path(__file__).resolve())
@@ -111,6 +128,12 @@ RTP_HEAD_CHAIN = "rtp_head"
 #: numgen's modulus for drop_first_rtp: its counter wraps (and would drop N more)
 #: only after 2**31 RTP packets, years of video.
 RTP_HEAD_NUMGEN_MOD = 1 << 31
+#: The interfaces that join the relay's namespace (``relay=True``).
+RELAY_IFNAME = "relay0"  # in the server's and the client's namespace
+RELAY_SERVER_IFNAME = "srv0"  # in the relay's, towards the server
+RELAY_CLIENT_IFNAME = "cli0"  # in the relay's, towards the client
+#: The chain of block_direct_udp's rule: before every impairment.
+DIRECT_CHAIN = "direct"
 NETNS_ETC_DIR = Path("/etc/netns")
 CMD_TIMEOUT_S = 15.0
 
@@ -307,6 +330,11 @@ class NetworkLab:
         client_hostname: str = "ball-client",
         delayer_max_runtime_s: float = 3600.0,
         ipv6: bool = False,
+        relay: bool = False,
+        relay_address: str = "198.18.0.1",
+        relay_hostname: str = "ball-relay",
+        server_relay_link: tuple[str, str] = ("198.51.100.2", "198.51.100.1"),
+        client_relay_link: tuple[str, str] = ("203.0.113.2", "203.0.113.1"),
     ) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9]{0,15}", prefix):
             raise ValueError("prefix must be lowercase alphanumeric, <= 16 chars")
@@ -317,6 +345,15 @@ class NetworkLab:
         self.name = f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}"
         self.server_ns = f"{self.name}-s"
         self.client_ns = f"{self.name}-c"
+        #: The relay's namespace, with ``relay=True`` (else None).
+        self.relay_ns = f"{self.name}-r" if relay else None
+        self.relay_address = relay_address
+        self.relay_hostname = relay_hostname
+        #: (this side's address, the relay's) on each side's link to the relay.
+        self.relay_links: dict[Side, tuple[str, str]] = {
+            "server": server_relay_link,
+            "client": client_relay_link,
+        }
         self.server_address = server_address
         self.client_address = client_address
         self.prefix_len = prefix_len
@@ -328,7 +365,7 @@ class NetworkLab:
         # them unique per lab, so rules are unambiguous when reading dumps.
         base = 1000 + secrets.randbelow(30000) * 2
         self._queue_nums: dict[Side, int] = {"server": base, "client": base + 1}
-        self._hosts: dict[Side, dict[str, str]] = {"server": {}, "client": {}}
+        self._hosts: dict[Node, dict[str, str]] = {"server": {}, "client": {}, "relay": {}}
         self._delayers: dict[Side, _Delayer] = {}
         self._procs: list[subprocess.Popen[Any]] = []
         self._started = False
@@ -439,10 +476,73 @@ class NetworkLab:
                     "}\n"
                 ),
             )
+        if self.relay_ns is not None:
+            self._build_relay(self.relay_ns)
+        nodes: tuple[Node, ...] = (
+            ("server", "client", "relay") if self.relay_ns else ("server", "client")
+        )
+        for node in nodes:
+            self._hosts[node][self.server_hostname] = self.server_address
+            self._hosts[node][self.client_hostname] = self.client_address
+            if self.relay_ns is not None:
+                self._hosts[node][self.relay_hostname] = self.relay_address
+            self._write_hosts(node)
+
+    def _build_relay(self, r: str) -> None:
+        _run(["ip", "netns", "add", r])
+        _run(["ip", "-n", r, "link", "set", "lo", "up"])
+        _run(["ip", "-n", r, "addr", "add", f"{self.relay_address}/32", "dev", "lo"])
+        _run(["ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+        links = (
+            ("server", self.server_ns, RELAY_SERVER_IFNAME),
+            ("client", self.client_ns, RELAY_CLIENT_IFNAME),
+        )
+        for side, ns, relay_ifname in links:
+            own, relays = self.relay_links[side]  # type: ignore[index]
+            _run(
+                [
+                    "ip", "link", "add", RELAY_IFNAME, "netns", ns,
+                    "type", "veth", "peer", "name", relay_ifname, "netns", r,
+                ]
+            )  # fmt: skip
+            for namespace, ifname, address in ((ns, RELAY_IFNAME, own), (r, relay_ifname, relays)):
+                _run(["ip", "-n", namespace, "addr", "add", f"{address}/24", "dev", ifname])
+                _run(
+                    [
+                        "ip", "netns", "exec", namespace, "sh", "-c",
+                        f"echo 1 > /proc/sys/net/ipv6/conf/{ifname}/disable_ipv6",
+                    ]
+                )  # fmt: skip
+                _run(["ip", "-n", namespace, "link", "set", ifname, "up"])
+            # Only the relay is reachable this way, never the far side.
+            _run(["ip", "-n", ns, "route", "add", f"{self.relay_address}/32", "via", relays])
+        # Towards the server for the whole lab0 subnet: its address answers,
+        # the client's ends in a silent drop there (no forwarding), and no
+        # send from the relay ever fails with "Network is unreachable".
+        lab_subnet = ipaddress.ip_interface(f"{self.server_address}/{self.prefix_len}").network
+        _run(["ip", "-n", r, "route", "add", str(lab_subnet), "via", self.relay_links["server"][0]])
+
+    def block_direct_udp(self) -> None:
+        """Drop all UDP between server and client on lab0, both ways; TCP still passes.
+
+        Matched on the interface, not on addresses: a host sends from any of
+        its addresses over a link.
+        """
         for side in ("server", "client"):
-            self._hosts[side][self.server_hostname] = self.server_address
-            self._hosts[side][self.client_hostname] = self.client_address
-            self._write_hosts(side)
+            self._nft(
+                side,  # type: ignore[arg-type]
+                f"add chain inet {NFT_TABLE} {DIRECT_CHAIN} "
+                "{ type filter hook prerouting priority -320; policy accept; }\n"
+                f"flush chain inet {NFT_TABLE} {DIRECT_CHAIN}\n"
+                f'add rule inet {NFT_TABLE} {DIRECT_CHAIN} iifname "{IFNAME}" '
+                "meta l4proto udp counter drop\n",
+            )
+
+    def direct_udp_dropped(self, side: Side) -> int:
+        """UDP packets to ``side`` that block_direct_udp's rule dropped."""
+        out = self.run(side, ["nft", "list", "chain", "inet", NFT_TABLE, DIRECT_CHAIN]).stdout
+        found = re.search(r"counter packets (\d+)", out)
+        return int(found.group(1)) if found else 0
 
     def close(self) -> None:
         """Tear everything down; safe to call repeatedly and after a failed start()."""
@@ -460,7 +560,9 @@ class NetworkLab:
             except Exception as exc:  # keep tearing down the rest
                 errors.append(str(exc))
         self._delayers.clear()
-        for ns in (self.server_ns, self.client_ns):
+        for ns in (self.server_ns, self.client_ns, self.relay_ns):
+            if ns is None:
+                continue
             try:
                 _remove_netns(ns)
             except Exception as exc:
@@ -481,7 +583,7 @@ class NetworkLab:
         Only names whose embedded creator pid is dead are touched, so labs of
         concurrently running tests survive. Returns the removed namespace names.
         """
-        pattern = re.compile(rf"^{re.escape(prefix)}-(\d+)-[0-9a-f]+-[sc]$")
+        pattern = re.compile(rf"^{re.escape(prefix)}-(\d+)-[0-9a-f]+-[scr]$")
         names = set(list_netns())
         if NETNS_ETC_DIR.is_dir():
             names.update(p.name for p in NETNS_ETC_DIR.iterdir())
@@ -494,21 +596,28 @@ class NetworkLab:
         return removed
 
     # ----------------------------------------------------------------- processes
-    def ns(self, side: Side) -> str:
+    def ns(self, side: Node) -> str:
         if side == "server":
             return self.server_ns
         if side == "client":
             return self.client_ns
-        raise ValueError(f"side must be 'server' or 'client', not {side!r}")
+        if side == "relay" and self.relay_ns is not None:
+            return self.relay_ns
+        raise ValueError(
+            f"side must be 'server' or 'client' (or 'relay' with relay=True), not {side!r}"
+        )
 
-    def address(self, side: Side) -> str:
+    def address(self, side: Node) -> str:
+        if side == "relay":
+            self.ns(side)  # validates
+            return self.relay_address
         return self.server_address if side == "server" else self.client_address
 
-    def exec_argv(self, side: Side, argv: Sequence[str]) -> list[str]:
+    def exec_argv(self, side: Node, argv: Sequence[str]) -> list[str]:
         """The argv that runs ``argv`` inside the namespace of ``side``."""
         return ["ip", "netns", "exec", self.ns(side), *argv]
 
-    def popen(self, side: Side, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+    def popen(self, side: Node, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """Start ``argv`` inside a namespace. The environment is inherited (PYTHONPATH
         etc.) unless ``env=`` is given. The process is stopped by ``close()``."""
         self._require_running()
@@ -517,14 +626,14 @@ class NetworkLab:
         return proc
 
     def run(
-        self, side: Side, argv: Sequence[str], *, timeout: float = 30.0, check: bool = True
+        self, side: Node, argv: Sequence[str], *, timeout: float = 30.0, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` to completion inside a namespace (bounded by ``timeout``)."""
         self._require_running()
         return _run(self.exec_argv(side, argv), check=check, timeout=timeout)
 
     def python_tool(
-        self, side: Side, tool: str, *args: str, **kwargs: Any
+        self, side: Node, tool: str, *args: str, **kwargs: Any
     ) -> subprocess.Popen[str]:
         """Start one of this module's CLI helpers (udp-echo, ...) inside a namespace,
         with text pipes for stdout/stderr."""
@@ -543,7 +652,7 @@ class NetworkLab:
             self._hosts[s][name] = address
             self._write_hosts(s)
 
-    def _write_hosts(self, side: Side) -> None:
+    def _write_hosts(self, side: Node) -> None:
         # `ip netns exec` bind-mounts every file in /etc/netns/<ns>/ over /etc/ for
         # the command it runs, so this replaces /etc/hosts for that namespace only.
         directory = NETNS_ETC_DIR / self.ns(side)

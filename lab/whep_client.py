@@ -2,25 +2,37 @@
 
 Tests and bench/viewers.py watch sessions with it exactly as any WHEP player
 would: POST an SDP offer, get 201 with the answer and a Location, DELETE it.
+
+Run as a program (``python -m lab.whep_client BASE_URL``) it watches the
+first live session with the ICE servers it learns from the ``Link`` headers
+of the endpoint's ``OPTIONS`` response, and nothing else (aiortc does not
+trickle, so it needs them before its offer), then prints what it got as JSON.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-from typing import Optional
+import json
+import sys
+from typing import Any, Optional, Sequence
 
 import aiohttp
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from yarl import URL
+
+from protocol.ice_path import selected_path
+from protocol.ice_servers import IceServer, parse_link_headers
 
 
 class WhepViewer:
     """A stock aiortc peer that watches one session over WHEP and decodes it."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, configuration: Optional[RTCConfiguration] = None) -> None:
         self._endpoint = endpoint
-        self._pc = RTCPeerConnection()
+        self._pc = RTCPeerConnection(configuration)
         self._location: Optional[str] = None
         self._consumer: Optional[asyncio.Task[None]] = None
         self.frames = 0
@@ -68,3 +80,53 @@ class WhepViewer:
         assert self._location is not None
         async with http.delete(self._location) as response:
             return response.status
+
+
+async def ice_servers_from_options(http: aiohttp.ClientSession, endpoint: str) -> list[IceServer]:
+    """The ICE servers in the ``Link`` headers of the endpoint's ``OPTIONS`` response."""
+    async with http.options(endpoint) as response:
+        if response.status not in (200, 204):
+            raise RuntimeError(f"OPTIONS: {response.status} {await response.text()}")
+        return parse_link_headers(response.headers.getall("Link", []))
+
+
+async def watch_first_live_session(base_url: str, seconds: float, relay: bool) -> dict[str, Any]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async with http.get(f"{base_url}/api/sessions") as response:
+            live = [s for s in (await response.json())["sessions"] if s["state"] == "live"]
+        if not live:
+            raise RuntimeError("no live session to watch")
+        endpoint = f"{base_url}/api/sessions/{live[0]['id']}/whep"
+        servers = await ice_servers_from_options(http, endpoint)
+        configuration = RTCConfiguration(
+            iceServers=[RTCIceServer(list(s.urls), s.username, s.credential) for s in servers],
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay else RTCIceTransportPolicy.ALL,
+        )
+        viewer = WhepViewer(endpoint, configuration)
+        await viewer.start(http)
+        await asyncio.sleep(seconds)
+        path = selected_path(viewer._pc)
+        frames, frame_size = viewer.frames, viewer.frame_size
+        status = await viewer.stop(http)
+        return {
+            "ice_servers": [s.as_json() for s in servers],
+            "frames": frames,
+            "frame_size": frame_size,
+            "ice": path.as_json() if path is not None else None,
+            "delete_status": status,
+        }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Watch the first live session over WHEP.")
+    parser.add_argument("base_url", help="the console, e.g. http://ball-server:8080")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--relay", action="store_true", help="iceTransportPolicy relay")
+    args = parser.parse_args(argv)
+    result = asyncio.run(watch_first_live_session(args.base_url, args.seconds, args.relay))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,6 +26,8 @@ from typing import Awaitable, Optional, Sequence
 
 from protocol.aiortc_internals import IncompatibleAiortcError
 from protocol.event_loop import EVENT_LOOPS, run
+from protocol.ice_options import add_ice_arguments, ice_settings, ice_urls
+from protocol.ice_servers import IceSettings
 from protocol.options import (
     EnvironmentArgumentParser,
     configure_logging,
@@ -38,7 +40,7 @@ from protocol.stage_trace import StageTraceWriter
 from server.console.display import ServerDisplay
 from server.console.metrics import TrackingMetrics
 from server.console.viewer import SessionViewers
-from server.console.web_console import WebConsole
+from server.console.web_console import WebConsole, web_origin
 from server.media.hooks import check_hooks
 from server.sessions.session import SessionConfig
 from server.sessions.tracking_server import TrackingServer
@@ -131,7 +133,34 @@ def build_parser() -> EnvironmentArgumentParser:
         environment_variable="BALLTRACKER_REPORT_MAX_MB",
         help="bound on --report-dir: old sessions' files go first, summaries last",
     )
-    parser.add_argument("--stun", default=None, help="STUN server URL (default: none)")
+    add_ice_arguments(parser, handed_to="the pages and WHEP players")
+    parser.add_argument(
+        "--own-ice-server",
+        action="extend",
+        type=ice_urls,
+        default=None,
+        metavar="URL",
+        environment_variable="BALLTRACKER_OWN_ICE_SERVERS",
+        help="STUN/TURN server of the server's own peer connections (default: none; "
+        "a server whose host candidates the relay reaches needs none); repeatable",
+    )
+    parser.add_argument(
+        "--stun",
+        type=ice_urls,
+        default=None,
+        metavar="URL",
+        help="kept for existing deployments: the same as --own-ice-server URL",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="extend",
+        type=cors_origins,
+        default=None,
+        metavar="ORIGIN",
+        environment_variable="BALLTRACKER_CORS_ORIGINS",
+        help="another origin (https://host[:port], or *) whose pages may use the WHEP "
+        "endpoints (default: the console's own origin only); repeatable",
+    )
     parser.add_argument(
         "--encoder-thread",
         action="store_true",
@@ -162,6 +191,22 @@ def build_parser() -> EnvironmentArgumentParser:
     return parser
 
 
+def cors_origins(text: str) -> list[str]:
+    """argparse ``type``: origins separated by commas or spaces."""
+    try:
+        return [web_origin(part) for part in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def server_ice(args: argparse.Namespace) -> tuple[IceSettings, IceSettings]:
+    """(handed to clients, the server's own): split horizon, one set of credentials."""
+    handed = ice_settings(args, args.ice_server)
+    own = ice_settings(args, [*(args.own_ice_server or ()), *(args.stun or ())])
+    # The transport policy is the server's own; each browser picks its own (?relay=1).
+    return IceSettings(handed.urls, handed.username, handed.credential, handed.turn_secret), own
+
+
 def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.width % 2 or args.height % 2:
         parser.error("--width and --height must be even (I420 frames)")
@@ -172,6 +217,10 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.access_token is not None and not args.access_token.strip():
         # An empty token must not quietly mean "no authentication".
         parser.error("--access-token must not be empty (leave it unset for no token)")
+    args.handed_ice, args.own_ice = server_ice(args)
+    problem = args.handed_ice.problem("--ice-server") or args.own_ice.problem("--own-ice-server")
+    if problem is not None:
+        parser.error(problem)
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -190,7 +239,7 @@ async def serve(args: argparse.Namespace) -> int:
         seed=args.seed,
         codec=args.codec,
         duration=args.duration,
-        stun=args.stun,
+        ice=args.own_ice,
         handshake_timeout=args.handshake_timeout,
         silence_timeout=args.silence_timeout,
         encoder_thread=args.encoder_thread,
@@ -204,7 +253,7 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"error: cannot write --trace-stages {args.trace_stages}: {exc}", file=sys.stderr)
         return 1
     metrics = TrackingMetrics()
-    viewers = SessionViewers(args.max_viewers, args.stun)
+    viewers = SessionViewers(args.max_viewers, args.own_ice)
     metrics.count_viewers(lambda: viewers.count)
     server = TrackingServer(
         args.signaling_host,
@@ -229,6 +278,8 @@ async def serve(args: argparse.Namespace) -> int:
             metrics,
             viewers,
             access_token=args.access_token,
+            ice=args.handed_ice,
+            cors_origins=tuple(args.cors_origin or ()),
         )
         if args.http_port
         else None

@@ -32,6 +32,8 @@ import yaml  # type: ignore[import-untyped]  # PyYAML, installed with kubernetes
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 DOCKERFILES = {"server": ROOT / "Dockerfile.server", "client": ROOT / "Dockerfile.client"}
+#: The TURN relay's image: Debian's coturn, no code of ours (docs/turn.md).
+TURN_DOCKERFILE = ROOT / "Dockerfile.turn"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 #: Kubernetes versions the manifests must validate against; build.sh has the same list.
@@ -589,7 +591,7 @@ def test_entrypoint_runs_in_the_image_layout(component: str, tmp_path: Path) -> 
 
 def test_compose_services(compose_config: dict[str, Any]) -> None:
     services = compose_config["services"]
-    assert set(services) == {"server", "client"}
+    assert set(services) == {"server", "client", "turn"}
     server, client = services["server"], services["client"]
     for service in services.values():
         assert "container_name" not in service  # --scale needs generated names
@@ -777,12 +779,20 @@ def test_k8s_network_policy(manifests: dict[tuple[str, str], Any]) -> None:
                 udp_sources += rule["from"]
             elif port == {"protocol": "TCP", "port": 8080}:
                 http_sources += rule["from"]
-    for sources in (signaling_sources, udp_sources):
+    turn_labels = manifests[("Deployment", "balltracker-turn")]["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    for sources, senders in (
+        (signaling_sources, [client_labels]),
+        # Media also from the TURN relay, for browsers outside the cluster.
+        (udp_sources, [client_labels, turn_labels]),
+    ):
         assert sources and all(
             set(s) == {"podSelector"}
-            and s["podSelector"]["matchLabels"].items() <= client_labels.items()
+            and any(s["podSelector"]["matchLabels"].items() <= own.items() for own in senders)
             for s in sources
         )
+    assert any(s["podSelector"]["matchLabels"].items() <= turn_labels.items() for s in udp_sources)
     assert {"podSelector": {}} in http_sources
 
 
@@ -1084,3 +1094,106 @@ def test_compose_says_how_to_set_the_token_and_defaults_fit(compose_config: dict
     assert "BALLTRACKER_ACCESS_TOKEN: ${BALLTRACKER_ACCESS_TOKEN:?" in text
     # Unset by default: an empty ACCESS_TOKEN would stop the server (a usage error).
     assert "ACCESS_TOKEN" not in compose_config["services"]["server"]["environment"]
+
+
+# ---------------------------------------------------------------- the TURN relay
+
+
+def test_turn_dockerfile() -> None:
+    result = run([find_tool("hadolint"), "--failure-threshold", "warning", str(TURN_DOCKERFILE)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = TURN_DOCKERFILE.read_text()
+    instructions = dockerfile_instructions(TURN_DOCKERFILE)
+    # The same base as the other images (build.sh --make-base serves all three).
+    assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in text
+    assert [args for k, args in instructions if k == "FROM"] == ["${PYTHON_IMAGE}"]
+    # Debian's coturn, pinned; nothing of the repository goes in.
+    assert re.search(r"apt-get install .*--no-install-recommends coturn=\S+", text)
+    assert not [args for k, args in instructions if k in ("COPY", "ADD")]
+    assert [args for k, args in instructions if k == "USER"] == [f"{IMAGE_UID}:{IMAGE_UID}"]
+    (entrypoint,) = [json.loads(args) for k, args in instructions if k == "ENTRYPOINT"]
+    command = entrypoint[2]
+    # The secret only from the environment (the server's own variable), the
+    # TURN REST API scheme, and nothing that listens beyond TURN itself.
+    assert "--use-auth-secret" in command and "${BALLTRACKER_TURN_SECRET:?" in command
+    for flag in ("--no-tls", "--no-dtls", "--no-cli", "--pidfile=/tmp/", "--userdb=/tmp/"):
+        assert flag in command, flag
+    env = dockerfile_env(TURN_DOCKERFILE)
+    assert "BALLTRACKER_TURN_SECRET" not in env
+    assert int(env["TURN_MIN_PORT"]) < int(env["TURN_MAX_PORT"])
+
+
+def test_build_sh_builds_and_lints_the_turn_image() -> None:
+    text = (ROOT / "build.sh").read_text()
+    assert "for component in server client turn; do" in text
+    assert "Dockerfile.turn" in text
+
+
+def test_compose_turn_service_shares_the_secret_with_the_server(
+    compose_config: dict[str, Any],
+) -> None:
+    services = compose_config["services"]
+    turn, server = services["turn"], services["server"]
+    assert turn["image"] == "balltracker-turn:latest"
+    assert turn["build"]["dockerfile"] == "Dockerfile.turn"
+    secret = turn["environment"]["BALLTRACKER_TURN_SECRET"]
+    assert secret and server["environment"]["BALLTRACKER_TURN_SECRET"] == secret
+    # The listening port, UDP and TCP, on localhost only by default.
+    published = {
+        (p["protocol"], int(p["target"]), int(p["published"]), p.get("host_ip"))
+        for p in turn["ports"]
+    }
+    assert published == {("udp", 3478, 3478, "127.0.0.1"), ("tcp", 3478, 3478, "127.0.0.1")}
+    # The server hands out that port, over both transports.
+    urls = server["environment"]["BALLTRACKER_ICE_SERVERS"].split()
+    assert sorted(urls) == [
+        "turn:localhost:3478?transport=tcp",
+        "turn:localhost:3478?transport=udp",
+    ]
+    assert turn["read_only"] is True and turn["cap_drop"] == ["ALL"]
+
+
+def test_compose_turn_environment_runs_the_entrypoint(compose_config: dict[str, Any]) -> None:
+    """The relay's command line, as the image's shell builds it from compose's environment."""
+    (entrypoint,) = [
+        json.loads(args)
+        for k, args in dockerfile_instructions(TURN_DOCKERFILE)
+        if k == "ENTRYPOINT"
+    ]
+    env = {**dockerfile_env(TURN_DOCKERFILE), **compose_config["services"]["turn"]["environment"]}
+    script = entrypoint[2].replace("exec turnserver", "printf '%s\\n' turnserver", 1)
+    result = run(["sh", "-c", script, "turnserver"], env={"PATH": os.environ["PATH"], **env})
+    assert result.returncode == 0, result.stderr
+    argv = result.stdout.splitlines()
+    assert f"--static-auth-secret={env['BALLTRACKER_TURN_SECRET']}" in argv
+    assert f"--min-port={env['TURN_MIN_PORT']}" in argv
+    assert not any(a.startswith("--external-ip") for a in argv)  # empty: not passed
+
+
+def test_k8s_turn_relay(manifests: dict[tuple[str, str], Any]) -> None:
+    spec = pod_spec(manifests, "balltracker-turn")
+    (container,) = spec["containers"]
+    assert container["image"] == "balltracker-turn:latest"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == IMAGE_UID
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
+    # One Secret, read by the relay and (optionally) by the server.
+    (relay_source,) = container["envFrom"]
+    (server,) = pod_spec(manifests, "balltracker-server")["containers"]
+    (server_source,) = server["envFrom"]
+    assert relay_source["secretRef"]["name"] == server_source["secretRef"]["name"]
+    assert server_source["secretRef"]["optional"] is True
+    assert not any(e["name"] == "BALLTRACKER_TURN_SECRET" for e in container.get("env", []))
+    # The Service exposes the listening port over UDP and TCP, to the outside.
+    ports = {(p["protocol"], p["containerPort"]) for p in container["ports"]}
+    assert ports == {("UDP", 3478), ("TCP", 3478)}
+    service = manifests[("Service", "balltracker-turn")]["spec"]
+    assert service["type"] == "LoadBalancer"
+    labels = manifests[("Deployment", "balltracker-turn")]["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= labels.items()
+    named = {p["name"]: (p["protocol"], p["containerPort"]) for p in container["ports"]}
+    assert {(p["protocol"], named[p["targetPort"]][1]) for p in service["ports"]} == ports
+    assert container_env(container)["TURN_PORT"] == "3478"

@@ -44,10 +44,14 @@ def browser() -> Iterator[Browser]:
 
 
 def serve_web(route: Route) -> None:
-    """Answer ``ORIGIN/static/...`` and ``ORIGIN/track`` from server/console/web."""
+    """Answer ``ORIGIN/static/...`` and ``ORIGIN/track`` from server/console/web, and
+    ``/api/ice-servers`` with none."""
     path = route.request.url[len(ORIGIN) :].split("?")[0]
     if path == "/track":
         file = WEB / "track.html"
+    elif path == "/api/ice-servers":  # as a server without --ice-server answers
+        route.fulfill(status=200, content_type="application/json", body='{"iceServers": []}')
+        return
     elif path == "/blank":
         route.fulfill(status=200, content_type="text/html", body="<!doctype html><title>t</title>")
         return

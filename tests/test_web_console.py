@@ -16,14 +16,22 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, TypeVar
 
+import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from protocol.ice_servers import (
+    IceSettings,
+    parse_ice_url,
+    parse_link_headers,
+    turn_rest_credentials,
+)
 from server.console.metrics import TrackingMetrics
 from server.console.session_table import SessionTable
-from server.console.web_console import TOKEN_COOKIE, HttpLimits, WebConsole
+from server.console.web_console import TOKEN_COOKIE, HttpLimits, WebConsole, web_origin
+from server.sessions.tracking_server import ServerBusy
 
 T = TypeVar("T")
 
@@ -489,3 +497,182 @@ def test_fuzzed_requests_get_a_clean_answer(
         assert (await get(console.port, "/healthz")).status == 200
 
     run_with_console(run)
+
+
+# -- ICE servers, WHEP's Link headers, CORS, Retry-After --------------------------------
+
+TURN_ICE = IceSettings((parse_ice_url("turn:relay.example:3478?transport=udp"),), turn_secret="k")
+PLAYER_ORIGIN = "https://player.example"
+PREFLIGHT = {"Origin": PLAYER_ORIGIN, "Access-Control-Request-Method": "POST"}
+
+
+class WhepServer(FakeServer):
+    """A FakeServer whose /api/track/whep answers, or is busy."""
+
+    busy = False
+
+    async def open_whep_session(self, offer_sdp: str, peer: str) -> tuple[Any, Any]:
+        if self.busy:
+            raise ServerBusy("server busy: 10 sessions active")
+
+        class Link:
+            resource_id = "r1"
+
+            async def answer(self) -> str:
+                return "v=0\r\n"
+
+        class Session:
+            name = "session-20261127T101010-0002"
+
+        return Link(), Session()
+
+
+def run_with_whep_console(body: Callable[[str, WhepServer], Awaitable[T]], **kwargs: Any) -> T:
+    async def main() -> T:
+        server = WhepServer()
+        console = WebConsole("127.0.0.1", 0, server, TrackingMetrics(), **kwargs)  # type: ignore[arg-type]
+        await console.start()
+        try:
+            return await body(f"http://127.0.0.1:{console.port}", server)
+        finally:
+            await console.stop()
+
+    return asyncio.run(main())
+
+
+def test_the_ice_servers_endpoint_mints_credentials_for_each_page() -> None:
+    async def body(base: str, server: WhepServer) -> None:
+        async with aiohttp.ClientSession() as http_session:
+            answers = []
+            for _ in range(2):
+                async with http_session.get(f"{base}/api/ice-servers") as response:
+                    assert response.status == 200
+                    assert response.headers["Cache-Control"] == "no-store"
+                    answers.append(await response.json())
+        first, second = (a["iceServers"][0] for a in answers)
+        assert first["urls"] == ["turn:relay.example:3478?transport=udp"]
+        expiry, _, user = first["username"].partition(":")
+        assert int(expiry) > time.time() + 3600 and user.startswith("page-")
+        assert first["username"] != second["username"]  # one per page
+        assert (first["username"], first["credential"]) == turn_rest_credentials(
+            "k", int(expiry), user
+        )
+
+    run_with_whep_console(body, ice=TURN_ICE)
+
+
+def test_without_ice_servers_the_pages_get_none() -> None:
+    async def body(base: str, server: WhepServer) -> None:
+        async with aiohttp.ClientSession() as http_session:
+            async with http_session.get(f"{base}/api/ice-servers") as response:
+                assert await response.json() == {"iceServers": []}
+
+    run_with_whep_console(body)
+
+
+def test_whep_options_and_201_carry_the_ice_servers_in_link_headers() -> None:
+    async def body(base: str, server: WhepServer) -> None:
+        async with aiohttp.ClientSession() as http_session:
+            async with http_session.options(f"{base}/api/track/whep") as response:
+                assert response.status == 204
+                assert response.headers["Accept-Post"] == "application/sdp"
+                assert "POST" in response.headers["Allow"]
+                (linked,) = parse_link_headers(response.headers.getall("Link"))
+            assert linked.urls == ("turn:relay.example:3478?transport=udp",)
+            assert linked.username is not None and linked.username.split(":")[1].startswith("whep-")
+            async with http_session.post(
+                f"{base}/api/track/whep",
+                data=b"v=0\r\n",
+                headers={"Content-Type": "application/sdp"},
+            ) as response:
+                assert response.status == 201
+                assert response.headers["Location"] == "/api/track/whep/r1"
+                (answered,) = parse_link_headers(response.headers.getall("Link"))
+            assert answered.urls == linked.urls and answered.username != linked.username
+
+    run_with_whep_console(body, ice=TURN_ICE)
+
+
+def test_options_hand_out_credentials_only_with_the_access_token() -> None:
+    async def body(base: str, server: WhepServer) -> None:
+        async with aiohttp.ClientSession() as http_session:
+            url = f"{base}/api/sessions/some-session/whep"
+            async with http_session.options(url, headers=PREFLIGHT) as response:
+                assert response.status == 204  # a preflight never carries the token
+                assert "Link" not in response.headers
+            async with http_session.options(
+                url, headers={"Authorization": "Bearer sesame"}
+            ) as response:
+                assert response.status == 204
+                assert len(response.headers.getall("Link")) == 1
+            async with http_session.get(f"{base}/api/ice-servers") as response:
+                assert response.status == 401
+
+    run_with_whep_console(body, ice=TURN_ICE, access_token="sesame", cors_origins=(PLAYER_ORIGIN,))
+
+
+def test_cors_preflight_from_an_allowed_origin_succeeds_and_from_another_does_not() -> None:
+    async def body(base: str, server: WhepServer) -> None:
+        async with aiohttp.ClientSession() as http_session:
+            url = f"{base}/api/track/whep"
+            async with http_session.options(url, headers=PREFLIGHT) as response:
+                assert response.status == 204
+                assert response.headers["Access-Control-Allow-Origin"] == PLAYER_ORIGIN
+                assert "POST" in response.headers["Access-Control-Allow-Methods"]
+                assert "Content-Type" in response.headers["Access-Control-Allow-Headers"]
+                exposed = response.headers["Access-Control-Expose-Headers"]
+                assert "Location" in exposed and "Link" in exposed
+            other = dict(PREFLIGHT, Origin="https://elsewhere.example")
+            async with http_session.options(url, headers=other) as response:
+                assert response.status == 403
+                assert "Access-Control-Allow-Origin" not in response.headers
+            # The console's own pages are always allowed.
+            own = dict(PREFLIGHT, Origin=base)
+            async with http_session.options(url, headers=own) as response:
+                assert response.status == 204
+
+    run_with_whep_console(body, cors_origins=(PLAYER_ORIGIN,))
+
+
+def test_by_default_only_the_consoles_own_origin_may_use_whep() -> None:
+    async def body(base: str, server: WhepServer) -> None:
+        async with aiohttp.ClientSession() as http_session:
+            async with http_session.options(
+                f"{base}/api/track/whep", headers=PREFLIGHT
+            ) as response:
+                assert response.status == 403
+
+    run_with_whep_console(body)
+
+
+def test_a_busy_server_says_when_to_retry_and_a_player_may_read_it() -> None:
+    async def body(base: str, server: WhepServer) -> None:
+        server.busy = True
+        async with aiohttp.ClientSession() as http_session:
+            async with http_session.post(
+                f"{base}/api/track/whep",
+                data=b"v=0\r\n",
+                headers={"Content-Type": "application/sdp", "Origin": PLAYER_ORIGIN},
+            ) as response:
+                assert response.status == 503
+                assert int(response.headers["Retry-After"]) > 0
+                assert response.headers["Access-Control-Allow-Origin"] == PLAYER_ORIGIN
+                assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]
+
+    run_with_whep_console(body, cors_origins=(PLAYER_ORIGIN,))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("https://Player.example:8443", "https://player.example:8443"), ("*", "*")],
+)
+def test_web_origin(text: str, expected: str) -> None:
+    assert web_origin(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["player.example", "https://p.example/path", "ftp://p", "https://"]
+)
+def test_web_origin_refuses_what_is_not_an_origin(text: str) -> None:
+    with pytest.raises(ValueError, match="origin"):
+        web_origin(text)

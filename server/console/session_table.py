@@ -26,6 +26,7 @@ def session_row(
     """The table's row for one session summary (see ``TrackingSession.summary``)."""
     error = summary.get("error_px") or {}
     latency = summary.get("latency_ms") or {}
+    ice = summary.get("ice") or {}
     return {
         "id": summary["session"],
         "state": state,
@@ -40,6 +41,8 @@ def session_row(
         "latency_p50_ms": latency.get("p50"),
         "latency_p99_ms": latency.get("p99"),
         "end_reason": summary.get("end_reason"),
+        # The nominated candidate pair, server side first: "host -> relay".
+        "ice_path": ice.get("path"),
         "reports": dict(reports) if reports else None,
     }
 

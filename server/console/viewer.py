@@ -38,8 +38,6 @@ import av
 import cv2
 import numpy as np
 from aiortc import (
-    RTCConfiguration,
-    RTCIceServer,
     RTCPeerConnection,
     RTCSessionDescription,
     VideoStreamTrack,
@@ -47,6 +45,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from protocol.wire_clock import VIDEO_TIME_BASE
+from protocol.ice_path import rtc_configuration
+from protocol.ice_servers import IceSettings
 from server.console.annotation import SessionAnnotator
 from server.core.ledger import FrameRecord, frame_pts
 from server.core.renderer import yuv420p_frame
@@ -263,7 +263,7 @@ class SessionViewers:
     def __init__(
         self,
         max_viewers: int = 4,
-        stun: Optional[str] = None,
+        ice: Optional[IceSettings] = None,
         *,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
@@ -271,9 +271,9 @@ class SessionViewers:
         if max_viewers < 0:
             raise ValueError("max_viewers must not be negative")
         self._max_viewers = max_viewers
-        # No ICE servers unless asked: the default STUN server stalls
-        # gathering for seconds offline or inside a cluster.
-        self._ice_servers = [RTCIceServer(stun)] if stun else []
+        # The server's own ICE servers (--own-ice-server), none unless asked:
+        # a relay or STUN server it cannot reach stalls gathering for seconds.
+        self._ice = ice if ice is not None else IceSettings()
         self._connect_timeout_s = connect_timeout_s
         self._clock = clock
         self._viewers: dict[str, Viewer] = {}
@@ -306,8 +306,10 @@ class SessionViewers:
             raise ViewerLimitReached(f"{self._max_viewers} viewers are open, the most allowed")
         video_mid = receiving_video_mid(offer_sdp)
         track = ViewerTrack(session, self._clock)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
-        viewer = Viewer(self._new_id(), session.name, pc, track)
+        viewer_id = self._new_id()
+        servers = self._ice.servers(f"viewer-{viewer_id}", time.time())
+        pc = RTCPeerConnection(rtc_configuration(servers, self._ice.transport_policy))
+        viewer = Viewer(viewer_id, session.name, pc, track)
         # Registered before the first await, so it counts against the limit
         # and close_session or stop can end it while it negotiates.
         self._viewers[viewer.id] = viewer

@@ -19,6 +19,12 @@ Probes keep answering because no one address can hold more than
 ``max_connections_per_peer`` of the ``max_connections``: the kubelet probes
 from the node's address, which an attacking pod or host does not share
 (docs/reliability.md).
+
+ICE servers reach the pages through ``/api/ice-servers`` and WHEP players
+through ``Link`` headers (RFC 9725) on the 201 answer and on ``OPTIONS``, the
+only way a player that does not trickle learns them before its offer. With
+``--turn-secret`` each of them gets credentials minted for it. Pages of other
+origins may use the WHEP endpoints only when named by ``--cors-origin``.
 """
 
 from __future__ import annotations
@@ -27,15 +33,21 @@ import asyncio
 import hmac
 import json
 import logging
+import re
+import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, Protocol
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp_sse import sse_response
+from multidict import CIMultiDict
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from protocol.ice_servers import IceSettings, link_header_values
 from server.console.metrics import TrackingMetrics
 from server.console.viewer import ViewerClosed, ViewerLimitReached
 from server.core.ledger import FrameRecord
@@ -65,6 +77,39 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
     "object-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 )
+
+
+#: The WHEP endpoints and their resources: CORS and OPTIONS apply to these.
+WHEP_PATH = re.compile(r"/api/(track|sessions/[^/]+)/whep(/[^/]+)?")
+
+#: What a page of another origin may read from a WHEP response.
+EXPOSED_HEADERS = "Location, Link, Retry-After, X-Session-Id"
+
+#: Whether the request carried the access token (or none is needed): an
+#: OPTIONS without it gets no ICE credentials.
+AUTHORIZED = web.RequestKey("authorized", bool)
+
+#: How long a client told 503 waits before it tries again: sessions and
+#: viewers come and go in seconds.
+RETRY_AFTER_S = 5
+
+
+def web_origin(text: str) -> str:
+    """``scheme://host[:port]`` as browsers send it in ``Origin`` (or ``*``); ValueError else."""
+    text = text.strip()
+    if text == "*":
+        return text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise ValueError(f"{text!r}: an origin is http(s)://host[:port], without a path")
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(f"{text!r}: an origin is http(s)://host[:port] and nothing more")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def unavailable(text: str) -> web.HTTPServiceUnavailable:
+    """A 503 that says when to try again."""
+    return web.HTTPServiceUnavailable(text=text, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 @dataclass(frozen=True)
@@ -204,6 +249,8 @@ class WebConsole:
         viewers: Optional[Viewers] = None,
         access_token: Optional[str] = None,
         limits: HttpLimits = HttpLimits(),
+        ice: Optional[IceSettings] = None,
+        cors_origins: tuple[str, ...] = (),
     ) -> None:
         self._host = host
         self._requested_port = port
@@ -212,6 +259,9 @@ class WebConsole:
         self._viewers = viewers
         self._access_token = access_token
         self._limits = limits
+        #: The ICE servers handed to pages and players (--ice-server).
+        self._ice = ice if ice is not None else IceSettings()
+        self._cors_origins = frozenset(cors_origins)
         self._runner: Optional[web.AppRunner] = None
         self._listener: Optional[asyncio.Server] = None
         self._closing = asyncio.Event()
@@ -276,7 +326,7 @@ class WebConsole:
     def _application(self) -> web.Application:
         app = web.Application(
             client_max_size=self._limits.max_body_bytes,
-            middlewares=[self._require_token, self._security_headers],
+            middlewares=[self._require_token, self._cors, self._security_headers],
         )
         app.router.add_get("/", self._index)
         app.router.add_get("/track", self._track_page)
@@ -286,6 +336,7 @@ class WebConsole:
         app.router.add_get("/healthz", self._readyz)
         app.router.add_get("/livez", self._livez)
         app.router.add_get("/metrics", make_aiohttp_handler(self._metrics.registry, True))
+        app.router.add_get("/api/ice-servers", self._ice_servers)
         app.router.add_get("/api/sessions", self._sessions)
         app.router.add_get("/api/events", self._table_events)
         app.router.add_get("/api/sessions/{id}/events", self._answer_events)
@@ -293,6 +344,13 @@ class WebConsole:
         app.router.add_delete("/api/sessions/{id}/whep/{viewer}", self._close_viewer)
         app.router.add_post("/api/track/whep", self._open_tracking)
         app.router.add_delete("/api/track/whep/{resource}", self._close_tracking)
+        for whep in (
+            "/api/sessions/{id}/whep",
+            "/api/sessions/{id}/whep/{viewer}",
+            "/api/track/whep",
+            "/api/track/whep/{resource}",
+        ):
+            app.router.add_route("OPTIONS", whep, self._whep_options)
         app.router.add_get("/reports/{file}", self._report)
         return app
 
@@ -304,6 +362,12 @@ class WebConsole:
     ) -> web.StreamResponse:
         expected = self._access_token
         if expected is None or request.path in OPEN_PATHS:
+            request[AUTHORIZED] = True
+            return await handler(request)
+        if request.method == "OPTIONS" and WHEP_PATH.fullmatch(request.path):
+            # A CORS preflight never carries the token; its answer carries
+            # the ICE servers' credentials only to a player that sent it.
+            request[AUTHORIZED] = self._has_token(request, expected)
             return await handler(request)
         offered = request.query.get("token")
         if request.path in PAGES and offered is not None and _same(offered, expected):
@@ -313,15 +377,51 @@ class WebConsole:
             page = web.HTTPSeeOther(request.rel_url.with_query(kept))
             page.set_cookie(TOKEN_COOKIE, expected, httponly=True, samesite="Strict", path="/")
             raise page
-        bearer = request.headers.get("Authorization", "")
-        if bearer.startswith("Bearer ") and _same(bearer[len("Bearer ") :], expected):
-            return await handler(request)
-        if _same(request.cookies.get(TOKEN_COOKIE, ""), expected):
+        if self._has_token(request, expected):
+            request[AUTHORIZED] = True
             return await handler(request)
         raise web.HTTPUnauthorized(
             text="401: an access token is needed (Authorization: Bearer, or open /?token=...)\n",
             headers={"WWW-Authenticate": 'Bearer realm="balltracker"'},
         )
+
+    @staticmethod
+    def _has_token(request: web.Request, expected: str) -> bool:
+        bearer = request.headers.get("Authorization", "")
+        if bearer.startswith("Bearer ") and _same(bearer[len("Bearer ") :], expected):
+            return True
+        return _same(request.cookies.get(TOKEN_COOKIE, ""), expected)
+
+    @web.middleware
+    async def _cors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """CORS for the WHEP endpoints: the console's own origin, and --cors-origin."""
+        origin = request.headers.get("Origin")
+        if origin is None or not WHEP_PATH.fullmatch(request.path):
+            return await handler(request)
+        allowed = self._allows(origin, request)
+        if request.method == "OPTIONS" and not allowed:
+            raise web.HTTPForbidden(text=f"origin {origin} may not use this endpoint\n")
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if allowed:  # the page may read why (a 503's Retry-After, say)
+                self._allow_origin(exc.headers, origin)
+            raise
+        if allowed:
+            self._allow_origin(response.headers, origin)
+        return response
+
+    def _allows(self, origin: str, request: web.Request) -> bool:
+        if urlsplit(origin).netloc.lower() == request.host.lower():
+            return True  # the console's own pages
+        return "*" in self._cors_origins or origin.lower() in self._cors_origins
+
+    def _allow_origin(self, headers: CIMultiDict[str], origin: str) -> None:
+        headers["Access-Control-Allow-Origin"] = "*" if "*" in self._cors_origins else origin
+        headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+        headers["Vary"] = "Origin"
 
     @web.middleware
     async def _security_headers(
@@ -350,11 +450,21 @@ class WebConsole:
             ready = False
         if ready:
             return web.Response(text="ok\n")
-        return web.Response(status=503, text="not ready\n")
+        return web.Response(
+            status=503, text="not ready\n", headers={"Retry-After": str(RETRY_AFTER_S)}
+        )
 
     async def _livez(self, request: web.Request) -> web.Response:
         """Liveness: answering at all shows the event loop runs, full or not."""
         return web.Response(text="alive\n")
+
+    async def _ice_servers(self, request: web.Request) -> web.Response:
+        """The ICE servers a page builds its peer connection with, before its offer."""
+        servers = self._ice.servers(f"page-{secrets.token_hex(4)}", time.time())
+        return web.json_response(
+            {"iceServers": [server.as_json() for server in servers]},
+            headers={"Cache-Control": "no-store"},  # credentials: never from a cache
+        )
 
     async def _sessions(self, request: web.Request) -> web.Response:
         return web.json_response({"sessions": self._source.session_rows()})
@@ -408,22 +518,23 @@ class WebConsole:
     async def _open_viewer(self, request: web.Request) -> web.Response:
         session = self._live_session(request)
         if self._viewers is None:
-            raise web.HTTPServiceUnavailable(text="viewers are off on this server\n")
+            raise unavailable("viewers are off on this server\n")
         offer = await _read_offer(request, self._limits.body_timeout_s)
         try:
             viewer = await self._viewers.open(session, offer)
         except InvalidDescription as exc:
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
         except ViewerLimitReached as exc:
-            raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None
+            raise unavailable(f"{exc}\n") from None
         except ViewerClosed as exc:  # the session ended while the offer arrived
             raise web.HTTPNotFound(text=f"{exc}\n") from None
-        location = f"/api/sessions/{session.name}/whep/{viewer.id}"
+        headers = self._link_headers("whep")
+        headers["Location"] = f"/api/sessions/{session.name}/whep/{viewer.id}"
         return web.Response(
             status=201,
             body=viewer.answer_sdp.encode(),
             content_type="application/sdp",
-            headers={"Location": location},
+            headers=headers,
         )
 
     async def _close_viewer(self, request: web.Request) -> web.Response:
@@ -442,17 +553,38 @@ class WebConsole:
         except InvalidDescription as exc:
             raise web.HTTPBadRequest(text=f"{exc}\n") from None
         except (ServerBusy, SessionGone) as exc:
-            raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None
+            raise unavailable(f"{exc}\n") from None
+        headers = self._link_headers("whep")
+        headers["Location"] = f"/api/track/whep/{link.resource_id}"
+        # The page follows its own session's scores on /api/sessions/{id}/events.
+        headers["X-Session-Id"] = session.name
         return web.Response(
             status=201,
             body=(await link.answer()).encode(),
             content_type="application/sdp",
-            headers={
-                "Location": f"/api/track/whep/{link.resource_id}",
-                # The page follows its own session's scores on /api/sessions/{id}/events.
-                "X-Session-Id": session.name,
-            },
+            headers=headers,
         )
+
+    async def _whep_options(self, request: web.Request) -> web.Response:
+        """A player's OPTIONS (or a browser's preflight): the ICE servers, before its offer."""
+        endpoint = "resource" not in request.match_info and "viewer" not in request.match_info
+        methods = "OPTIONS, POST" if endpoint else "OPTIONS, DELETE"
+        headers = self._link_headers("whep") if request.get(AUTHORIZED, False) else CIMultiDict()
+        headers["Allow"] = methods
+        headers["Access-Control-Allow-Methods"] = methods
+        headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        headers["Access-Control-Max-Age"] = "600"
+        if endpoint:
+            headers["Accept-Post"] = "application/sdp"
+        return web.Response(status=204, headers=headers)
+
+    def _link_headers(self, user: str) -> CIMultiDict[str]:
+        """One ``Link: <url>; rel="ice-server"...`` header per ICE server URL, minted now."""
+        servers = self._ice.servers(f"{user}-{secrets.token_hex(4)}", time.time())
+        headers: CIMultiDict[str] = CIMultiDict()
+        for value in link_header_values(servers):
+            headers.add("Link", value)
+        return headers
 
     async def _close_tracking(self, request: web.Request) -> web.Response:
         if not self._source.delete_whep_session(request.match_info["resource"]):
@@ -469,7 +601,7 @@ class WebConsole:
 
     def _claim_event_stream(self) -> None:
         if self._event_streams >= self._limits.max_event_streams:
-            raise web.HTTPServiceUnavailable(text="too many event streams\n")
+            raise unavailable("too many event streams\n")
         self._event_streams += 1
 
     async def _pause(self, seconds: float) -> bool:

@@ -23,15 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Union
 
-from aiortc import (
-    RTCConfiguration,
-    RTCDataChannel,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCRtpSender,
-)
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpSender
 
 from protocol.coordinates import CHANNEL_LABEL
+from protocol.ice_path import (
+    IcePath,
+    candidate_types,
+    ice_failure,
+    rtc_configuration,
+    selected_path,
+)
+from protocol.ice_servers import IceSettings
 from protocol.signaling import SignalingError
 from protocol.stage_trace import StageTraceWriter
 from server.core.ledger import FrameRecord, frame_pts
@@ -126,7 +128,8 @@ class SessionConfig:
     seed: int = 0
     codec: str = "vp8"
     duration: Optional[float] = None
-    stun: Optional[str] = None
+    #: The server's own ICE servers (--own-ice-server), not those it hands out.
+    ice: IceSettings = IceSettings()
     handshake_timeout: float = 10.0
     #: A session whose client has not answered (a "no ball" answer counts)
     #: for this long ends: a silent client must not hold its slot forever.
@@ -216,6 +219,11 @@ class TrackingSession:
         self._streaming_since: Optional[float] = None
         self._streaming_until: Optional[float] = None
         self._track: Optional[BallTrack] = None
+        #: The candidate pair ICE nominated, once connected.
+        self.ice_path: Optional[IcePath] = None
+        #: Why no path was found, when none was (the summary's "ice").
+        self._ice_failure: Optional[str] = None
+        self._ice_candidates: Optional[dict[str, list[str]]] = None
         # Fits the stream to the link: bitrate, frame rate (server.media.link_adaptation).
         self._adaptation = LinkAdaptation(
             config.fps,
@@ -237,8 +245,9 @@ class TrackingSession:
     async def run(self) -> dict[str, Any]:
         """Run the session to its end and return its summary."""
         config = self._config
-        servers = [RTCIceServer(config.stun)] if config.stun else []
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        # With --turn-secret the credentials are minted per session, named after it.
+        servers = config.ice.servers(self.name, time.time())
+        pc = RTCPeerConnection(rtc_configuration(servers, config.ice.transport_policy))
         self._track = BallTrack(
             self.scene,
             config.fps,
@@ -253,8 +262,8 @@ class TrackingSession:
         try:
             await self._negotiate(pc)
             logger.info("%s: streaming to %s", self.name, self._link.peer)
-            tasks.append(asyncio.create_task(self._watch_client()))
-            tasks.append(asyncio.create_task(self._expect_channel(config.handshake_timeout)))
+            tasks.append(asyncio.create_task(self._watch_client(pc)))
+            tasks.append(asyncio.create_task(self._expect_channel(pc, config.handshake_timeout)))
             tasks.append(asyncio.create_task(self._log_progress()))
             tasks.append(asyncio.create_task(self._end_on_silence(config.silence_timeout)))
             if config.duration is not None:
@@ -288,7 +297,13 @@ class TrackingSession:
 
         @pc.on("connectionstatechange")
         def on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
+            if pc.connectionState == "connected" and self.ice_path is None:
+                self.ice_path = selected_path(pc)
+                path = self.ice_path.describe() if self.ice_path else "unknown"
+                logger.info("%s: media path (server -> client): %s", self.name, path)
+            elif pc.connectionState == "failed" and self.ice_path is None:
+                self._end(self._no_path(pc, None))
+            elif pc.connectionState in ("failed", "closed"):
                 self._end(f"connection {pc.connectionState}")
 
         await self._link.negotiate(pc, self._adopt_channel, self._config.handshake_timeout)
@@ -305,15 +320,32 @@ class TrackingSession:
         else:
             channel.on("open", self._answers_possible.set)
 
-    async def _watch_client(self) -> None:
-        self._end(await self._link.wait_gone())
+    async def _watch_client(self, pc: RTCPeerConnection) -> None:
+        reason = await self._link.wait_gone()
+        if self.ice_path is None and pc.iceConnectionState not in ("connected", "completed"):
+            # It gave up before any media path was up: most likely it found none either.
+            self._no_path(pc, None)
+            reason = f"{reason} before ICE connected ({candidate_types(pc).describe('the client')})"
+        self._end(reason)
 
-    async def _expect_channel(self, timeout: float) -> None:
+    async def _expect_channel(self, pc: RTCPeerConnection, timeout: float) -> None:
         """End a session whose client negotiated but never opened the data channel."""
         try:
             await asyncio.wait_for(self._answers_possible.wait(), timeout)
         except asyncio.TimeoutError:
-            self._end(f"no data channel within {timeout:g} s")
+            if pc.iceConnectionState in ("connected", "completed"):
+                self._end(f"no data channel within {timeout:g} s")
+            else:
+                self._end(self._no_path(pc, timeout))
+
+    def _no_path(self, pc: RTCPeerConnection, waited_s: Optional[float]) -> str:
+        """The ICE failure line, remembered with the candidates for the summary."""
+        candidates = candidate_types(pc)
+        self._ice_candidates = candidates.as_json()
+        self._ice_failure = ice_failure(
+            candidates, self._config.ice.turn_urls, waited_s, "the client", "--own-ice-server"
+        )
+        return self._ice_failure
 
     async def _end_on_silence(self, timeout: float) -> None:
         """End the session once its client has not answered for ``timeout`` seconds."""
@@ -435,6 +467,12 @@ class TrackingSession:
     def ended(self) -> bool:
         return self._ended.is_set()
 
+    def _ice_summary(self) -> dict[str, Any]:
+        """The media path: the nominated pair's types, or why there was none."""
+        if self.ice_path is not None:
+            return self.ice_path.as_json()
+        return {"path": None, "failure": self._ice_failure, "candidates": self._ice_candidates}
+
     def summary(self) -> dict[str, Any]:
         """The report's summary; while streaming, the figures so far."""
         config = self._config
@@ -455,6 +493,7 @@ class TrackingSession:
             "frames_skipped": self._track.frames_skipped if self._track else 0,
             "frames_skipped_for_rate": self._track.frames_skipped_for_rate if self._track else 0,
             "messages_over_rate": self.messages_over_rate,
+            "ice": self._ice_summary(),
         }
         summary.update(self.scoreboard.summary())
         summary.update(self._adaptation.summary())

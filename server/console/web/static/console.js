@@ -34,6 +34,7 @@ const columns = [
   (s) => (s.answered_ratio === null ? "–" : `${(100 * s.answered_ratio).toFixed(1)} %`),
   (s) => `${format(s.error_mean_px)} / ${format(s.error_p95_px)} px`,
   (s) => `${format(s.latency_p50_ms)} / ${format(s.latency_p99_ms)} ms`,
+  (s) => s.ice_path ?? "",
   (s) => s.end_reason ?? "",
 ];
 const numeric = new Set([4, 5, 6, 7, 8]);

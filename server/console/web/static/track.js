@@ -11,6 +11,7 @@
 //                           "default" leaves Chromium's own
 //   ?read=videoframe|canvas|offscreen  how the pixels are read (frame_readers.js)
 //   ?frames=video|processor where frames come from (see onFrame)
+//   ?relay=1                only relayed ICE paths (ice.js)
 //
 // For tests: document.body.dataset.state is connecting | tracking | ended |
 // failed; window.tracker holds the counters; window.trackingSummary the
@@ -21,9 +22,10 @@ import { format } from "./chart.js";
 import { CanvasReader, DEFAULT_READER, READERS, VideoFrameReader } from "./frame_readers.js";
 import { ScoreTally, answeredPercent, followScores } from "./scores.js";
 import {
-  chartPoints, clearOverlay, drawOverlay, showNumbers, showSession, showState, showStatus,
-  showSummary, stopButton, video,
+  chartPoints, clearOverlay, drawOverlay, showFramesFallback, showIcePath, showNumbers,
+  showSession, showState, showStatus, showSummary, stopButton, video,
 } from "./track_view.js";
+import { iceConfiguration, iceFailure, selectedPath } from "./ice.js";
 import {
   WhepRefused, accept, createPeerConnection, deleteResource, postOffer,
 } from "./whep.js";
@@ -43,6 +45,7 @@ const tracker = {
   sessionId: null,
   readMethod: null,
   frameSource: null, // "video" (requestVideoFrameCallback) or "processor"
+  icePath: null, // the candidate pair in use (ice.js selectedPath)
   jitterBufferTarget: undefined, // read back from the receiver; null: Chromium's default
   framesSeen: 0, // frames decoded and presented (requestVideoFrameCallback)
   framesAnswered: 0, // answers this page sent
@@ -127,8 +130,17 @@ async function start() {
     session.reader = new CanvasReader(readName === "offscreen"); // reads VideoFrames too
   }
   tracker.frameSource = frameSource;
+  if (frameSource === "video" && typeof MediaStreamTrackProcessor !== "function") {
+    showFramesFallback();
+  }
 
-  const pc = await createPeerConnection();
+  let configuration;
+  try {
+    configuration = await iceConfiguration(params);
+  } catch (error) {
+    return fail(`cannot get the ICE servers: ${error.message}`);
+  }
+  const pc = await createPeerConnection(configuration);
   session.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
   session.channel = pc.createDataChannel("coordinates", { ordered: false, maxPacketLifeTime: 300 });
@@ -139,8 +151,15 @@ async function start() {
   };
   pc.onconnectionstatechange = () => {
     const state = pc.connectionState;
+    if (state === "connected") {
+      selectedPath(pc).then((path) => {
+        tracker.icePath = path;
+        showIcePath(path);
+      });
+    }
     if ((state === "failed" || state === "closed") && session.running) {
-      end(`connection ${state}`, false);
+      const why = tracker.icePath ? `connection ${state}` : iceFailure(pc, configuration);
+      end(why, false);
     }
   };
 

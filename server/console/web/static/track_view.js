@@ -9,7 +9,7 @@ const elements = Object.fromEntries(
   [
     "status", "session", "video", "overlay", "stop", "frames-seen", "frames-answered",
     "frames-skipped", "scored", "error", "latency", "detect", "read", "skip-reasons",
-    "summary", "summary-rows",
+    "summary", "summary-rows", "ice-path", "frames-note",
   ].map((id) => [id, document.getElementById(id)]),
 );
 const charts = {
@@ -93,4 +93,14 @@ export function drawOverlay(found, width, height) {
 export function clearOverlay() {
   const overlay = elements.overlay;
   overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height);
+}
+
+export function showIcePath(path) {
+  elements["ice-path"].textContent = path?.path ?? "–";
+}
+
+// Frames come from requestVideoFrameCallback because this browser has no
+// MediaStreamTrackProcessor: said on the page, not silently.
+export function showFramesFallback() {
+  elements["frames-note"].hidden = false;
 }

@@ -4,11 +4,13 @@
 // /track page differ only in what they add to the connection and do with
 // the answer.
 
-// Where every page gets its RTCPeerConnection, so that its configuration is
-// decided in one place. No ICE servers: host candidates reach the server on
-// a LAN, through port-forwarded Docker bridges and in flat pod networks.
-export async function createPeerConnection() {
-  return new RTCPeerConnection({ iceServers: [] });
+import { iceConfiguration } from "./ice.js";
+
+// The one place the pages build their peer connection: with the server's ICE
+// servers (ice.js; none unless it is given --ice-server), or with
+// ``configuration`` when the caller already fetched them.
+export async function createPeerConnection(configuration = null) {
+  return new RTCPeerConnection(configuration ?? (await iceConfiguration()));
 }
 
 // The server's refusal of an offer: its status and the reason it gave.
