@@ -54,8 +54,10 @@ CONSOLE = "http://localhost:8080"
 CLIENTS = 3
 #: Each client streams this long (a flag in an override file: environment
 #: variable names are not what a test of the shipped file should pin). Long
-#: enough that the one frame in flight when a client says bye cannot cost 1 %.
-CLIENT_SECONDS = 15
+#: enough that the one frame in flight when a client says bye cannot cost
+#: 1 % even when the server has lowered its frame rate on a loaded machine
+#: (94 frames in a 15 s session seen at load average 12 on 2 cores: 98.9 %).
+CLIENT_SECONDS = 30
 BROWSER_SECONDS = 5
 #: Cold: debootstrap (about 2.5 min here) plus two pip installs (about
 #: 2.5 min); the CI timeout leaves room for a slow mirror.
@@ -434,20 +436,6 @@ def test_compose_up_on_docker(daemon: DockerDaemon, images: dict[str, Any], tmp_
     reports = [json.loads(p.read_text()) for p in sorted(reports_dir.glob("session-*.json"))]
     python_reports = [r for r in reports if not r["peer"].endswith("(WHEP)")]
     browser_reports = [r for r in reports if r["peer"].endswith("(WHEP)")]
-    # One report per client, each from that client's address, nearly every
-    # frame answered; and the browser's session as the page saw it.
-    assert sorted(peer_host(r["peer"]) for r in python_reports) == sorted(client_hosts)
-    for report in python_reports:
-        assert report["frames_sent"] >= CLIENT_SECONDS * 20, report
-        assert report["answered_ratio"] >= 0.99, report
-    (browser_report,) = browser_reports
-    assert browser_report["session"] == summary["session"]
-    # `docker compose logs server` shows every session, start and end.
-    text = "\n".join(logs)
-    for report in reports:
-        assert f"{report['session']}: streaming to" in text, report["session"]
-        assert f"{report['session']} ended (" in text, report["session"]
-
     first_session = first_time(logs, ": streaming to")
     first_ended = first_time(logs, " ended (")
     assert first_session is not None and first_ended is not None
@@ -464,6 +452,21 @@ def test_compose_up_on_docker(daemon: DockerDaemon, images: dict[str, Any], tmp_
             f"({report['answered_ratio']:.1%}), error mean {report['error_px']['mean']:.3f} px, "
             f"latency p50 {report['latency_ms']['p50']:.1f} ms, p99 {report['latency_ms']['p99']:.1f} ms"
         )
+
+    # One report per client, each from that client's address, nearly every
+    # frame answered; and the browser's session as the page saw it.
+    assert sorted(peer_host(r["peer"]) for r in python_reports) == sorted(client_hosts)
+    for report in python_reports:
+        # It streamed; the rate itself is the server's to lower under load.
+        assert report["frames_sent"] >= CLIENT_SECONDS * 3, report
+        assert report["answered_ratio"] >= 0.99, report
+    (browser_report,) = browser_reports
+    assert browser_report["session"] == summary["session"]
+    # `docker compose logs server` shows every session, start and end.
+    text = "\n".join(logs)
+    for report in reports:
+        assert f"{report['session']}: streaming to" in text, report["session"]
+        assert f"{report['session']} ended (" in text, report["session"]
 
 
 def test_build_sh_smoke_on_docker(daemon: DockerDaemon, images: dict[str, Any]) -> None:
