@@ -339,14 +339,16 @@ EOF
       [[ "$health" == "running healthy" || "$health" == "running (no healthcheck)" ]] || status=1
     done
     # The server's published HTTP port, from the host, as a user reaches it.
-    local address path
-    address="$("${dc[@]}" port server 8080 | head -1)"
+    # Only the port of `compose port`: Docker says 0.0.0.0:8080, podman :8080.
+    local published url path
+    published="$("${dc[@]}" port server 8080 | head -1)"
     for path in /livez /healthz; do
+      url="http://127.0.0.1:${published##*:}$path"
       if "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' \
-        "http://${address/0.0.0.0/127.0.0.1}$path" 2>/dev/null; then
-        log "smoke: http://$address$path from the host: 200"
+        "$url" 2>/dev/null; then
+        log "smoke: $url from the host: 200"
       else
-        log "smoke: http://$address$path from the host failed"
+        log "smoke: $url from the host failed"
         status=1
       fi
     done
