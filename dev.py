@@ -65,6 +65,11 @@ TEST_PACKAGES = (
     # Google Cloud's apt repository) owns the same /usr/bin/kubectl, so
     # kubernetes-client cannot be installed next to it; it counts instead.
     KUBECTL,
+    # A Docker engine of the test's own, and the base image it builds
+    # without a registry (tests/test_compose_docker.py). Docker's own
+    # docker-ce package gives the same dockerd, so it counts.
+    "docker.io|docker-ce",
+    "debootstrap",
 )
 
 

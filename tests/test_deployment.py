@@ -469,7 +469,12 @@ def test_dockerfile_basics(component: str) -> None:
     text = path.read_text()
     instructions = dockerfile_instructions(path)
     assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in text
-    assert all(args.split()[0] == "${PYTHON_IMAGE}" for k, args in instructions if k == "FROM")
+    # Every stage is the base, swappable with one ARG; the build stage's own
+    # ARG (./build.sh --host-ca) defaults to it, and the runtime stage is it.
+    assert "ARG BUILD_IMAGE=${PYTHON_IMAGE}" in text
+    froms = [args.split()[0] for k, args in instructions if k == "FROM"]
+    assert froms[-1] == "${PYTHON_IMAGE}"
+    assert set(froms) <= {"${PYTHON_IMAGE}", "${BUILD_IMAGE}"}
     final = final_stage(path)
     # Non-root numeric user, and exec-form entrypoint running the component.
     users = [args for k, args in final if k == "USER"]
