@@ -43,6 +43,8 @@ from server.media.encoder_rate import check_encoder_hook
 from server.media.inline_encoding import check_inline_encoding_hook
 from server.media.rtp_origin import check_sender_shape
 from server.media.stage_tracer import check_tracer_hooks
+from server.media.stream_recorder import check_stream_recorder_hook
+from server.reports.recorder import prepare_recorders
 from server.sessions.session import SessionConfig
 from server.sessions.tracking_server import TrackingServer
 
@@ -100,6 +102,13 @@ def build_parser() -> EnvironmentArgumentParser:
         help="seconds a client has to answer the offer",
     )
     parser.add_argument("--report-dir", type=Path, default=None, help="write reports here")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        environment_variable="BALLTRACKER_RECORD",
+        help="write each session's annotated video (<session>.mp4) and its sent stream "
+        "(<session>.ivf, for client.py --replay) beside its report; needs --report-dir",
+    )
     parser.add_argument("--stun", default=None, help="STUN server URL (default: none)")
     parser.add_argument(
         "--encoder-thread",
@@ -140,6 +149,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--radius must leave the ball room to move")
     if args.speed < 0:
         parser.error("--speed must not be negative")
+    if args.record and args.report_dir is None:
+        parser.error("--record needs --report-dir: the recordings go beside the reports")
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -153,6 +164,8 @@ async def serve(args: argparse.Namespace) -> int:
             check_h264_hook()
         if args.trace_stages is not None:
             check_tracer_hooks()
+        if args.record:
+            check_stream_recorder_hook()
     except IncompatibleAiortcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -168,6 +181,7 @@ async def serve(args: argparse.Namespace) -> int:
         stun=args.stun,
         handshake_timeout=args.handshake_timeout,
         encoder_thread=args.encoder_thread,
+        record=args.record,
     )
     try:
         stage_trace = (
@@ -176,6 +190,8 @@ async def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot write --trace-stages {args.trace_stages}: {exc}", file=sys.stderr)
         return 1
+    if args.record:
+        prepare_recorders()
     metrics = TrackingMetrics()
     viewers = SessionViewers(args.max_viewers, args.stun)
     metrics.count_viewers(lambda: viewers.count)

@@ -34,6 +34,7 @@ from aiortc import (
 from protocol.coordinates import CHANNEL_LABEL
 from protocol.signaling import SignalingError
 from protocol.stage_trace import StageTraceWriter
+from server.console.annotation import TRAIL_LENGTH, newest
 from server.core.ledger import FrameRecord, frame_pts
 from server.core.scene import BallScene
 from server.core.scoreboard import Scoreboard
@@ -42,8 +43,10 @@ from server.media.inline_encoding import encode_in_loop
 from server.media.link_adaptation import LinkAdaptation
 from server.media.rtp_origin import SenderTimestampOrigin
 from server.media.stage_tracer import ServerStageTracer
+from server.media.stream_recorder import StreamRecorder, install_stream_recorder
 from server.media.track import BallTrack
 from server.reports.plotter import ReportPlotter
+from server.reports.recorder import SessionRecorder
 from server.reports.report import SessionReport
 
 logger = logging.getLogger("server.sessions.session")
@@ -121,6 +124,8 @@ class SessionConfig:
     handshake_timeout: float = 10.0
     #: Encode in aiortc's executor thread (stock) rather than on the event loop.
     encoder_thread: bool = False
+    #: Write <session>.mp4 (annotated) and <session>.ivf (the sent stream) beside the report.
+    record: bool = False
 
     def ledger_capacity(self) -> int:
         # Five seconds of frames: far beyond any sane round trip, yet bounded.
@@ -163,6 +168,21 @@ class TrackingSession:
         #: Only with --trace-stages; None costs one test per frame and answer.
         self._tracer = ServerStageTracer(stage_trace, self.name, clock) if stage_trace else None
         self.end_reason: Optional[str] = None
+        #: Only with --record (and a report directory): server.reports.recorder.
+        self._recorder = (
+            SessionRecorder(
+                report_dir,
+                self.name,
+                config.width,
+                config.height,
+                config.radius,
+                config.fps,
+                config.codec,
+            )
+            if config.record and report_dir
+            else None
+        )
+        self._stream_recorder: Optional[StreamRecorder] = None
         self.scoreboard = Scoreboard(
             config.fps,
             config.ledger_capacity(),
@@ -206,6 +226,8 @@ class TrackingSession:
         tasks: list[asyncio.Task[Any]] = []
         if self._report:
             self._report.open()
+        if self._recorder is not None:
+            self._start_recorder(self._recorder)
         if self._observer:
             self._observer.session_started()
         try:
@@ -237,6 +259,10 @@ class TrackingSession:
             install_fast_h264_encoder(transceiver.sender)
         if not self._config.encoder_thread:
             encode_in_loop(transceiver.sender)
+        if self._recorder is not None and self._recorder.recording:
+            self._stream_recorder = install_stream_recorder(
+                transceiver.sender, self._recorder.frame_encoded
+            )
         # Answers may name their frame by RTP timestamp: learn the sender's origin.
         self._rtp_origin.attach(transceiver.sender)
         if self._tracer is not None:
@@ -295,6 +321,10 @@ class TrackingSession:
         if self._streaming_since is None:
             self._streaming_since = produced_at
         self.scoreboard.frame_sent(index, x, y, produced_at)
+        if self._recorder is not None:
+            answers = newest(self.recent_answers, TRAIL_LENGTH)
+            age = produced_at - answers[-1].produced_at if answers else None
+            self._recorder.frame_sent(pts, x, y, answers, age)
         if self._observer:
             self._observer.frame_sent()
 
@@ -332,6 +362,8 @@ class TrackingSession:
         await pc.close()
         if self._tracer is not None:
             self._tracer.close()
+        if self._stream_recorder is not None:
+            self._stream_recorder.remove()  # after the tracer: hooks come out in reverse
         self.scoreboard.close()
         if self._observer:
             self._observer.session_ended()
@@ -345,6 +377,11 @@ class TrackingSession:
         """
         if self._report is not None:
             summary = self.summary()
+            if self._recorder is not None:
+                stats = await self._recorder.finish()
+                if self._stream_recorder is not None:
+                    stats.rtp_timestamp_origin = self._stream_recorder.origin
+                summary["recording"] = stats.as_dict()
             self._report.close(summary)
             await plotter.plot(self._report.csv_path, summary, self._report.png_path)
 
@@ -374,7 +411,17 @@ class TrackingSession:
         }
         summary.update(self.scoreboard.summary())
         summary.update(self._adaptation.summary())
+        if self._recorder is not None:
+            # While live: that it is being recorded; write_report puts the final figures.
+            summary["recording"] = self._recorder.stats.as_dict()
         return summary
+
+    def _start_recorder(self, recorder: SessionRecorder) -> None:
+        try:
+            recorder.start()
+        except OSError as exc:
+            logger.warning("%s: not recorded, the recorder did not start: %s", self.name, exc)
+            recorder.close()
 
 
 def _codec_preferences(codec: str) -> list[Any]:
