@@ -44,7 +44,7 @@ STREAM_SUFFIX = ".ivf"
 VIDEO_CLOCK_RATE = 90000
 
 IVF_SIGNATURE = b"DKIF"
-_FILE_HEADER = struct.Struct("<4sHHIHHIII")
+_FILE_HEADER = struct.Struct("<4sHHIHHIIII")
 _FRAME_HEADER = struct.Struct("<IQ")
 #: Far more than any frame of this stream (a 1080p keyframe is ~100 kB).
 MAX_FRAME_BYTES = 16 << 20
@@ -84,6 +84,7 @@ class IvfWriter:
                 height,
                 VIDEO_CLOCK_RATE,
                 1,
+                0,
                 0,
             )
         )
@@ -125,7 +126,7 @@ def read_ivf(path: Path) -> tuple[IvfHeader, Iterator[tuple[int, bytes]]]:
     if len(head) < _FILE_HEADER.size or not head.startswith(IVF_SIGNATURE):
         file.close()
         raise RecordingError(f"{path} is not an IVF stream recording")
-    _, _, header_size, fourcc, width, height, rate, scale, _ = _FILE_HEADER.unpack(head)
+    _, _, header_size, fourcc, width, height, rate, scale, _, _ = _FILE_HEADER.unpack(head)
     codec = CODEC_BY_FOURCC.get(fourcc.to_bytes(4, "little"))
     if codec is None or header_size < _FILE_HEADER.size or rate <= 0 or scale <= 0:
         file.close()
