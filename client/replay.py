@@ -95,7 +95,10 @@ def replay(path: Path) -> dict[str, Any]:
             f"no recorded stream {stream} (was the session recorded with the server's --record?)"
         )
     header, frames = read_ivf(stream)
-    truth = read_truth(base.with_name(base.name + ".csv"))
+    truth_path = base.with_name(base.name + ".csv")
+    truth = read_truth(truth_path) if truth_path.exists() else {}
+    if not truth:
+        print(f"warning: no per-frame truth in {truth_path}: nothing to score", file=sys.stderr)
     origin = _origin(base)
     decoder = make_decoder(_codec_parameters(header.codec))
     detector = InlineDetector()

@@ -172,7 +172,9 @@ def read_truth(csv_path: Path) -> dict[int, Truth]:
             rows = list(csv.reader(file))
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordingError(f"cannot read {csv_path}: {exc}") from None
-    if not rows or rows[0][:3] != ["pts", "true_x", "true_y"] or "error_px" not in rows[0]:
+    if not rows:
+        return {}  # a server killed before its first rows left the write buffer
+    if rows[0][:3] != ["pts", "true_x", "true_y"] or "error_px" not in rows[0]:
         raise RecordingError(f"{csv_path} is not a session's per-frame CSV")
     columns = {name: n for n, name in enumerate(rows[0])}
     truth: dict[int, Truth] = {}
