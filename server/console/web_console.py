@@ -51,7 +51,7 @@ OPEN_PATHS = frozenset({"/healthz", "/livez", "/metrics"})
 PAGES = frozenset({"/", "/track"})
 
 #: A report file of a finished session, and nothing else from --report-dir.
-REPORT_FILE = re.compile(r"session-\d{8}T\d{6}-\d{4}\.(json|csv|seconds\.csv|png)")
+REPORT_FILE = re.compile(r"session-\d{8}T\d{6}-\d{4}\.(json|csv|seconds\.csv|png|mp4|ivf)")
 
 #: The console's content security policy: its own scripts, no inline code, no
 #: other origin (it must work offline and inside a cluster anyway).
