@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -254,3 +255,16 @@ def test_a_recorder_that_falls_behind_drops_and_counts(tmp_path: Path) -> None:
     with av.open(str(tmp_path / "session-y.mp4")) as container:
         assert len(list(container.decode(video=0))) == stats.frames_recorded
     assert json.dumps(stats.as_dict())  # the report's section is plain JSON
+
+
+def test_record_without_a_report_directory_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "server/server.py", "--record", "--http-port", "0"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--record needs --report-dir" in result.stderr
+    assert "Traceback" not in result.stderr
