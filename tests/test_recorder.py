@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional, Sequence
 
 import av
 import cv2
@@ -29,7 +29,7 @@ import pytest
 
 from lab.programs import free_port, read_reports, start_client, start_server, wait_for_reports
 from server.core.ledger import FrameRecord
-from server.reports.recorder import DISK_RESERVE_BYTES, SessionRecorder
+from server.reports.recorder import DISK_RESERVE_BYTES, RecordingStats, SessionRecorder
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -193,22 +193,34 @@ def test_a_nearly_full_disk_stops_the_recording_not_the_session() -> None:
             server.close()
 
 
+def run_recorder(
+    recorder: SessionRecorder, frames: Sequence[tuple[Optional[bytes], Sequence[FrameRecord]]]
+) -> RecordingStats:
+    """Start ``recorder``, hand it ``frames`` (encoded bytes, answers) at once, finish it."""
+
+    async def feed() -> RecordingStats:
+        await recorder.start()
+        for n, (data, answers) in enumerate(frames):
+            if data is not None:
+                recorder.frame_encoded(n * 3000, data)
+            recorder.frame_sent(n * 3000, 100.0 + 10 * n, 100.0 + 5 * n, answers, 0.1)
+        return await recorder.finish()
+
+    try:
+        return asyncio.run(feed())
+    finally:
+        recorder.close()
+
+
 def test_a_disk_that_fills_up_is_one_log_line_and_no_broken_video(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Something else filled the disk: the recorder's writes fail (ENOSPC).
     with small_disk("64k") as disk:
         recorder = SessionRecorder(disk, "session-z", 1920, 1080, 40.0, 30.0, "vp8", 0)
-        recorder.start()
         noise = np.random.default_rng(0)
-        try:
-            for n in range(60):
-                recorder.frame_encoded(n * 3000, noise.bytes(4000))
-                recorder.frame_sent(n * 3000, 100.0 + 10 * n, 100.0 + 5 * n, [], None)
-            with caplog.at_level(logging.WARNING, "server.reports.recorder"):
-                stats = asyncio.run(recorder.finish())
-        finally:
-            recorder.close()
+        with caplog.at_level(logging.WARNING, "server.reports.recorder"):
+            stats = run_recorder(recorder, [(noise.bytes(4000), []) for _ in range(60)])
         assert any("No space left on device" in e for e in stats.errors), stats
         [record] = caplog.records
         assert "session-z: recording incomplete" in record.getMessage()
@@ -224,14 +236,8 @@ def test_an_unwritable_directory_is_one_log_line(
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("")
     recorder = SessionRecorder(blocked, "session-x", 64, 48, 5.0, 30.0, "vp8")
-    recorder.start()
-    try:
-        recorder.frame_sent(0, 10.0, 10.0, [], None)
-        recorder.frame_encoded(1000, b"frame")
-        with caplog.at_level(logging.WARNING, "server.reports.recorder"):
-            stats = asyncio.run(recorder.finish())
-    finally:
-        recorder.close()
+    with caplog.at_level(logging.WARNING, "server.reports.recorder"):
+        stats = run_recorder(recorder, [(b"frame", [])])
     assert stats.video is None and stats.stream is None
     assert len(stats.errors) == 2 and all("Not a directory" in e for e in stats.errors), stats
     [record] = caplog.records
@@ -240,18 +246,12 @@ def test_an_unwritable_directory_is_one_log_line(
 
 def test_a_recorder_that_falls_behind_drops_and_counts(tmp_path: Path) -> None:
     recorder = SessionRecorder(tmp_path, "session-y", 1920, 1080, 40.0, 30.0, "vp8")
-    recorder.start()
     answer = FrameRecord(0, 0, 100.0, 100.0, 0.0, True, 100.0, 100.0, 0.0, 5.0)
-    try:
-        # Two hundred 1080p frames at once: far more than the worker's backlog.
-        for n in range(200):
-            recorder.frame_sent(n * 3000, 100.0 + n, 100.0, [answer], 0.1)
-        stats = asyncio.run(recorder.finish())
-    finally:
-        recorder.close()
+    # Four hundred 1080p frames at once: far more than the worker's 5 s backlog.
+    stats = run_recorder(recorder, [(None, [answer])] * 400)
     assert stats.errors == []
     assert stats.frames_dropped > 0
-    assert stats.frames_recorded + stats.frames_dropped == 200
+    assert stats.frames_recorded + stats.frames_dropped == 400
     with av.open(str(tmp_path / "session-y.mp4")) as container:
         assert len(list(container.decode(video=0))) == stats.frames_recorded
     assert json.dumps(stats.as_dict())  # the report's section is plain JSON

@@ -14,7 +14,7 @@ import pytest
 
 from lab.programs import PYTHON, ROOT, free_port, read_reports, start_client, start_server
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(300)
 
 
 def run_replay(target: Path) -> subprocess.CompletedProcess[str]:
@@ -118,8 +118,12 @@ def test_a_recording_of_a_killed_server_replays_up_to_where_it_ends(tmp_path: Pa
     server = start_server(port, "--report-dir", str(report_dir), "--record")
     client = start_client(port)
     try:
-        # Long enough for rows to leave the ledger (5 s) and the CSV's write buffer.
-        server.wait_for_output("answered", timeout=60, count=20)
+        # Until rows have left the ledger (5 s) and the CSV's write buffer.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+            len(p.read_text().splitlines()) > 1 for p in report_dir.glob("session-*[0-9].csv")
+        ):
+            time.sleep(0.5)
         os.kill(server.pid, signal.SIGKILL)  # the server only: its recorder must cope
         server.wait(timeout=10)
         client.wait(timeout=60)

@@ -227,7 +227,7 @@ class TrackingSession:
         if self._report:
             self._report.open()
         if self._recorder is not None:
-            self._start_recorder(self._recorder)
+            await self._start_recorder(self._recorder)
         if self._observer:
             self._observer.session_started()
         try:
@@ -416,9 +416,9 @@ class TrackingSession:
             summary["recording"] = self._recorder.stats.as_dict()
         return summary
 
-    def _start_recorder(self, recorder: SessionRecorder) -> None:
+    async def _start_recorder(self, recorder: SessionRecorder) -> None:
         try:
-            recorder.start()
+            await recorder.start()
         except OSError as exc:
             logger.warning("%s: not recorded, the recorder did not start: %s", self.name, exc)
             recorder.close()
