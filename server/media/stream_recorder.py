@@ -13,7 +13,7 @@ went out with, not reduced modulo 2**32 (see ``protocol.recording``). The
 sender adds a random origin it keeps in a local variable; it asks for frame
 N+1 only after sending every packet of frame N, so on that call its last
 sent timestamp is frame N's, which gives the origin. Until then frame 0
-waits; a frame never sent is not kept.
+waits, and is not kept if it never went out.
 
 Costs the event loop a depayload (a few µs) and the sink's hand-off per
 frame; the sink (``server.reports.recorder.SessionRecorder``) writes

@@ -421,6 +421,7 @@ class TrackingSession:
             await recorder.start()
         except OSError as exc:
             logger.warning("%s: not recorded, the recorder did not start: %s", self.name, exc)
+            recorder.stats.errors.append(f"the recorder did not start: {exc}")
             recorder.close()
 
 
