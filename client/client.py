@@ -108,6 +108,16 @@ def build_parser() -> EnvironmentArgumentParser:
         default="uvloop",
         help="the asyncio event loop to run on (uvloop: less overhead per packet)",
     )
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        default=None,
+        metavar="SESSION",
+        environment_variable="BALLTRACKER_REPLAY",
+        help="connect to nothing: decode a session the server recorded (--record), "
+        "detect the ball in every frame and score it against the session's CSV "
+        "(SESSION: report-dir/session-..., or any of its files)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     return parser
 
@@ -122,6 +132,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if problem is not None:
         parser.error(problem)
     configure_logging(args.verbose)
+    if args.replay is not None:
+        from client.replay import main as replay
+
+        return replay(args.replay)
     # Imported here, not at the top: the detector process is spawned, and a
     # spawned child re-imports this module; aiortc and PyAV at the top would
     # make every detector load them for nothing.

@@ -42,6 +42,7 @@ from server.console.metrics import TrackingMetrics
 from server.console.viewer import SessionViewers
 from server.console.web_console import WebConsole, web_origin
 from server.media.hooks import check_hooks
+from server.reports.recorder import prepare_recorders
 from server.sessions.session import SessionConfig
 from server.sessions.tracking_server import TrackingServer
 
@@ -162,6 +163,13 @@ def build_parser() -> EnvironmentArgumentParser:
         "endpoints (default: the console's own origin only); repeatable",
     )
     parser.add_argument(
+        "--record",
+        action="store_true",
+        environment_variable="BALLTRACKER_RECORD",
+        help="write each session's annotated video (<session>.mp4) and its sent stream "
+        "(<session>.ivf, for client.py --replay) beside its report; needs --report-dir",
+    )
+    parser.add_argument(
         "--encoder-thread",
         action="store_true",
         help="encode in aiortc's executor thread, as stock aiortc does, instead of on "
@@ -221,6 +229,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     problem = args.handed_ice.problem("--ice-server") or args.own_ice.problem("--own-ice-server")
     if problem is not None:
         parser.error(problem)
+    if args.record and args.report_dir is None:
+        parser.error("--record needs --report-dir: the recordings go beside the reports")
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -244,6 +254,7 @@ async def serve(args: argparse.Namespace) -> int:
         silence_timeout=args.silence_timeout,
         encoder_thread=args.encoder_thread,
         progress_interval=args.progress_interval,
+        record=args.record,
     )
     try:
         stage_trace = (
@@ -252,6 +263,8 @@ async def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot write --trace-stages {args.trace_stages}: {exc}", file=sys.stderr)
         return 1
+    if args.record:
+        prepare_recorders()
     metrics = TrackingMetrics()
     viewers = SessionViewers(args.max_viewers, args.own_ice)
     metrics.count_viewers(lambda: viewers.count)

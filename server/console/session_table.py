@@ -18,6 +18,13 @@ ENDED = "ended"
 
 #: The report files of an ended session, by the console's link name.
 REPORT_SUFFIXES = ("json", "csv", "seconds.csv", "png")
+#: The recording's files (server --record, ``server.reports.recorder``): the
+#: annotated video the console plays, and the kept stream for ``--replay``.
+RECORDING_SUFFIXES = ("mp4", "ivf")
+
+#: A live session being recorded, and an ended one that was.
+RECORDING = "recording"
+RECORDED = "recorded"
 
 
 def session_row(
@@ -43,8 +50,38 @@ def session_row(
         "end_reason": summary.get("end_reason"),
         # The nominated candidate pair, server side first: "host -> relay".
         "ice_path": ice.get("path"),
-        "reports": dict(reports) if reports else None,
+        "reports": _with_recording(summary, reports),
+        "recording": _recording(summary, state, reports),
     }
+
+
+def _recording_links(summary: Mapping[str, Any], reports: Mapping[str, str]) -> dict[str, str]:
+    # Beside the report's own files, under the same session-id prefix.
+    any_link = next(iter(reports.values()))
+    directory = any_link.rsplit("/", 1)[0]
+    return {suffix: f"{directory}/{summary['session']}.{suffix}" for suffix in RECORDING_SUFFIXES}
+
+
+def _with_recording(
+    summary: Mapping[str, Any], reports: Optional[Mapping[str, str]]
+) -> Optional[dict[str, str]]:
+    if not reports:
+        return None
+    links = dict(reports)
+    if summary.get("recording"):
+        links.update(_recording_links(summary, reports))
+    return links
+
+
+def _recording(
+    summary: Mapping[str, Any], state: str, reports: Optional[Mapping[str, str]]
+) -> Optional[dict[str, Any]]:
+    """None for a session not recorded; else its state and, once ended, its video's link."""
+    if not summary.get("recording"):
+        return None
+    if state == LIVE or not reports:
+        return {"state": RECORDING, "video": None}
+    return {"state": RECORDED, "video": _recording_links(summary, reports)["mp4"]}
 
 
 class SessionTable:

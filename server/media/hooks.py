@@ -8,8 +8,11 @@ owns which hooks a session's video sender gets and in what order:
    sender's lazily filled encoder slot, so before anything else touches it;
 2. encoding on the event loop (``server.media.inline_encoding``), unless
    ``--encoder-thread``; it swaps the sender's loop, independent of the encoder;
-3. the RTP timestamp origin (``server.media.rtp_origin``), which only reads;
-4. the stage tracer (``server.media.stage_tracer``), last: at the first frame
+3. the stream recorder (``server.media.stream_recorder``), with ``--record``:
+   it keeps what the encoder produced, so it wraps the sender's encoded-frame
+   step once the encoder and its loop are chosen;
+4. the RTP timestamp origin (``server.media.rtp_origin``), which only reads;
+5. the stage tracer (``server.media.stage_tracer``), last: at the first frame
    it wraps whichever encoder the slot then holds, so that encoder must be in
    place by then.
 
@@ -29,6 +32,12 @@ from server.media.inline_encoding import check_inline_encoding_hook, encode_in_l
 from server.media.link_adaptation import LinkAdaptation
 from server.media.rtp_origin import SenderTimestampOrigin, check_sender_shape
 from server.media.stage_tracer import ServerStageTracer, check_tracer_hooks
+from server.media.stream_recorder import (
+    StreamRecorder,
+    StreamSink,
+    check_stream_recorder_hook,
+    install_stream_recorder,
+)
 
 
 def check_hooks() -> None:
@@ -38,6 +47,7 @@ def check_hooks() -> None:
     check_h264_hook()
     check_inline_encoding_hook()
     check_tracer_hooks()
+    check_stream_recorder_hook()
 
 
 def install_sender_hooks(
@@ -47,8 +57,12 @@ def install_sender_hooks(
     rtp_origin: SenderTimestampOrigin,
     encoder_thread: bool = False,
     tracer: Optional[ServerStageTracer] = None,
-) -> None:
+    stream_sink: Optional[StreamSink] = None,
+) -> Optional[StreamRecorder]:
     """Hook one session's video ``sender``, in the order above; before its first frame.
+
+    Returns the stream recorder when given a ``stream_sink``: the caller removes
+    it after the tracer (hooks come out in reverse order).
 
     :raises IncompatibleAiortcError: a hook no longer fits aiortc.
     :raises RuntimeError: the sender has sent already.
@@ -59,7 +73,11 @@ def install_sender_hooks(
         install_fast_h264_encoder(sender)
     if not encoder_thread:
         encode_in_loop(sender)
+    stream_recorder = None
+    if stream_sink is not None:
+        stream_recorder = install_stream_recorder(sender, stream_sink)
     # Answers may name their frame by RTP timestamp: learn the sender's origin.
     rtp_origin.attach(sender)
     if tracer is not None:
         tracer.attach(sender)
+    return stream_recorder

@@ -34,7 +34,7 @@ logger = logging.getLogger("server.reports.report")
 #: group 1 is the session's name (number, then a per-process suffix that keeps
 #: names apart across pods), group 2 the kind of file.
 REPORT_FILE = re.compile(
-    r"(session-\d{8}T\d{6}-\d{4,}(?:-[0-9a-f]+)?)\.(json|csv|seconds\.csv|png)"
+    r"(session-\d{8}T\d{6}-\d{4,}(?:-[0-9a-f]+)?)\.(json|csv|seconds\.csv|png|mp4|ivf)"
 )
 
 CSV_COLUMNS = (

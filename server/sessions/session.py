@@ -36,6 +36,7 @@ from protocol.ice_path import (
 from protocol.ice_servers import IceSettings
 from protocol.signaling import SignalingError
 from protocol.stage_trace import StageTraceWriter
+from server.console.annotation import TRAIL_LENGTH, newest
 from server.core.ledger import FrameRecord, frame_pts
 from server.core.scene import BallScene
 from server.core.scoreboard import Scoreboard
@@ -43,8 +44,10 @@ from server.media.hooks import install_sender_hooks
 from server.media.link_adaptation import LinkAdaptation
 from server.media.rtp_origin import SenderTimestampOrigin
 from server.media.stage_tracer import ServerStageTracer
+from server.media.stream_recorder import StreamRecorder
 from server.media.track import BallTrack
 from server.reports.plotter import ReportPlotter
+from server.reports.recorder import SessionRecorder
 from server.reports.report import SCHEMA_VERSION, SessionReport, report_metadata, timestamp
 
 logger = logging.getLogger("server.sessions.session")
@@ -138,6 +141,8 @@ class SessionConfig:
     encoder_thread: bool = False
     #: Seconds between INFO progress lines; 0 logs one a second at DEBUG only.
     progress_interval: float = 0.0
+    #: Write <session>.mp4 (annotated) and <session>.ivf (the sent stream) beside the report.
+    record: bool = False
 
     def ledger_capacity(self) -> int:
         # Five seconds of frames: far beyond any sane round trip, yet bounded.
@@ -209,6 +214,21 @@ class TrackingSession:
         #: Only with --trace-stages; None costs one test per frame and answer.
         self._tracer = ServerStageTracer(stage_trace, self.name, clock) if stage_trace else None
         self.end_reason: Optional[str] = None
+        #: Only with --record (and a report directory): server.reports.recorder.
+        self._recorder = (
+            SessionRecorder(
+                report_dir,
+                self.name,
+                config.width,
+                config.height,
+                config.radius,
+                config.fps,
+                config.codec,
+            )
+            if config.record and report_dir
+            else None
+        )
+        self._stream_recorder: Optional[StreamRecorder] = None
         self.scoreboard = Scoreboard(
             config.fps,
             config.ledger_capacity(),
@@ -257,6 +277,8 @@ class TrackingSession:
             frame_gate=self._adaptation,
         )
         tasks: list[asyncio.Task[Any]] = []
+        if self._recorder is not None:
+            await self._start_recorder(self._recorder)
         if self._observer:
             self._observer.session_started()
         try:
@@ -285,13 +307,15 @@ class TrackingSession:
         transceiver.setCodecPreferences(_codec_preferences(self._config.codec))
         if self._tracer is not None:
             self._tracer.warn_unless_local(self._link.peer)
-        install_sender_hooks(
+        recording_stream = self._recorder is not None and self._recorder.recording
+        self._stream_recorder = install_sender_hooks(
             transceiver.sender,
             self._config.codec,
             self._adaptation,
             self._rtp_origin,
             encoder_thread=self._config.encoder_thread,
             tracer=self._tracer,
+            stream_sink=self._recorder.frame_encoded if recording_stream else None,
         )
         pc.on("datachannel", self._adopt_channel)
 
@@ -389,6 +413,10 @@ class TrackingSession:
             if self._report is not None:
                 self._report.open()
         self.scoreboard.frame_sent(index, x, y, produced_at)
+        if self._recorder is not None:
+            answers = newest(self.recent_answers, TRAIL_LENGTH)
+            age = produced_at - answers[-1].produced_at if answers else None
+            self._recorder.frame_sent(pts, x, y, answers, age)
         if self._observer:
             self._observer.frame_sent()
 
@@ -442,6 +470,8 @@ class TrackingSession:
         await pc.close()
         if self._tracer is not None:
             self._tracer.close()
+        if self._stream_recorder is not None:
+            self._stream_recorder.remove()  # after the tracer: hooks come out in reverse
         self.scoreboard.close()
         if self._observer:
             self._observer.session_ended()
@@ -455,8 +485,15 @@ class TrackingSession:
         """
         if self._report is not None and self._report.opened:
             summary = self.summary()
+            if self._recorder is not None:
+                stats = await self._recorder.finish()
+                if self._stream_recorder is not None:
+                    stats.rtp_timestamp_origin = self._stream_recorder.origin
+                summary["recording"] = stats.as_dict()
             if await asyncio.to_thread(self._report.close, summary):
                 await plotter.plot(self._report.csv_path, summary, self._report.png_path)
+        elif self._recorder is not None:
+            await self._recorder.finish()  # no frame was sent: nothing to keep
 
     @property
     def has_report(self) -> bool:
@@ -498,7 +535,18 @@ class TrackingSession:
         summary.update(self.scoreboard.summary())
         summary.update(self._adaptation.summary())
         summary.update(self._metadata)
+        if self._recorder is not None:
+            # While live: that it is being recorded; write_report puts the final figures.
+            summary["recording"] = self._recorder.stats.as_dict()
         return summary
+
+    async def _start_recorder(self, recorder: SessionRecorder) -> None:
+        try:
+            await recorder.start()
+        except OSError as exc:
+            logger.warning("%s: not recorded, the recorder did not start: %s", self.name, exc)
+            recorder.stats.errors.append(f"the recorder did not start: {exc}")
+            recorder.close()
 
 
 def _codec_preferences(codec: str) -> list[Any]:

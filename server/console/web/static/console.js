@@ -64,9 +64,81 @@ function renderRow(session) {
     link.textContent = kind;
     reports.append(link, " ");
   }
+  renderRecording(session, row.children[1], reports);
   row.append(reports);
   if (session.state === "live") row.addEventListener("click", () => watch(session.id));
   return row;
+}
+
+// -- recordings (server --record) ------------------------------------------------
+
+// A live session says it is being recorded; an ended one gets a button that
+// plays its annotated video (<session>.mp4) in the page.
+function renderRecording(session, stateCell, reportsCell) {
+  const recording = session.recording;
+  if (!recording) return;
+  if (recording.state === "recording") {
+    const badge = document.createElement("span");
+    badge.className = "recording-badge";
+    badge.textContent = " ● recording";
+    badge.title = "this session is being recorded";
+    stateCell.append(badge);
+  } else if (recording.video) {
+    const play = document.createElement("button");
+    play.type = "button";
+    play.className = "play-recording";
+    play.textContent = "▶ play";
+    play.addEventListener("click", (event) => {
+      event.stopPropagation();
+      playRecording(session.id, recording.video);
+    });
+    reportsCell.append(play);
+  }
+}
+
+let recordingPlayer = null;
+
+function recordingSection() {
+  if (recordingPlayer) return recordingPlayer;
+  const section = document.createElement("section");
+  section.id = "recording";
+  section.setAttribute("aria-labelledby", "recording-title");
+  const title = document.createElement("h2");
+  title.id = "recording-title";
+  const video = document.createElement("video");
+  video.id = "recording-video";
+  video.controls = true;
+  video.muted = true;
+  video.playsInline = true;
+  const status = document.createElement("p");
+  status.className = "hint";
+  const close = document.createElement("button");
+  close.type = "button";
+  close.textContent = "Close";
+  close.addEventListener("click", () => {
+    video.pause();
+    video.removeAttribute("src");
+    video.load();
+    section.hidden = true;
+  });
+  video.addEventListener("error", () => {
+    status.textContent = "cannot play this recording (is it still being written, or was it removed?)";
+  });
+  section.append(title, video, status, close);
+  document.querySelector("main").append(section);
+  recordingPlayer = { section, title, video, status };
+  return recordingPlayer;
+}
+
+function playRecording(sessionId, href) {
+  const player = recordingSection();
+  player.section.hidden = false;
+  player.title.textContent = `Recording: ${sessionId}`;
+  player.status.textContent = "";
+  player.video.src = href;
+  player.video.play().catch(() => {
+    // Autoplay refused: the controls still play it.
+  });
 }
 
 function followTable() {
