@@ -42,7 +42,13 @@ from client.media.inline_decoder import InlineDecoder
 from client.media.repeating_nack import install_repeating_nack
 from client.media.stage_tracer import ClientStageTracer
 from client.media.wire_timestamps import WireTimestamps
-from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
+from protocol.coordinates import (
+    CHANNEL_LABEL,
+    CoordinateReport,
+    LatencyFeedback,
+    decode_feedback,
+    encode_report,
+)
 from protocol.signaling import Bye, SignalingChannel, SignalingError
 from protocol.stage_trace import StageTraceWriter
 
@@ -134,6 +140,9 @@ class ClientSession:
         self._name = name
         #: Only with --trace-stages; None costs one test per frame and stage.
         self._tracer: Optional[ClientStageTracer] = None
+        #: The server's newest word on our latency (``protocol.coordinates``); None until then.
+        self.latency_feedback: Optional[LatencyFeedback] = None
+        self.server_messages_ignored = 0
 
     def stop(self, reason: str) -> None:
         """End the session from outside (duration, SIGINT, SIGTERM)."""
@@ -194,6 +203,7 @@ class ClientSession:
         def on_datachannel(channel: RTCDataChannel) -> None:
             if channel.label == CHANNEL_LABEL:
                 self._channel = channel
+                channel.on("message", self._on_server_message)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -259,6 +269,20 @@ class ClientSession:
                 )
         await pc.setLocalDescription(await pc.createAnswer())
         await self._signaling.send(pc.localDescription)
+
+    def _on_server_message(self, message: Union[str, bytes]) -> None:
+        """Keep the server's latency figure; ignore, quietly, anything else it sends."""
+        feedback = decode_feedback(message)
+        if feedback is None:
+            self.server_messages_ignored += 1
+            return
+        if self.latency_feedback is None:
+            logger.info(
+                "the server measures our latency: p50 %.1f ms, p95 %.1f ms",
+                feedback.p50_ms,
+                feedback.p95_ms,
+            )
+        self.latency_feedback = feedback
 
     async def _watch_signaling(self) -> None:
         try:

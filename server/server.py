@@ -38,6 +38,7 @@ from server.console.display import ServerDisplay
 from server.console.metrics import TrackingMetrics
 from server.console.viewer import SessionViewers
 from server.console.web_console import WebConsole
+from server.core.scenes import DEFAULT_SCENE, SCENES
 from server.media.codec_options import check_h264_hook
 from server.media.encoder_rate import check_encoder_hook
 from server.media.inline_encoding import check_inline_encoding_hook
@@ -78,6 +79,13 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument("--fps", type=positive_float, default=30.0, help="frames per second")
     parser.add_argument("--seed", type=int, default=0, help="seed of the start position")
     parser.add_argument("--codec", choices=("vp8", "h264"), default="vp8", help="video codec")
+    parser.add_argument(
+        "--scene",
+        choices=tuple(SCENES),
+        default=DEFAULT_SCENE,
+        environment_variable="BALLTRACKER_SCENE",
+        help="what the picture shows besides the ball (docs/scenes.md)",
+    )
     parser.add_argument(
         "--duration",
         type=positive_float,
@@ -168,6 +176,7 @@ async def serve(args: argparse.Namespace) -> int:
         stun=args.stun,
         handshake_timeout=args.handshake_timeout,
         encoder_thread=args.encoder_thread,
+        scene=args.scene,
     )
     try:
         stage_trace = (

@@ -157,4 +157,16 @@ def test_summary_keys_and_an_empty_session() -> None:
         "invalid_by_reason": {},
         "error_px": {"mean": None, "max": None, "p50": None, "p95": None},
         "latency_ms": {"mean": None, "max": None, "p50": None, "p95": None, "p99": None},
+        "error_at_arrival_px": {"mean": None, "max": None, "p50": None, "p95": None},
+        "visibility": {
+            "frames_visible": 0,
+            "frames_partly_hidden": 0,
+            "frames_hidden": 0,
+            "found_when_visible_ratio": None,
+            "hidden_frames_answered": 0,
+            "false_positives_when_hidden": 0,
+            "reacquisitions": 0,
+            "reacquisitions_missed": 0,
+            "reacquire_ms": {"mean": None, "max": None, "p50": None, "p95": None},
+        },
     }

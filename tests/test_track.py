@@ -57,10 +57,11 @@ def test_pts_start_at_zero_and_follow_fps() -> None:
 
 def test_each_frame_shows_the_scene_at_its_nominal_time() -> None:
     scene = BallScene(640, 480, 20.0, 300.0, 320.0, 240.0, 0.5)
-    for (pts, _, planes), (index, x, y, produced_at) in [
+    for (pts, _, planes), (index, x, y, produced_at, visibility) in [
         (frame, produced) for frame, produced in run_track(30, 5)
     ]:
         assert (x, y) == scene.position(index / 30)
+        assert visibility == 1.0
         assert pts == index * 3000
         luma = planes[:480].astype(np.float64)
         rows, cols = np.indices(luma.shape)
@@ -143,7 +144,7 @@ def test_a_frame_gate_thins_the_timeline_keeping_each_frames_truth() -> None:
     gate = Gate(interval=3)
     produced, track = gated_frames(gate, 4)
     assert [p[0] for p in produced] == [0, 3, 6, 9]
-    for index, x, y, produced_at in produced:
+    for index, x, y, produced_at, _ in produced:
         assert (x, y) == scene.position(index / 30)  # frame n still shows n / fps
         assert produced_at == pytest.approx(100.0 + index / 30)
     assert [i for i, _ in gate.sent] == [0, 3, 6, 9]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -31,12 +32,13 @@ from aiortc import (
     RTCRtpSender,
 )
 
-from protocol.coordinates import CHANNEL_LABEL
+from protocol.coordinates import CHANNEL_LABEL, LatencyFeedback, encode_feedback
 from protocol.signaling import SignalingError
 from protocol.stage_trace import StageTraceWriter
 from server.core.ledger import FrameRecord, frame_pts
 from server.core.scene import BallScene
-from server.core.scoreboard import Scoreboard
+from server.core.scenes import DEFAULT_SCENE, Scene, make_scene
+from server.core.scoreboard import Interval, Scoreboard
 from server.media.codec_options import install_fast_h264_encoder
 from server.media.inline_encoding import encode_in_loop
 from server.media.link_adaptation import LinkAdaptation
@@ -121,6 +123,8 @@ class SessionConfig:
     handshake_timeout: float = 10.0
     #: Encode in aiortc's executor thread (stock) rather than on the event loop.
     encoder_thread: bool = False
+    #: What the picture shows besides the ball (``server.core.scenes``).
+    scene: str = DEFAULT_SCENE
 
     def ledger_capacity(self) -> int:
         # Five seconds of frames: far beyond any sane round trip, yet bounded.
@@ -151,6 +155,8 @@ class TrackingSession:
         self.scene = BallScene.from_seed(
             config.width, config.height, config.radius, config.speed, config.seed + number
         )
+        #: The pictures streamed: ``scene``'s ball with whatever the named scene adds.
+        self.picture: Scene = make_scene(config.scene, self.scene, config.fps, config.seed + number)
         #: Answered frames, newest last, for the console and its viewers.
         self.recent_answers: deque[FrameRecord] = deque(maxlen=config.recent_answers_capacity())
         self._observer = observer
@@ -168,6 +174,8 @@ class TrackingSession:
             config.ledger_capacity(),
             on_retired=self._report.write_frame if self._report else None,
             rtp_origin=lambda: self._rtp_origin.origin,
+            position_at=self.scene.position,
+            acquired_within_px=config.radius,
         )
         self.last_answer: Optional[FrameRecord] = None
         self._streaming_since: Optional[float] = None
@@ -196,7 +204,7 @@ class TrackingSession:
         servers = [RTCIceServer(config.stun)] if config.stun else []
         pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self._track = BallTrack(
-            self.scene,
+            self.picture,
             config.fps,
             self._frame_sent,
             self._clock,
@@ -284,9 +292,26 @@ class TrackingSession:
     async def _log_progress(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            logger.info("%s: %s", self.name, self.scoreboard.take_interval().describe())
+            interval = self.scoreboard.take_interval()
+            logger.info("%s: %s", self.name, interval.describe())
+            self._send_latency(interval)
 
-    def _frame_sent(self, index: int, x: float, y: float, produced_at: float) -> None:
+    def _send_latency(self, interval: Interval) -> None:
+        """Tell the client its latency (``protocol.coordinates``), for a predictive tracker."""
+        channel = self._channel
+        if channel is None or channel.readyState != "open" or not interval.latencies:
+            return
+        latencies = sorted(interval.latencies)
+        feedback = LatencyFeedback(
+            p50_ms=max(statistics.median(latencies), 0.0),
+            p95_ms=max(latencies[min(int(0.95 * len(latencies)), len(latencies) - 1)], 0.0),
+            answers=len(latencies),
+        )
+        channel.send(encode_feedback(feedback))
+
+    def _frame_sent(
+        self, index: int, x: float, y: float, produced_at: float, visibility: float = 1.0
+    ) -> None:
         # Called inside the track's recv(), while the sender waits for the frame.
         pts = frame_pts(index, self._config.fps)
         self._rtp_origin.frame_handed(pts)
@@ -294,7 +319,7 @@ class TrackingSession:
             self._tracer.frame_produced(pts, produced_at)
         if self._streaming_since is None:
             self._streaming_since = produced_at
-        self.scoreboard.frame_sent(index, x, y, produced_at)
+        self.scoreboard.frame_sent(index, x, y, produced_at, visibility)
         if self._observer:
             self._observer.frame_sent()
 
@@ -368,6 +393,7 @@ class TrackingSession:
             "height": config.height,
             "fps": config.fps,
             "codec": config.codec,
+            "scene": config.scene,
             "duration_s": (until - since) if since is not None else 0.0,
             "frames_skipped": self._track.frames_skipped if self._track else 0,
             "frames_skipped_for_rate": self._track.frames_skipped_for_rate if self._track else 0,
