@@ -47,11 +47,13 @@ class ClutterScene(Scene):
         return self._luma, self._u, self._v
 
 
-def blend_white(luma: np.ndarray, under: np.ndarray, box: Box, alpha: np.ndarray) -> None:
-    """Lay a white ball with coverage ``alpha`` over ``under`` inside ``box``."""
+def blend_white(
+    luma: np.ndarray, under: np.ndarray, box: Box, alpha: np.ndarray, level: float = 255.0
+) -> None:
+    """Lay a ball of luma ``level`` with coverage ``alpha`` over ``under`` inside ``box``."""
     top, bottom, left, right = box
     below = under[top:bottom, left:right].astype(np.float32)
-    luma[top:bottom, left:right] = np.rint(below + (255.0 - below) * alpha).astype(np.uint8)
+    luma[top:bottom, left:right] = np.rint(below + (level - below) * alpha).astype(np.uint8)
 
 
 def background(width: int, height: int, radius: float, seed: int) -> np.ndarray:

@@ -1,13 +1,14 @@
 """``lighting``: brightness that flickers over time and falls off to the corners.
 
-The picture is a dim background (luma ``AMBIENT``) with the white ball laid
-over it by its coverage, then multiplied, pixel by pixel, by a gain and a
+The picture is a dim background (luma ``AMBIENT``) with the ball (luma
+``BALL``, so the brightest flicker does not clip it) laid over it by its coverage, then multiplied, pixel by pixel, by a gain and a
 vignette:
 
 - the gain flickers as ``1 + 0.3 sin(2 pi 1.3 t + a) + 0.15 sin(2 pi 7.1 t + b)``,
   phases ``a, b`` drawn from the seed;
 - the vignette is ``1 - 0.65 (d / d_max)^2``, ``d`` the distance from the centre,
-  so the ball is at about a third of its brightness in a corner.
+  so the ball is at about a third of its brightness in a corner, and at its
+darkest (a corner, the flicker's low) about 30 against a background of 10.
 
 The light changes what the ball's pixels look like, not where the ball is:
 the truth is the centre of its coverage, as in ``classic``.
@@ -24,6 +25,7 @@ from server.core.scenes.base import Planes, Scene, rng_for
 from server.core.scenes.clutter import blend_white
 
 AMBIENT = 50
+BALL = 170
 VIGNETTE_DEPTH = 0.65
 
 
@@ -57,7 +59,7 @@ class LightingScene(Scene):
         base[...] = AMBIENT
         drawn = self.ball_alpha(index)
         if drawn is not None:
-            blend_white(base, self._ambient, *drawn)
+            blend_white(base, self._ambient, *drawn, level=BALL)
         np.multiply(self._vignette, np.float32(self.gain(index / self.fps)), out=self._lit)
         np.multiply(self._lit, base, out=self._lit)
         np.clip(self._lit, 0, 255, out=self._lit)
