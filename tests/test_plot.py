@@ -199,6 +199,7 @@ def test_the_error_panel_draws_the_error_at_arrival(tmp_path: Path) -> None:
         np.full(count, 20.0),
         error_at_arrival_px=np.full(count, 6.0),
     )
+
     def cyan_pixels(series: SessionSeries) -> int:
         render(series, tmp_path / "arrival.png", summary={"session": "s"})
         image = cv2.imread(str(tmp_path / "arrival.png")).astype(int)
