@@ -283,6 +283,10 @@ class ClientSession:
                 feedback.p95_ms,
             )
         self.latency_feedback = feedback
+        set_lead = getattr(self._detector, "set_lead", None)
+        if callable(set_lead):
+            # A predictive locator aims this far past each frame.
+            set_lead(feedback.p50_ms / 1000.0)
 
     async def _watch_signaling(self) -> None:
         try:

@@ -41,13 +41,22 @@ FIRST_BUSY_RETRY_S = 0.5
 LONGEST_BUSY_RETRY_S = 4.0
 
 
+def locator_options(detector: str) -> dict[str, str]:
+    """The detector settings for ``--detector``: a ``module:Class`` names the locator."""
+    return {"locator": detector} if ":" in detector else {}
+
+
 class TrackingClient:
     """Connects, runs sessions (again after a loss with ``reconnect``), and exits."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self._args = args
+        # Anything but "inline" runs in the detector process: a user's
+        # locator (module:Class) gets the same isolation and dropping as ours.
         self._detector: Union[DetectorProcess, InlineDetector] = (
-            DetectorProcess() if args.detector == "process" else InlineDetector()
+            InlineDetector()
+            if args.detector == "inline"
+            else DetectorProcess(**locator_options(args.detector))
         )
         self._display = ClientDisplay() if args.display else None
         self._session: Optional[ClientSession] = None

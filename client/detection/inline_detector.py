@@ -30,9 +30,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from client.detection.detector import CentroidDetector
 from client.detection.detector_process import DetectionTally, DetectorStats
 from client.detection.frame_exchange import DetectionResult
+from client.detection.plugin import build_locator
 
 
 class InlineDetector:
@@ -44,7 +44,7 @@ class InlineDetector:
         clock: Callable[[], float] = time.monotonic,
         **detector_options: Any,
     ) -> None:
-        self._detector = CentroidDetector(**detector_options)
+        self._detector = build_locator(detector_options)
         self._clock = clock
         self._tally = DetectionTally(stats_window)
         self._results: list[DetectionResult] = []
@@ -111,6 +111,12 @@ class InlineDetector:
         )
         self._tally.add(result)
         self._results.append(result)
+
+    def set_lead(self, seconds: float) -> None:
+        """Tell a predictive locator how far ahead to aim (the server's latency)."""
+        set_lead = getattr(self._detector, "set_lead", None)
+        if callable(set_lead):
+            set_lead(seconds)
 
     def skip(self) -> None:
         """The session dropped a frame rather than detect it."""

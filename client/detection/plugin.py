@@ -61,6 +61,17 @@ def make_locator(spec: str) -> Any:
         raise PluginError(f"{spec}: {cls.__name__}() failed: {_one_line(exc)}") from None
 
 
+def build_locator(options: dict[str, Any]) -> Any:
+    """The locator a detector runs: ``options["locator"]`` (``module:Class``),
+    guarded, or else the centroid detector with ``options`` as its settings."""
+    spec = options.get("locator")
+    if spec:
+        return GuardedLocator(make_locator(spec))
+    from client.detection.detector import CentroidDetector
+
+    return CentroidDetector(**options)
+
+
 class GuardedLocator:
     """A locator whose exceptions are counted as frames without a ball."""
 
@@ -68,6 +79,12 @@ class GuardedLocator:
         self._locator = locator
         self.failures = 0
         self.used_window = False
+
+    def set_lead(self, seconds: float) -> None:
+        """Pass the server's latency on to a predictive locator (others ignore it)."""
+        set_lead = getattr(self._locator, "set_lead", None)
+        if callable(set_lead):
+            set_lead(seconds)
 
     def detect(self, luma: np.ndarray) -> Optional[Centre]:
         try:
