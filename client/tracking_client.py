@@ -41,11 +41,6 @@ FIRST_BUSY_RETRY_S = 0.5
 LONGEST_BUSY_RETRY_S = 4.0
 
 
-def locator_options(detector: str) -> dict[str, str]:
-    """The detector settings for ``--detector``: a ``module:Class`` names the locator."""
-    return {"locator": detector} if ":" in detector else {}
-
-
 class TrackingClient:
     """Connects, runs sessions (again after a loss with ``reconnect``), and exits."""
 
@@ -56,7 +51,9 @@ class TrackingClient:
         self._detector: Union[DetectorProcess, InlineDetector] = (
             InlineDetector()
             if args.detector == "inline"
-            else DetectorProcess(**locator_options(args.detector))
+            else DetectorProcess(locator=args.detector)
+            if ":" in args.detector
+            else DetectorProcess()
         )
         self._display = ClientDisplay() if args.display else None
         self._session: Optional[ClientSession] = None

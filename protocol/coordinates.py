@@ -171,8 +171,11 @@ def decode_feedback(message: Union[str, bytes]) -> Optional[LatencyFeedback]:
     if not isinstance(body, dict) or body.get("type") != LATENCY_MESSAGE:
         return None
     p50, p95, answers = body.get("p50_ms"), body.get("p95_ms"), body.get("answers")
-    if not (_is_finite_number(p50) and _is_finite_number(p95) and _is_int(answers)):
+    quantiles = []
+    for value in (p50, p95):
+        if not _is_finite_number(value) or not isinstance(value, (int, float)) or value < 0:
+            return None
+        quantiles.append(float(value))
+    if not isinstance(answers, int) or isinstance(answers, bool) or answers < 0:
         return None
-    if p50 < 0 or p95 < 0 or answers < 0:
-        return None
-    return LatencyFeedback(float(p50), float(p95), answers)
+    return LatencyFeedback(quantiles[0], quantiles[1], answers)

@@ -252,7 +252,7 @@ def _draw_error(axes: Axes, frames: SessionSeries) -> None:
         axes.axhline(mean, color="black", lw=0.8, ls="--", label=f"mean {mean:.3f} px")
         at_arrival = frames.error_at_arrival_px
         known = at_arrival[~np.isnan(at_arrival)] if at_arrival is not None else error[:0]
-        if len(known):
+        if at_arrival is not None and len(known):
             # The cost of latency: where the ball is when the answer lands.
             axes.plot(
                 frames.time_s,
