@@ -159,3 +159,35 @@ def test_a_frame_the_gate_refuses_is_skipped_at_the_source() -> None:
     assert track.frames_held == 2
     assert track.frames_skipped_for_rate == 2 == gate.skipped
     assert track.frames_skipped == 0
+
+
+def test_a_scene_is_streamed_with_its_truth_and_visibility() -> None:
+    from server.core.renderer import yuv420p_frame
+    from server.core.scenes import make_scene
+
+    motion = BallScene.from_seed(640, 480, 20.0, 300.0, 1)
+    produced: list[tuple] = []
+    clock = FakeClock()
+
+    async def fake_sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    async def scenario() -> list[np.ndarray]:
+        original = asyncio.sleep
+        asyncio.sleep = fake_sleep  # type: ignore[assignment]
+        try:
+            scene = make_scene("occlusion", motion, 30, 1)
+            track = BallTrack(scene, 30, lambda *args: produced.append(args), clock)
+            return [(await track.recv()).to_ndarray() for _ in range(20)]
+        finally:
+            asyncio.sleep = original  # type: ignore[assignment]
+
+    frames = asyncio.run(scenario())
+    reference = make_scene("occlusion", motion, 30, 1)
+    visibilities = []
+    for planes, (index, x, y, _, visibility) in zip(frames, produced):
+        truth = reference.truth(index)
+        assert (x, y, visibility) == (truth.x, truth.y, truth.visibility)
+        assert np.array_equal(planes, yuv420p_frame(*reference.render(index)).to_ndarray())
+        visibilities.append(visibility)
+    assert min(visibilities) == 0.0 and max(visibilities) == 1.0  # seed 1 hides it early
