@@ -70,3 +70,19 @@ def test_the_lead_follows_the_servers_latency() -> None:
     assert predictor.lead_s == 0.042
     predictor.set_lead(-1.0)
     assert predictor.lead_s == 0.0
+
+
+def test_frame_times_from_the_pts_win_over_the_clock() -> None:
+    # Frames detected in bursts (network jitter): the clock says nothing
+    # useful, the capture times say 1/30 s apart.
+    scene = BallScene(640, 480, 15.0, 300.0, 100.0, 240.0, 0.0)
+    clock = Clock()
+    predictor = ConstantVelocityPredictor(lead_s=LEAD_S, clock=clock)
+    errors = []
+    for index in range(30):
+        clock.now = (index // 3) * 0.1  # three frames at once
+        predictor.set_frame_time(1000.0 + index / FPS)
+        guess = predictor.detect(render_luma(640, 480, *scene.position(index / FPS), 15.0))
+        assert guess is not None
+        errors.append(math.dist(guess, scene.position(index / FPS + LEAD_S)))
+    assert max(errors[10:]) < 1.0

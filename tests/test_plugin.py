@@ -98,3 +98,29 @@ def test_a_locator_that_raises_on_some_frames_is_counted_not_fatal() -> None:
     results = [guarded.detect(luma) for _ in range(6)]
     assert results == [(1.0, 2.0), None, None, None, None, (3.0, 4.0)]
     assert guarded.failures == 3  # the exception, the NaN and the non-pair
+
+
+class Predictive:
+    def __init__(self) -> None:
+        self.lead: Optional[float] = None
+        self.frame_time: Optional[float] = None
+
+    def set_lead(self, seconds: float) -> None:
+        self.lead = seconds
+
+    def set_frame_time(self, seconds: float) -> None:
+        self.frame_time = seconds
+
+    def detect(self, luma: np.ndarray) -> Optional[tuple[float, float]]:
+        return None
+
+
+def test_the_guard_passes_lead_and_frame_time_on_to_locators_that_take_them() -> None:
+    inner = Predictive()
+    guarded = GuardedLocator(inner)
+    guarded.set_lead(0.04)
+    guarded.set_frame_time(12.5)
+    assert (inner.lead, inner.frame_time) == (0.04, 12.5)
+    plain = GuardedLocator(Flaky([None]))
+    plain.set_lead(0.04)  # ignored, not an error
+    plain.set_frame_time(1.0)

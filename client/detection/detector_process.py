@@ -34,6 +34,9 @@ from client.detection.frame_exchange import (
 )
 from client.detection.plugin import build_locator
 
+#: The pts clock (90 kHz): a frame's pts in seconds is its capture time.
+VIDEO_CLOCK_RATE = 90000
+
 #: How often the idle worker looks at the stop flag even without a wake-up.
 _IDLE_POLL = 1.0
 
@@ -320,6 +323,7 @@ def run_worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     detector = build_locator(detector_options)
     set_lead = getattr(detector, "set_lead", None) if leads is not None else None
+    set_frame_time = getattr(detector, "set_frame_time", None)
     try:
         exchange.mark_ready()
         while not exchange.stop_requested:
@@ -331,6 +335,8 @@ def run_worker(
                 assert leads is not None
                 while leads.poll():
                     set_lead(leads.recv())
+            if set_frame_time is not None:
+                set_frame_time(pts / VIDEO_CLOCK_RATE)
             # time.monotonic(), not perf_counter(): the same clock as the
             # client's loop and the server (the stage trace lines them up).
             started = time.monotonic()

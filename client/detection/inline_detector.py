@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from client.detection.detector_process import DetectionTally, DetectorStats
+from client.detection.detector_process import VIDEO_CLOCK_RATE, DetectionTally, DetectorStats
 from client.detection.frame_exchange import DetectionResult
 from client.detection.plugin import build_locator
 
@@ -97,6 +97,9 @@ class InlineDetector:
         if self._closed:
             raise RuntimeError("the detector is closed")
         self._tally.submitted += 1
+        set_frame_time = getattr(self._detector, "set_frame_time", None)
+        if callable(set_frame_time):
+            set_frame_time(pts / VIDEO_CLOCK_RATE)
         started = self._clock()
         centre = self._detector.detect(luma)
         finished = self._clock()

@@ -8,8 +8,10 @@ constant-velocity model per axis, and reports where the ball will be
 (``protocol.coordinates.LatencyFeedback``) and the answer aims where the ball
 is when it lands, which is what the error at arrival measures.
 
-Time between frames is read from ``clock`` when each frame is detected
-(frames carry no capture time into a locator); a gap longer than
+Time between frames is the difference of their capture times, which the
+detector passes in (``set_frame_time``, from the frame's pts) before each
+``detect``; without them it is read from ``clock`` at each detection, which
+adds the network's jitter. A gap longer than
 ``RESET_AFTER_S`` without a ball starts the filter afresh, so a ball that
 reappears elsewhere is not dragged from where it vanished. With no ball in a
 frame it answers None, like the locator it wraps.
@@ -48,14 +50,20 @@ class ConstantVelocityPredictor:
         self._state: Optional[np.ndarray] = None  # rows x and y: (position, velocity)
         self._covariance = np.zeros((2, 2, 2))
         self._last_seen: Optional[float] = None
+        self._frame_time: Optional[float] = None
         self.used_window = False
 
     def set_lead(self, seconds: float) -> None:
         """Aim this far ahead of each frame (the latency the server measures)."""
         self.lead_s = max(seconds, 0.0)
 
+    def set_frame_time(self, seconds: float) -> None:
+        """The capture time of the frame ``detect`` gets next (its pts in seconds)."""
+        self._frame_time = seconds
+
     def detect(self, luma: np.ndarray) -> Optional[Centre]:
-        now = self._clock()
+        now = self._frame_time if self._frame_time is not None else self._clock()
+        self._frame_time = None
         measured = self._locator.detect(luma)
         self.used_window = bool(getattr(self._locator, "used_window", False))
         if measured is None:

@@ -86,6 +86,12 @@ class GuardedLocator:
         if callable(set_lead):
             set_lead(seconds)
 
+    def set_frame_time(self, seconds: float) -> None:
+        """Pass the frame's capture time (its pts, in seconds) to a locator that wants it."""
+        set_frame_time = getattr(self._locator, "set_frame_time", None)
+        if callable(set_frame_time):
+            set_frame_time(seconds)
+
     def detect(self, luma: np.ndarray) -> Optional[Centre]:
         try:
             found = self._locator.detect(luma)
