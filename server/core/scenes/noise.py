@@ -43,12 +43,13 @@ class NoiseScene(Scene):
         self._v_noise = _field(rng, (h // 2 + MARGIN, w // 2 + MARGIN), CHROMA_SIGMA)
         self._sum = np.empty((h, w), dtype=np.int16)
         self._chroma_sum = np.empty((h // 2, w // 2), dtype=np.int16)
+        self._neutral = np.full((h // 2, w // 2), 128, dtype=np.uint8)
 
     def render(self, index: int) -> Planes:
         clean = self.clean(index)
         dy, dx, uy, ux, vy, vx = np.random.default_rng([self.seed, 2, index]).integers(0, MARGIN, 6)
         _add(clean, _window(self._luma_noise, dy, dx, clean.shape), self._sum, self._luma)
-        neutral = np.full(self._u.shape, 128, dtype=np.uint8)
+        neutral = self._neutral
         _add(neutral, _window(self._u_noise, uy, ux, self._u.shape), self._chroma_sum, self._u)
         _add(neutral, _window(self._v_noise, vy, vx, self._v.shape), self._chroma_sum, self._v)
         return self._luma, self._u, self._v
