@@ -11,6 +11,7 @@ from __future__ import annotations
 # copy loads first an OpenCV window hangs at 100% CPU (--display).
 import cv2  # noqa: F401  isort:skip
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -75,13 +76,14 @@ def build_parser() -> EnvironmentArgumentParser:
     )
     parser.add_argument(
         "--detector",
-        choices=("process", "inline"),
+        type=detector_choice,
         # The product's design: detection in a process of its own, so a slow
         # frame never stalls the client's networking. inline saves the two
         # process hand-offs per frame (see docs/latency.md).
         default="process",
-        help="detect in a detector process fed through shared memory, or on the "
-        "event loop (two process hand-offs fewer per frame)",
+        help="process: detect in a detector process fed through shared memory; inline: "
+        "on the event loop (two process hand-offs fewer per frame); module:Class: "
+        "your own locator, in the detector process (docs/scenes.md)",
     )
     parser.add_argument(
         "--decoder-thread",
@@ -122,6 +124,13 @@ def build_parser() -> EnvironmentArgumentParser:
     return parser
 
 
+def detector_choice(text: str) -> str:
+    """argparse ``type`` of ``--detector``: process, inline or module:Class."""
+    if text in ("process", "inline") or ":" in text:
+        return text
+    raise argparse.ArgumentTypeError(f"expected process, inline or module:Class, got {text!r}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -131,6 +140,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     problem = args.ice.problem()
     if problem is not None:
         parser.error(problem)
+    if ":" in args.detector:
+        from client.detection.plugin import PluginError, make_locator
+
+        try:
+            # Here, once, so a missing or broken class is one line and exit 2.
+            make_locator(args.detector)
+        except PluginError as exc:
+            print(f"error: --detector {exc}", file=sys.stderr)
+            return 2
     configure_logging(args.verbose)
     if args.replay is not None:
         from client.replay import main as replay

@@ -20,7 +20,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 from aiortc import (
@@ -40,7 +40,13 @@ from client.media.hooks import install_receiver_hooks, receiver_components, rece
 from client.media.inline_decoder import InlineDecoder
 from client.media.stage_tracer import ClientStageTracer
 from client.media.wire_timestamps import WireTimestamps
-from protocol.coordinates import CHANNEL_LABEL, CoordinateReport, encode_report
+from protocol.coordinates import (
+    CHANNEL_LABEL,
+    CoordinateReport,
+    LatencyFeedback,
+    decode_feedback,
+    encode_report,
+)
 from protocol.ice_path import (
     IcePath,
     candidate_types,
@@ -124,6 +130,9 @@ class ClientSession:
         self._name = name
         #: Only with --trace-stages; None costs one test per frame and stage.
         self._tracer: Optional[ClientStageTracer] = None
+        #: The server's newest word on our latency (``protocol.coordinates``); None until then.
+        self.latency_feedback: Optional[LatencyFeedback] = None
+        self.server_messages_ignored = 0
 
     def stop(self, reason: str) -> None:
         """End the session from outside (duration, SIGINT, SIGTERM)."""
@@ -188,6 +197,7 @@ class ClientSession:
         def on_datachannel(channel: RTCDataChannel) -> None:
             if channel.label == CHANNEL_LABEL:
                 self._channel = channel
+                channel.on("message", self._on_server_message)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -270,6 +280,24 @@ class ClientSession:
         if pc.iceConnectionState in ("connected", "completed"):
             return f"ICE connected but DTLS did not complete within {self._handshake_timeout:g} s"
         return ice_failure(candidate_types(pc), self._ice.turn_urls, waited_s, "the server")
+
+    def _on_server_message(self, message: Union[str, bytes]) -> None:
+        """Keep the server's latency figure; ignore, quietly, anything else it sends."""
+        feedback = decode_feedback(message)
+        if feedback is None:
+            self.server_messages_ignored += 1
+            return
+        if self.latency_feedback is None:
+            logger.info(
+                "the server measures our latency: p50 %.1f ms, p95 %.1f ms",
+                feedback.p50_ms,
+                feedback.p95_ms,
+            )
+        self.latency_feedback = feedback
+        set_lead = getattr(self._detector, "set_lead", None)
+        if callable(set_lead):
+            # A predictive locator aims this far past each frame.
+            set_lead(feedback.p50_ms / 1000.0)
 
     async def _watch_signaling(self) -> None:
         try:

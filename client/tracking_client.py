@@ -47,8 +47,14 @@ class TrackingClient:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self._args = args
+        # Anything but "inline" runs in the detector process: a user's
+        # locator (module:Class) gets the same isolation and dropping as ours.
         self._detector: Detector = (
-            DetectorProcess() if args.detector == "process" else InlineDetector()
+            InlineDetector()
+            if args.detector == "inline"
+            else DetectorProcess(locator=args.detector)
+            if ":" in args.detector
+            else DetectorProcess()
         )
         self._display = ClientDisplay() if args.display else None
         self._session: Optional[ClientSession] = None

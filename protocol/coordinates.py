@@ -20,6 +20,18 @@ by both; with both, ``rtp_timestamp`` wins.
   session. It stays accepted for clients (and servers) that only know it.
 
 The server matches either to the nearest frame it sent, within one tick.
+
+The server talks back on the same channel with one small message, about once
+a second while answers arrive:
+
+``{"type": "latency", "p50_ms": float, "p95_ms": float, "answers": int}``
+
+the median and 95th percentile of the latency (frame produced to answer
+received, on the server's clock) over the ``answers`` answered in the last
+second. A predictive tracker uses it to aim where the ball will be when its
+answer lands. A client must ignore every server message it does not know
+(``decode_feedback`` returns None for them): a client that never reads the
+channel, like the first clients and the browser's ``/track`` page, is one.
 """
 
 from __future__ import annotations
@@ -45,6 +57,10 @@ FRAME_KEYS = frozenset({"rtp_timestamp", "pts"})
 #: No frame is a million pixels across; a larger coordinate is garbage and
 #: would swamp the session's mean error.
 COORDINATE_LIMIT = 1e6
+
+
+#: ``"type"`` of the server's latency message.
+LATENCY_MESSAGE = "latency"
 
 
 class InvalidReport(ValueError):
@@ -122,3 +138,45 @@ def _is_finite_number(value: Any) -> bool:
         return math.isfinite(value) and abs(value) <= COORDINATE_LIMIT
     except OverflowError:  # an int too large for a float
         return False
+
+
+@dataclass(frozen=True)
+class LatencyFeedback:
+    """The session's recent latency, as the server measured it."""
+
+    p50_ms: float
+    p95_ms: float
+    answers: int
+
+
+def encode_feedback(feedback: LatencyFeedback) -> str:
+    return json.dumps(
+        {
+            "type": LATENCY_MESSAGE,
+            "p50_ms": round(feedback.p50_ms, 3),
+            "p95_ms": round(feedback.p95_ms, 3),
+            "answers": feedback.answers,
+        },
+        allow_nan=False,
+    )
+
+
+def decode_feedback(message: Union[str, bytes]) -> Optional[LatencyFeedback]:
+    """The latency message, or None for anything else: unknown messages are ignored."""
+    if len(message) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        body = json.loads(message, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict) or body.get("type") != LATENCY_MESSAGE:
+        return None
+    p50, p95, answers = body.get("p50_ms"), body.get("p95_ms"), body.get("answers")
+    quantiles = []
+    for value in (p50, p95):
+        if not _is_finite_number(value) or not isinstance(value, (int, float)) or value < 0:
+            return None
+        quantiles.append(float(value))
+    if not isinstance(answers, int) or isinstance(answers, bool) or answers < 0:
+        return None
+    return LatencyFeedback(quantiles[0], quantiles[1], answers)

@@ -41,6 +41,7 @@ from server.console.display import ServerDisplay
 from server.console.metrics import TrackingMetrics
 from server.console.viewer import SessionViewers
 from server.console.web_console import WebConsole, web_origin
+from server.core.scenes import DEFAULT_SCENE, SCENES
 from server.media.hooks import check_hooks
 from server.reports.recorder import prepare_recorders
 from server.sessions.session import SessionConfig
@@ -82,6 +83,13 @@ def build_parser() -> EnvironmentArgumentParser:
     parser.add_argument("--fps", type=positive_float, default=30.0, help="frames per second")
     parser.add_argument("--seed", type=int, default=0, help="seed of the start position")
     parser.add_argument("--codec", choices=("vp8", "h264"), default="vp8", help="video codec")
+    parser.add_argument(
+        "--scene",
+        choices=tuple(SCENES),
+        default=DEFAULT_SCENE,
+        environment_variable="BALLTRACKER_SCENE",
+        help="what the picture shows besides the ball (docs/scenes.md)",
+    )
     parser.add_argument(
         "--duration",
         type=positive_float,
@@ -255,6 +263,7 @@ async def serve(args: argparse.Namespace) -> int:
         encoder_thread=args.encoder_thread,
         progress_interval=args.progress_interval,
         record=args.record,
+        scene=args.scene,
     )
     try:
         stage_trace = (

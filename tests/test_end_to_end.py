@@ -87,7 +87,10 @@ def test_one_session_is_tracked_frame_exactly(report_dir: Path) -> None:
         assert client_summary["frames_received"] >= report["frames_answered"]
         # The per-frame CSV has one row per frame sent.
         rows = (report_dir / f"{report['session']}.csv").read_text().splitlines()
-        assert rows[0] == "pts,true_x,true_y,reported_x,reported_y,error_px,latency_ms"
+        assert rows[0] == (
+            "pts,true_x,true_y,reported_x,reported_y,error_px,latency_ms,"
+            "visibility,arrival_true_x,arrival_true_y,error_at_arrival_px"
+        )
         assert len(rows) - 1 == report["frames_sent"]
         # No progress lines at INFO by default (--progress-interval asks for them).
         assert ": sent " not in server.stderr, server.stderr

@@ -166,3 +166,46 @@ def test_title_without_numbers() -> None:
             "answered 0/0  ·  error mean - px  ·  latency p50 - ms, p99 - ms",
         ]
     assert session_title({}).startswith("session\n")
+
+
+def test_title_names_the_scene_the_error_at_arrival_and_the_hidden_frames() -> None:
+    summary = {
+        **SUMMARY,
+        "scene": "occlusion",
+        "error_at_arrival_px": {"p50": 3.54},
+        "visibility": {
+            "frames_hidden": 24,
+            "found_when_visible_ratio": 0.975,
+            "false_positives_when_hidden": 1,
+            "reacquire_ms": {"p50": 33.3},
+        },
+    }
+    first, second, third = session_title(summary).splitlines()
+    assert first.endswith("10.0 s, scene occlusion")
+    assert second.endswith("  ·  at arrival p50 3.5 px")
+    assert third == (
+        "hidden 24 frames  ·  found when visible 97.5 %  ·  "
+        "false positives when hidden 1  ·  re-acquired p50 33 ms"
+    )
+    # A scene that never hides the ball keeps the title to two lines.
+    assert len(session_title({**summary, "visibility": {"frames_hidden": 0}}).splitlines()) == 2
+
+
+def test_the_error_panel_draws_the_error_at_arrival(tmp_path: Path) -> None:
+    count = 60
+    frames = SessionSeries(
+        np.arange(count) / 30.0,
+        np.full(count, 0.01),
+        np.full(count, 20.0),
+        error_at_arrival_px=np.full(count, 6.0),
+    )
+
+    def cyan_pixels(series: SessionSeries) -> int:
+        render(series, tmp_path / "arrival.png", summary={"session": "s"})
+        image = cv2.imread(str(tmp_path / "arrival.png")).astype(int)
+        tab_cyan = np.array([0xCF, 0xBE, 0x17])  # BGR of matplotlib's tab:cyan
+        return int((np.abs(image - tab_cyan).sum(axis=2) < 30).sum())
+
+    assert cyan_pixels(frames) > 100
+    without = SessionSeries(frames.time_s, frames.error_px, frames.latency_ms)
+    assert cyan_pixels(without) == 0

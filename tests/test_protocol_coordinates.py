@@ -9,8 +9,11 @@ from protocol.coordinates import (
     MAX_MESSAGE_BYTES,
     CoordinateReport,
     InvalidReport,
+    LatencyFeedback,
     _is_finite_number,
+    decode_feedback,
     decode_report,
+    encode_feedback,
     encode_report,
 )
 
@@ -162,3 +165,41 @@ def test_an_int_beyond_float_range_is_not_a_coordinate() -> None:
     # Too long for a message, but the check must not trust the length limit.
     assert not _is_finite_number(10**400)
     assert not _is_finite_number(-(10**400))
+
+
+def test_latency_feedback_round_trips_and_is_small() -> None:
+    feedback = LatencyFeedback(p50_ms=41.25, p95_ms=60.5, answers=29)
+    text = encode_feedback(feedback)
+    assert json.loads(text) == {"type": "latency", "p50_ms": 41.25, "p95_ms": 60.5, "answers": 29}
+    assert decode_feedback(text) == feedback
+    assert decode_feedback(text.encode()) == feedback
+    assert len(text) < MAX_MESSAGE_BYTES
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "not json",
+        "[]",
+        '{"pts": 0, "x": 1, "y": 2}',  # a report, not feedback
+        '{"type": "weather", "p50_ms": 1, "p95_ms": 2, "answers": 3}',  # a future message
+        '{"type": "latency", "p50_ms": "1", "p95_ms": 2, "answers": 3}',
+        '{"type": "latency", "p50_ms": -1, "p95_ms": 2, "answers": 3}',
+        '{"type": "latency", "p50_ms": NaN, "p95_ms": 2, "answers": 3}',
+        '{"type": "latency", "p50_ms": 1, "p95_ms": 2, "answers": true}',
+        '{"type": "latency", "p50_ms": 1, "p95_ms": 2}',
+        '{"type": "latency", "p50_ms": 1, "p95_ms": 2, "answers": 3, "pad": "'
+        + "x" * MAX_MESSAGE_BYTES
+        + '"}',
+        b"\xff\xfe",
+    ],
+)
+def test_anything_but_latency_feedback_is_ignored_not_raised(raw: str | bytes) -> None:
+    assert decode_feedback(raw) is None
+
+
+def test_a_latency_message_is_no_valid_report() -> None:
+    # Sent the wrong way, it is counted invalid by the server, never scored.
+    with pytest.raises(InvalidReport):
+        decode_report(encode_feedback(LatencyFeedback(1.0, 2.0, 3)))

@@ -44,8 +44,20 @@ def test_csv_rows_and_json_summary(tmp_path: Path) -> None:
     report.close({"frames_sent": 2})
     rows = list(csv.reader(report.csv_path.read_text().splitlines()))
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert rows[1] == ["0", "10.0000", "20.0000", "10.5000", "20.0000", "0.5000", "7.2500"]
-    assert rows[2] == ["3000", "11.0000", "21.0000", "", "", "", ""]
+    assert rows[1] == [
+        "0",
+        "10.0000",
+        "20.0000",
+        "10.5000",
+        "20.0000",
+        "0.5000",
+        "7.2500",
+        "1.0000",
+        "",
+        "",
+        "",
+    ]
+    assert rows[2] == ["3000", "11.0000", "21.0000", "", "", "", "", "1.0000", "", "", ""]
     assert json.loads(report.json_path.read_text()) == {"frames_sent": 2}
     assert not list(tmp_path.rglob("*.tmp"))
 

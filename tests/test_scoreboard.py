@@ -4,6 +4,7 @@ import math
 import pytest
 
 from server.core.ledger import FrameRecord
+from server.core.scene import BallScene
 from server.core.scoreboard import Interval, Scoreboard
 
 
@@ -157,4 +158,71 @@ def test_summary_keys_and_an_empty_session() -> None:
         "invalid_by_reason": {},
         "error_px": {"mean": None, "max": None, "p50": None, "p95": None},
         "latency_ms": {"mean": None, "max": None, "p50": None, "p95": None, "p99": None},
+        "error_at_arrival_px": {"mean": None, "max": None, "p50": None, "p95": None},
+        "visibility": {
+            "frames_visible": 0,
+            "frames_partly_hidden": 0,
+            "frames_hidden": 0,
+            "found_when_visible_ratio": None,
+            "hidden_frames_answered": 0,
+            "false_positives_when_hidden": 0,
+            "reacquisitions": 0,
+            "reacquisitions_missed": 0,
+            "reacquire_ms": {"mean": None, "max": None, "p50": None, "p95": None},
+        },
     }
+
+
+def fast_scene() -> BallScene:
+    # 300 px/s along +x from the middle: no wall within a second.
+    return BallScene(640, 480, 20.0, 300.0, 100.0, 240.0, 0.0)
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.005, 0.05, 0.2])
+def test_the_error_at_arrival_grows_with_the_delay_as_physics_says(delay_s: float) -> None:
+    scene = fast_scene()
+    scoreboard = Scoreboard(30, 64, position_at=scene.position)
+    produced_at = 10.0
+    x, y = scene.position(3 / 30)
+    scoreboard.frame_sent(3, x, y, produced_at)
+    # A perfect answer about frame 3, arriving delay_s after it was produced.
+    entry = scoreboard.answer(message(9000, x, y), arrival=produced_at + delay_s)
+    assert entry is not None and entry.error_px == 0.0
+    assert entry.error_at_arrival_px == pytest.approx(300.0 * delay_s, abs=1e-9)
+    assert (entry.arrival_true_x, entry.arrival_true_y) == pytest.approx(
+        scene.position(3 / 30 + delay_s)
+    )
+    assert scoreboard.summary()["error_at_arrival_px"]["max"] == pytest.approx(
+        300.0 * delay_s, abs=1e-9
+    )
+
+
+def test_a_not_found_answer_has_no_error_at_arrival() -> None:
+    scene = fast_scene()
+    scoreboard = Scoreboard(30, 64, position_at=scene.position)
+    scoreboard.frame_sent(0, *scene.position(0.0), produced_at=1.0)
+    entry = scoreboard.answer(message(0, None, None), arrival=1.04)
+    assert entry is not None and entry.error_at_arrival_px is None
+    assert entry.arrival_true_x == pytest.approx(scene.position(0.04)[0])
+    assert scoreboard.error_at_arrival_px.count == 0
+
+
+def test_without_a_scene_there_is_no_error_at_arrival() -> None:
+    scoreboard = board()
+    entry = scoreboard.answer(message(0, 100.0, 200.0), arrival=1.05)
+    assert entry is not None and entry.error_at_arrival_px is None
+
+
+def test_retired_frames_feed_the_visibility_tally_in_order() -> None:
+    scoreboard = Scoreboard(30, 8, acquired_within_px=5.0)
+    visibility = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    for index, share in enumerate(visibility):
+        scoreboard.frame_sent(index, 50.0, 50.0, produced_at=index / 30, visibility=share)
+    scoreboard.answer(message(3000, 60.0, 50.0), arrival=1.0)  # hidden, found: false positive
+    scoreboard.answer(message(12000, 51.0, 50.0), arrival=1.0)  # found one frame after it is back
+    scoreboard.close()
+    summary = scoreboard.summary()["visibility"]
+    assert summary["frames_hidden"] == 2 and summary["frames_visible"] == 4
+    assert summary["false_positives_when_hidden"] == 1
+    assert summary["reacquisitions"] == 1
+    assert summary["reacquire_ms"]["max"] == pytest.approx(1000 / 30)

@@ -16,7 +16,7 @@ import pytest
 
 from lab.browser import chromium
 from lab.programs import free_port, start_client, start_server
-from server.console.session_table import ENDED, LIVE, REPORT_SUFFIXES, session_row
+from server.console.session_table import ENDED, LIVE, REPORT_SUFFIXES, SessionTable, session_row
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -102,6 +102,8 @@ def test_the_console_marks_links_serves_and_plays_a_recording(tmp_path: Path) ->
         if client is not None:
             client.close()
         server.close()
+
+
 ICE_SUMMARY = {
     "session": "session-20261203T101010-0001",
     "peer": "192.0.2.2:50000",

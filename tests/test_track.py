@@ -57,10 +57,11 @@ def test_pts_start_at_zero_and_follow_fps() -> None:
 
 def test_each_frame_shows_the_scene_at_its_nominal_time() -> None:
     scene = BallScene(640, 480, 20.0, 300.0, 320.0, 240.0, 0.5)
-    for (pts, _, planes), (index, x, y, produced_at) in [
+    for (pts, _, planes), (index, x, y, produced_at, visibility) in [
         (frame, produced) for frame, produced in run_track(30, 5)
     ]:
         assert (x, y) == scene.position(index / 30)
+        assert visibility == 1.0
         assert pts == index * 3000
         luma = planes[:480].astype(np.float64)
         rows, cols = np.indices(luma.shape)
@@ -143,7 +144,7 @@ def test_a_frame_gate_thins_the_timeline_keeping_each_frames_truth() -> None:
     gate = Gate(interval=3)
     produced, track = gated_frames(gate, 4)
     assert [p[0] for p in produced] == [0, 3, 6, 9]
-    for index, x, y, produced_at in produced:
+    for index, x, y, produced_at, _ in produced:
         assert (x, y) == scene.position(index / 30)  # frame n still shows n / fps
         assert produced_at == pytest.approx(100.0 + index / 30)
     assert [i for i, _ in gate.sent] == [0, 3, 6, 9]
@@ -158,3 +159,35 @@ def test_a_frame_the_gate_refuses_is_skipped_at_the_source() -> None:
     assert track.frames_held == 2
     assert track.frames_skipped_for_rate == 2 == gate.skipped
     assert track.frames_skipped == 0
+
+
+def test_a_scene_is_streamed_with_its_truth_and_visibility() -> None:
+    from server.core.renderer import yuv420p_frame
+    from server.core.scenes import make_scene
+
+    motion = BallScene.from_seed(640, 480, 20.0, 300.0, 1)
+    produced: list[tuple] = []
+    clock = FakeClock()
+
+    async def fake_sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    async def scenario() -> list[np.ndarray]:
+        original = asyncio.sleep
+        asyncio.sleep = fake_sleep  # type: ignore[assignment]
+        try:
+            scene = make_scene("occlusion", motion, 30, 1)
+            track = BallTrack(scene, 30, lambda *args: produced.append(args), clock)
+            return [(await track.recv()).to_ndarray() for _ in range(20)]
+        finally:
+            asyncio.sleep = original  # type: ignore[assignment]
+
+    frames = asyncio.run(scenario())
+    reference = make_scene("occlusion", motion, 30, 1)
+    visibilities = []
+    for planes, (index, x, y, _, visibility) in zip(frames, produced):
+        truth = reference.truth(index)
+        assert (x, y, visibility) == (truth.x, truth.y, truth.visibility)
+        assert np.array_equal(planes, yuv420p_frame(*reference.render(index)).to_ndarray())
+        visibilities.append(visibility)
+    assert min(visibilities) == 0.0 and max(visibilities) == 1.0  # seed 1 hides it early

@@ -13,15 +13,16 @@ import and, imported before cv2, break OpenCV's windows.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from multiprocessing import get_context
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Optional
 
 import numpy as np
 
-from client.detection.detector import CentroidDetector
 from client.detection.frame_exchange import MAX_HEIGHT, MAX_WIDTH, ExchangeError, FrameExchange
 from client.detection.interface import (
     BallLocator,
@@ -30,6 +31,8 @@ from client.detection.interface import (
     DetectorFailed,
     DetectorStats,
 )
+from client.detection.plugin import build_locator
+from protocol.wire_clock import VIDEO_CLOCK_RATE
 
 #: How often the idle worker looks at the stop flag even without a wake-up.
 _IDLE_POLL = 1.0
@@ -56,8 +59,13 @@ class DetectorProcess:
         **detector_options: Any,
     ) -> None:
         # Fail here, in the caller's process, not in the child.
-        CentroidDetector(**detector_options)
+        build_locator(detector_options)
         self._options = detector_options
+        # How far ahead a predictive locator aims (set_lead), once a second at
+        # most: a pipe, not shared memory, so nothing outlives close().
+        self._lead_reader, self._lead_writer = get_context("spawn").Pipe(duplex=False)
+        # A worker that stops reading must never block the event loop.
+        os.set_blocking(self._lead_writer.fileno(), False)
         self._exchange = FrameExchange(max_width, max_height)
         self._process: Optional[BaseProcess] = None
         self._stopping = False
@@ -76,7 +84,7 @@ class DetectorProcess:
         context = get_context("spawn")
         self._process = context.Process(
             target=run_worker,
-            args=(self._exchange, self._options),
+            args=(self._exchange, self._options, self._lead_reader),
             name="ball-detector",
             daemon=True,
         )
@@ -125,6 +133,8 @@ class DetectorProcess:
         self._final_dropped = self._exchange.dropped
         self._exchange.close()
         self._exchange.unlink()
+        self._lead_reader.close()
+        self._lead_writer.close()
 
     def __enter__(self) -> "DetectorProcess":
         if self._process is None:
@@ -232,6 +242,14 @@ class DetectorProcess:
             results_lost=self._exchange.results_lost,
         )
 
+    def set_lead(self, seconds: float) -> None:
+        """Tell a predictive locator how far ahead to aim (the server's latency)."""
+        if not self._closed:
+            try:
+                self._lead_writer.send(float(seconds))
+            except OSError:  # the worker is gone or stalled; collect() reports that
+                pass
+
     def _check_running(self) -> None:
         if self._closed:
             raise RuntimeError("the detector process is closed")
@@ -248,12 +266,16 @@ class DetectorProcess:
         return self._process.exitcode
 
 
-def run_worker(exchange: FrameExchange, detector_options: dict[str, Any]) -> None:
+def run_worker(
+    exchange: FrameExchange, detector_options: dict[str, Any], leads: Optional[Connection] = None
+) -> None:
     """The child's main loop: newest frame in, centre out, until told to stop."""
     # Ctrl-C reaches the whole process group; shutting down is the parent's
     # decision, made through request_stop(), not a KeyboardInterrupt here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    detector: BallLocator = CentroidDetector(**detector_options)
+    detector: BallLocator = build_locator(detector_options)
+    set_lead = getattr(detector, "set_lead", None) if leads is not None else None
+    set_frame_time = getattr(detector, "set_frame_time", None)
     try:
         exchange.mark_ready()
         while not exchange.stop_requested:
@@ -261,6 +283,12 @@ def run_worker(exchange: FrameExchange, detector_options: dict[str, Any]) -> Non
             if frame is None:
                 continue
             pts, luma = frame
+            if set_lead is not None:
+                assert leads is not None
+                while leads.poll():
+                    set_lead(leads.recv())
+            if set_frame_time is not None:
+                set_frame_time(pts / VIDEO_CLOCK_RATE)
             # time.monotonic(), not perf_counter(): the same clock as the
             # client's loop and the server (the stage trace lines them up).
             started = time.monotonic()

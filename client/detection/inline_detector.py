@@ -29,13 +29,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from client.detection.detector import CentroidDetector
 from client.detection.interface import (
     BallLocator,
     DetectionResult,
     DetectionTally,
     DetectorStats,
 )
+from client.detection.plugin import build_locator
+from protocol.wire_clock import VIDEO_CLOCK_RATE
 
 #: Decoded frames that may wait behind the one being detected on the loop; a
 #: burst after a retransmission is a few frames, and each is detected in a
@@ -52,7 +53,7 @@ class InlineDetector:
         clock: Callable[[], float] = time.monotonic,
         **detector_options: Any,
     ) -> None:
-        self._detector: BallLocator = CentroidDetector(**detector_options)
+        self._detector: BallLocator = build_locator(detector_options)
         self._clock = clock
         self._tally = DetectionTally(stats_window)
         self._results: list[DetectionResult] = []
@@ -107,6 +108,9 @@ class InlineDetector:
         if self._closed:
             raise RuntimeError("the detector is closed")
         self._tally.submitted += 1
+        set_frame_time = getattr(self._detector, "set_frame_time", None)
+        if callable(set_frame_time):
+            set_frame_time(pts / VIDEO_CLOCK_RATE)
         started = self._clock()
         centre = self._detector.detect(luma)
         finished = self._clock()
@@ -121,6 +125,12 @@ class InlineDetector:
         )
         self._tally.add(result)
         self._results.append(result)
+
+    def set_lead(self, seconds: float) -> None:
+        """Tell a predictive locator how far ahead to aim (the server's latency)."""
+        set_lead = getattr(self._detector, "set_lead", None)
+        if callable(set_lead):
+            set_lead(seconds)
 
     def skip(self) -> None:
         """The session dropped a frame rather than detect it."""

@@ -44,9 +44,9 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from protocol.wire_clock import VIDEO_TIME_BASE
 from protocol.ice_path import rtc_configuration
 from protocol.ice_servers import IceSettings
+from protocol.wire_clock import VIDEO_TIME_BASE
 from server.console.annotation import SessionAnnotator
 from server.core.ledger import FrameRecord, frame_pts
 from server.core.renderer import yuv420p_frame

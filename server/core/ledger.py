@@ -41,6 +41,12 @@ class FrameRecord:
     reported_y: Optional[float] = None
     error_px: Optional[float] = None
     latency_ms: Optional[float] = None
+    #: Share of the ball in view (``server.core.scenes.Truth.visibility``).
+    visibility: float = 1.0
+    #: Where the ball was when the answer arrived, and the answer's distance from it.
+    arrival_true_x: Optional[float] = None
+    arrival_true_y: Optional[float] = None
+    error_at_arrival_px: Optional[float] = None
 
 
 class FrameLedger:
@@ -62,10 +68,17 @@ class FrameLedger:
         return len(self._records)
 
     def record(
-        self, index: int, true_x: float, true_y: float, produced_at: float
+        self,
+        index: int,
+        true_x: float,
+        true_y: float,
+        produced_at: float,
+        visibility: float = 1.0,
     ) -> tuple[FrameRecord, list[FrameRecord]]:
         """Add frame ``index``; return it and the records evicted to make room."""
-        entry = FrameRecord(index, frame_pts(index, self.fps), true_x, true_y, produced_at)
+        entry = FrameRecord(
+            index, frame_pts(index, self.fps), true_x, true_y, produced_at, visibility=visibility
+        )
         self._records[index] = entry
         self._order.append(index)
         evicted: list[FrameRecord] = []

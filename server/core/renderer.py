@@ -75,11 +75,15 @@ class BallRenderer:
         self._previous: Optional[Box] = None
 
     def render(self, x: float, y: float) -> av.VideoFrame:
+        return yuv420p_frame(*self.planes(x, y))
+
+    def planes(self, x: float, y: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The Y, U and V planes with the ball at ``x, y``; overwritten by the next call."""
         if self._previous is not None:
             top, bottom, left, right = self._previous
             self._luma[top:bottom, left:right] = 0
         self._previous = draw_ball(self._luma, x, y, self.radius)
-        return yuv420p_frame(self._luma, self._chroma, self._chroma)
+        return self._luma, self._chroma, self._chroma
 
 
 def yuv420p_frame(luma: np.ndarray, u: np.ndarray, v: np.ndarray) -> av.VideoFrame:

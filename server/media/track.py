@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol, Union
 
 import av
 from aiortc import VideoStreamTrack
@@ -22,12 +22,15 @@ from aiortc.mediastreams import MediaStreamError
 
 from protocol.wire_clock import VIDEO_TIME_BASE
 from server.core.ledger import frame_pts
-from server.core.renderer import BallRenderer
+from server.core.renderer import yuv420p_frame
 from server.core.scene import BallScene
+from server.core.scenes import Scene
+from server.core.scenes.classic import ClassicScene
 from server.media.pacing import FramePacer
 
-FrameListener = Callable[[int, float, float, float], None]
-"""Called as ``listener(index, true_x, true_y, produced_at)`` for each frame."""
+FrameListener = Callable[[int, float, float, float, float], None]
+"""Called as ``listener(index, true_x, true_y, produced_at, visibility)`` for each
+frame; ``visibility`` is the share of the ball in view (``Truth.visibility``)."""
 
 
 class FrameGate(Protocol):
@@ -54,7 +57,7 @@ class FrameGate(Protocol):
 class BallTrack(VideoStreamTrack):
     def __init__(
         self,
-        scene: BallScene,
+        scene: Union[Scene, BallScene],
         fps: float,
         on_frame: FrameListener,
         clock: Callable[[], float] = time.monotonic,
@@ -66,9 +69,9 @@ class BallTrack(VideoStreamTrack):
         self._frame_gate = frame_gate
         #: Frames the frame gate held back (the link was still draining).
         self.frames_held = 0
-        self._scene = scene
+        # A bare BallScene is the classic picture of its motion.
+        self._scene = scene if isinstance(scene, Scene) else ClassicScene(scene, fps, 0)
         self._fps = fps
-        self._renderer = BallRenderer(scene.width, scene.height, scene.radius)
         self._on_frame = on_frame
         self._clock = clock
         self._pacer = FramePacer(fps, clock)
@@ -77,14 +80,14 @@ class BallTrack(VideoStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         index = await self._wait_for_next_index()
-        x, y = self._scene.position(index / self._fps)
-        frame = self._renderer.render(x, y)
+        truth = self._scene.truth(index)
+        frame = yuv420p_frame(*self._scene.render(index))
         frame.pts = frame_pts(index, self._fps)
         frame.time_base = VIDEO_TIME_BASE
         produced_at = self._clock()
         if self._frame_gate is not None:
             self._frame_gate.frame_sent(index, produced_at)
-        self._on_frame(index, x, y, produced_at)
+        self._on_frame(index, truth.x, truth.y, produced_at, truth.visibility)
         return frame
 
     async def _wait_for_next_index(self) -> int:

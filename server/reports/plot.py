@@ -47,6 +47,7 @@ _UNANSWERED_COLOUR = "tab:red"
 _NOT_FOUND_COLOUR = "tab:orange"
 _SENT_COLOUR = "tab:purple"
 _FPS_COLOUR = "tab:gray"
+_ARRIVAL_COLOUR = "tab:cyan"
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,14 @@ class SessionSeries:
     """One session's frames as arrays, one entry per frame sent, in stream order.
 
     ``error_px`` is NaN where there is no answer with coordinates, ``latency_ms``
-    NaN where there is no answer at all.
+    NaN where there is no answer at all. ``error_at_arrival_px`` (the answer
+    against the ball when it arrived) is NaN like ``error_px``, None when not known.
     """
 
     time_s: np.ndarray
     error_px: np.ndarray
     latency_ms: np.ndarray
+    error_at_arrival_px: Optional[np.ndarray] = None
 
     @classmethod
     def empty(cls) -> SessionSeries:
@@ -85,6 +88,7 @@ def read_frames(path: Path) -> SessionSeries:
     session costs 24 bytes a frame to read back.
     """
     time_s, error_px, latency_ms = array("d"), array("d"), array("d")
+    at_arrival = array("d")
     with open(path, newline="", encoding="utf8") as file:
         reader = csv.DictReader(file)
         if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
@@ -93,11 +97,13 @@ def read_frames(path: Path) -> SessionSeries:
             time_s.append(int(row["pts"]) / VIDEO_CLOCK_RATE)
             error_px.append(_value(row["error_px"]))
             latency_ms.append(_value(row["latency_ms"]))
+            at_arrival.append(_value(row["error_at_arrival_px"]))
     order = np.argsort(np.frombuffer(time_s), kind="stable")
     return SessionSeries(
         time_s=np.frombuffer(time_s)[order],
         error_px=np.frombuffer(error_px)[order],
         latency_ms=np.frombuffer(latency_ms)[order],
+        error_at_arrival_px=np.frombuffer(at_arrival)[order],
     )
 
 
@@ -165,6 +171,8 @@ def session_title(summary: Mapping[str, Any]) -> str:
         stream.append(f"{summary['fps']:g} fps")
     if "duration_s" in summary:
         stream.append(f"{summary['duration_s']:.1f} s")
+    if summary.get("scene"):
+        stream.append(f"scene {summary['scene']}")
     described = ", ".join(part for part in stream if part)
     first = f"{session}  ·  {described}" if described else session
     sent = summary.get("frames_sent")
@@ -177,15 +185,29 @@ def session_title(summary: Mapping[str, Any]) -> str:
         answers = f"answered {_number(answered, 0)}/{_number(sent, 0)}"
     error = summary.get("error_px") or {}
     latency = summary.get("latency_ms") or {}
-    second = "  ·  ".join(
+    headline = [
+        answers,
+        f"error mean {_number(error.get('mean'), 3)} px",
+        f"latency p50 {_number(latency.get('p50'), 1)} ms, p99 {_number(latency.get('p99'), 1)} ms",
+    ]
+    at_arrival = summary.get("error_at_arrival_px")
+    if at_arrival and at_arrival.get("p50") is not None:
+        headline.append(f"at arrival p50 {_number(at_arrival['p50'], 1)} px")
+    second = "  ·  ".join(headline)
+    visibility = summary.get("visibility") or {}
+    if not visibility.get("frames_hidden"):
+        return f"{first}\n{second}"
+    found = visibility.get("found_when_visible_ratio")
+    reacquire = visibility.get("reacquire_ms") or {}
+    third = "  ·  ".join(
         [
-            answers,
-            f"error mean {_number(error.get('mean'), 3)} px",
-            f"latency p50 {_number(latency.get('p50'), 1)} ms, "
-            f"p99 {_number(latency.get('p99'), 1)} ms",
+            f"hidden {visibility['frames_hidden']} frames",
+            f"found when visible {_number(None if found is None else 100 * found, 1)} %",
+            f"false positives when hidden {visibility.get('false_positives_when_hidden')}",
+            f"re-acquired p50 {_number(reacquire.get('p50'), 0)} ms",
         ]
     )
-    return f"{first}\n{second}"
+    return f"{first}\n{second}\n{third}"
 
 
 def render_session_plot(
@@ -228,7 +250,18 @@ def _draw_error(axes: Axes, frames: SessionSeries) -> None:
         axes.plot(frames.time_s, frames.error_px, color=_ERROR_COLOUR, **_line_style(len(frames)))
         mean = float(np.mean(error))
         axes.axhline(mean, color="black", lw=0.8, ls="--", label=f"mean {mean:.3f} px")
-        _scale_y(axes, error)
+        at_arrival = frames.error_at_arrival_px
+        known = at_arrival[~np.isnan(at_arrival)] if at_arrival is not None else error[:0]
+        if at_arrival is not None and len(known):
+            # The cost of latency: where the ball is when the answer lands.
+            axes.plot(
+                frames.time_s,
+                at_arrival,
+                color=_ARRIVAL_COLOUR,
+                label="at arrival",
+                **_line_style(len(frames)),
+            )
+        _scale_y(axes, np.concatenate((error, known)))
     not_found = frames.answered & ~frames.found
     _mark_frames(axes, frames.time_s[not_found], 0.92, _NOT_FOUND_COLOUR, "no ball found")
     _mark_frames(axes, frames.time_s[~frames.answered], 0.97, _UNANSWERED_COLOUR, "unanswered")

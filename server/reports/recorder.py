@@ -29,6 +29,7 @@ The session never waits for it:
 - ``finish`` (after the session gave back its slot) waits for the worker
   to write what it has, bounded by ``FINISH_TIMEOUT_S``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -308,7 +309,7 @@ def _framed(message: Any) -> bytes:
     return struct.pack("!i", len(payload)) + payload
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def _context() -> multiprocessing.context.ForkServerContext:
     # Not fork: a fork of a process running aiortc's threads is unsafe. Not
     # spawn: each worker would import the server's main module and PyAV
     # afresh, a second of CPU taken from the sessions as one starts. A fork
@@ -394,6 +395,7 @@ class _Video:
     def write(self, snapshot: VideoSnapshot) -> None:
         import av
         import cv2
+        import numpy as np
 
         if self._last_pts is not None and snapshot.pts <= self._last_pts:
             return
@@ -404,7 +406,7 @@ class _Video:
         picture = self._annotator.annotate(
             answers, (snapshot.true_x, snapshot.true_y), snapshot.answer_age_s
         )
-        i420 = cv2.cvtColor(picture, cv2.COLOR_BGR2YUV_I420)
+        i420 = np.asarray(cv2.cvtColor(picture, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
         frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         frame.pts = snapshot.pts
         frame.time_base = self._stream.time_base

@@ -45,6 +45,10 @@ CSV_COLUMNS = (
     "reported_y",
     "error_px",
     "latency_ms",
+    "visibility",
+    "arrival_true_x",
+    "arrival_true_y",
+    "error_at_arrival_px",
 )
 
 #: The per-second CSV: see ``server.media.link_adaptation.SecondRecord``.
@@ -183,6 +187,10 @@ class SessionReport:
                 _cell(record.reported_y),
                 _cell(record.error_px),
                 _cell(record.latency_ms),
+                _cell(record.visibility),
+                _cell(record.arrival_true_x),
+                _cell(record.arrival_true_y),
+                _cell(record.error_at_arrival_px),
             )
         )
         if self._frame_limit is not None and self._frame_bytes + len(line) > self._frame_limit:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any, Callable, Optional, Protocol, Union
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpSender
 
-from protocol.coordinates import CHANNEL_LABEL
+from protocol.coordinates import CHANNEL_LABEL, LatencyFeedback, encode_feedback
 from protocol.ice_path import (
     IcePath,
     candidate_types,
@@ -39,7 +40,8 @@ from protocol.stage_trace import StageTraceWriter
 from server.console.annotation import TRAIL_LENGTH, newest
 from server.core.ledger import FrameRecord, frame_pts
 from server.core.scene import BallScene
-from server.core.scoreboard import Scoreboard
+from server.core.scenes import DEFAULT_SCENE, Scene, make_scene
+from server.core.scoreboard import Interval, Scoreboard
 from server.media.hooks import install_sender_hooks
 from server.media.link_adaptation import LinkAdaptation
 from server.media.rtp_origin import SenderTimestampOrigin
@@ -143,6 +145,8 @@ class SessionConfig:
     progress_interval: float = 0.0
     #: Write <session>.mp4 (annotated) and <session>.ivf (the sent stream) beside the report.
     record: bool = False
+    #: What the picture shows besides the ball (``server.core.scenes``).
+    scene: str = DEFAULT_SCENE
 
     def ledger_capacity(self) -> int:
         # Five seconds of frames: far beyond any sane round trip, yet bounded.
@@ -190,6 +194,8 @@ class TrackingSession:
         self.scene = BallScene.from_seed(
             config.width, config.height, config.radius, config.speed, config.seed + number
         )
+        #: The pictures streamed: ``scene``'s ball with whatever the named scene adds.
+        self.picture: Scene = make_scene(config.scene, self.scene, config.fps, config.seed + number)
         #: Answered frames, newest last, for the console and its viewers.
         self.recent_answers: deque[FrameRecord] = deque(maxlen=config.recent_answers_capacity())
         self._observer = observer
@@ -234,6 +240,8 @@ class TrackingSession:
             config.ledger_capacity(),
             on_retired=self._report.write_frame if self._report else None,
             rtp_origin=lambda: self._rtp_origin.origin,
+            position_at=self.scene.position,
+            acquired_within_px=config.radius,
         )
         self.last_answer: Optional[FrameRecord] = None
         self._streaming_since: Optional[float] = None
@@ -269,7 +277,7 @@ class TrackingSession:
         servers = config.ice.servers(self.name, time.time())
         pc = RTCPeerConnection(rtc_configuration(servers, config.ice.transport_policy))
         self._track = BallTrack(
-            self.scene,
+            self.picture,
             config.fps,
             self._frame_sent,
             self._clock,
@@ -307,7 +315,9 @@ class TrackingSession:
         transceiver.setCodecPreferences(_codec_preferences(self._config.codec))
         if self._tracer is not None:
             self._tracer.warn_unless_local(self._link.peer)
-        recording_stream = self._recorder is not None and self._recorder.recording
+        stream_sink = None
+        if self._recorder is not None and self._recorder.recording:
+            stream_sink = self._recorder.frame_encoded
         self._stream_recorder = install_sender_hooks(
             transceiver.sender,
             self._config.codec,
@@ -315,7 +325,7 @@ class TrackingSession:
             self._rtp_origin,
             encoder_thread=self._config.encoder_thread,
             tracer=self._tracer,
-            stream_sink=self._recorder.frame_encoded if recording_stream else None,
+            stream_sink=stream_sink,
         )
         pc.on("datachannel", self._adopt_channel)
 
@@ -401,8 +411,24 @@ class TrackingSession:
             progress = self.scoreboard.take_interval()
             if logger.isEnabledFor(level):
                 logger.log(level, "%s: %s", self.name, progress.describe())
+            self._send_latency(progress)
 
-    def _frame_sent(self, index: int, x: float, y: float, produced_at: float) -> None:
+    def _send_latency(self, interval: Interval) -> None:
+        """Tell the client its latency (``protocol.coordinates``), for a predictive tracker."""
+        channel = self._channel
+        if channel is None or channel.readyState != "open" or not interval.latencies:
+            return
+        latencies = sorted(interval.latencies)
+        feedback = LatencyFeedback(
+            p50_ms=max(statistics.median(latencies), 0.0),
+            p95_ms=max(latencies[min(int(0.95 * len(latencies)), len(latencies) - 1)], 0.0),
+            answers=len(latencies),
+        )
+        channel.send(encode_feedback(feedback))
+
+    def _frame_sent(
+        self, index: int, x: float, y: float, produced_at: float, visibility: float = 1.0
+    ) -> None:
         # Called inside the track's recv(), while the sender waits for the frame.
         pts = frame_pts(index, self._config.fps)
         self._rtp_origin.frame_handed(pts)
@@ -412,7 +438,7 @@ class TrackingSession:
             self._streaming_since = produced_at
             if self._report is not None:
                 self._report.open()
-        self.scoreboard.frame_sent(index, x, y, produced_at)
+        self.scoreboard.frame_sent(index, x, y, produced_at, visibility)
         if self._recorder is not None:
             answers = newest(self.recent_answers, TRAIL_LENGTH)
             age = produced_at - answers[-1].produced_at if answers else None
@@ -526,6 +552,7 @@ class TrackingSession:
             "height": config.height,
             "fps": config.fps,
             "codec": config.codec,
+            "scene": config.scene,
             "duration_s": (until - since) if since is not None else 0.0,
             "frames_skipped": self._track.frames_skipped if self._track else 0,
             "frames_skipped_for_rate": self._track.frames_skipped_for_rate if self._track else 0,
