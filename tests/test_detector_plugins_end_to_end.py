@@ -11,7 +11,7 @@ import pytest
 
 from lab.programs import close_all, free_port, read_reports, start_client, start_server
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.e2e]
 
 STREAM_S = 5.0
 

@@ -117,6 +117,7 @@ def client_argv() -> list[str]:
     ],
     ids=["server-version", "server-sender", "client-version", "client-receiver"],
 )
+@pytest.mark.e2e
 def test_a_mismatched_aiortc_stops_the_program_with_one_line(patch: str, argv: object) -> None:
     assert callable(argv)
     result = run_broken(patch, argv())

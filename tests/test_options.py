@@ -172,6 +172,7 @@ def test_programs_vv_beats_verbose_0(path: str, monkeypatch: pytest.MonkeyPatch)
     assert p.parse_args(["-vv"]).verbose == 2
 
 
+@pytest.mark.e2e
 def test_client_run_follows_the_command_line_not_the_environment() -> None:
     """``-vv`` logs debug lines although the environment says 0, and
     ``--conn 1`` gives up after about a second although it says 60."""

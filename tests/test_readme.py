@@ -58,7 +58,6 @@ def test_every_link_in_the_readme_and_docs_resolves() -> None:
     for document in documents:
         for link in relative_links(document.read_text()):
             target = (document.parent / link).resolve()
-            name = str(target.relative_to(ROOT)) if target.is_relative_to(ROOT) else link
             assert target.exists(), f"{document.name}: {link} does not exist"
 
 

@@ -31,7 +31,7 @@ from lab.programs import free_port, read_reports, start_client, start_server, wa
 from server.core.ledger import FrameRecord
 from server.reports.recorder import DISK_RESERVE_BYTES, RecordingStats, SessionRecorder
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.e2e]
 
 STREAM_S = 4.0
 

@@ -14,7 +14,7 @@ import pytest
 
 from lab.programs import PYTHON, ROOT, free_port, read_reports, start_client, start_server
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.e2e]
 
 
 def run_replay(target: Path) -> subprocess.CompletedProcess[str]:

@@ -64,7 +64,7 @@ def plan() -> kube_play.Plan:
 
 
 def env_of(pod: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    return {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"] if "value" in e}
 
 
 def test_kube_play_runs_the_hpa_minimum_of_servers_and_the_clients_replicas(

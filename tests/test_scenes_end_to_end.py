@@ -10,7 +10,7 @@ from lab.programs import close_all, free_port, read_reports, start_client, start
 from server.core.scene import BallScene
 from server.core.scenes import SCENES, make_scene
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.e2e]
 
 STREAM_S = 3.0
 #: The first session is number 1, so its scene's seed is the server's seed + 1.

@@ -27,11 +27,16 @@ from typing import Any, Callable, Optional
 from aiortc import RTCRtpSender
 from aiortc.codecs import depayload
 
-from protocol.aiortc_internals import IncompatibleAiortcError, check_aiortc_version, code_names
+from protocol.aiortc_internals import (
+    IncompatibleAiortcError,
+    SenderPrivate,
+    check_aiortc_version,
+    code_names,
+)
 from protocol.instance_hook import InstanceHook
 
-_LAST_TIMESTAMP_ATTRIBUTE = "_RTCRtpSender__rtp_timestamp"
-_PACKET_COUNT_ATTRIBUTE = "_RTCRtpSender__packet_count"
+_LAST_TIMESTAMP_ATTRIBUTE = SenderPrivate.RTP_TIMESTAMP
+_PACKET_COUNT_ATTRIBUTE = SenderPrivate.PACKET_COUNT
 _RTP_TIMESTAMP_MODULUS = 1 << 32
 
 #: Called as ``sink(rtp_timestamp, frame_bytes)``.
@@ -43,7 +48,12 @@ def check_stream_recorder_hook() -> None:
     check_aiortc_version()
     problems = []
     run_rtp = code_names(getattr(RTCRtpSender, "_run_rtp", None))
-    for name in ("_next_encoded_frame", "payloads", "timestamp", _LAST_TIMESTAMP_ATTRIBUTE):
+    for name in (
+        SenderPrivate.NEXT_ENCODED_FRAME,
+        "payloads",
+        "timestamp",
+        _LAST_TIMESTAMP_ATTRIBUTE,
+    ):
         if name not in run_rtp:
             problems.append(f"RTCRtpSender._run_rtp no longer uses {name}")
     if _PACKET_COUNT_ATTRIBUTE not in run_rtp:
@@ -82,7 +92,7 @@ class StreamRecorder:
 
             return next_encoded_frame
 
-        self._hook = InstanceHook(self._sender, "_next_encoded_frame", make)
+        self._hook = InstanceHook(self._sender, SenderPrivate.NEXT_ENCODED_FRAME, make)
 
     def _learn_origin(self) -> None:
         # Every packet of the frame encoded last has left by now.
