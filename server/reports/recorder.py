@@ -177,6 +177,11 @@ class SessionRecorder:
     def name(self) -> str:
         return self._setup.name
 
+    @property
+    def paths(self) -> tuple[Path, Path]:
+        """The annotated video's and the sent stream's files."""
+        return self._setup.video_path, self._setup.stream_path
+
     async def start(self) -> None:
         """Start the worker (forked in a few ms, see ``prepare_recorders``).
 
@@ -440,6 +445,12 @@ class _Files:
         self.stopped = False
         self._closed = False
         self._broken: list[_Video] = []
+        try:
+            # The reports' directory appears with a session's first frame
+            # (report.py); the recorder may start before it.
+            setup.video_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # the opens below fail too, and say why
         try:
             self.video = _Video(setup)
         except Exception as exc:  # noqa: BLE001  any failure costs the video, never the session

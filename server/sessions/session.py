@@ -519,7 +519,10 @@ class TrackingSession:
             if await asyncio.to_thread(self._report.close, summary):
                 await plotter.plot(self._report.csv_path, summary, self._report.png_path)
         elif self._recorder is not None:
-            await self._recorder.finish()  # no frame was sent: nothing to keep
+            # No frame was sent: like the report, the recording leaves no files.
+            await self._recorder.finish()
+            for path in self._recorder.paths:
+                path.unlink(missing_ok=True)
 
     @property
     def has_report(self) -> bool:
