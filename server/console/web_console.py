@@ -122,9 +122,10 @@ class HttpLimits:
     #: A connection that sends nothing (or stops mid-request) is closed after this.
     idle_timeout_s: float = 5.0
     #: Connections served at once; more are closed straight away.
-    max_connections: int = 32
-    #: Of those, what one source address may hold (a browser opens about six).
-    max_connections_per_peer: int = 8
+    max_connections: int = 128
+    #: Of those, what one source address may hold: a browser profile opens
+    #: up to six, and several browsers behind one NAT share an address.
+    max_connections_per_peer: int = 16
     #: How long a request body may take to arrive in full; then 408.
     body_timeout_s: float = 5.0
     #: Live event streams (a console tab holds one or two).
