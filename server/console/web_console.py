@@ -53,6 +53,7 @@ from server.console.viewer import ViewerClosed, ViewerLimitReached
 from server.core.ledger import FrameRecord
 from server.reports.report import REPORT_FILE
 from server.sessions.offers import InvalidDescription
+from server.sessions.screening import ScreeningProtocol, peer_address
 from server.sessions.session import TrackingSession
 from server.sessions.tracking_server import ServerBusy
 from server.sessions.whep_link import SessionGone, WhepLink
@@ -185,7 +186,7 @@ class _Refused(asyncio.Protocol):
         transport.close()
 
 
-class _PerPeer(asyncio.Protocol):
+class _PerPeer(ScreeningProtocol):
     """A connection counted against its source address's cap.
 
     aiohttp's protocol is created before the peer is known, so this one
@@ -196,22 +197,20 @@ class _PerPeer(asyncio.Protocol):
     def __init__(
         self, inner: Callable[[], asyncio.Protocol], counts: dict[str, int], cap: int
     ) -> None:
+        super().__init__()
         self._make_inner = inner
         self._counts = counts
         self._cap = cap
-        self._inner: Optional[asyncio.Protocol] = None
         self._address: Optional[str] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        address = peer_address(transport)
         if self._counts.get(address, 0) >= self._cap:
             transport.close()
             return
         self._address = address
         self._counts[address] = self._counts.get(address, 0) + 1
-        self._inner = self._make_inner()
-        self._inner.connection_made(transport)
+        self.hand_on(self._make_inner(), transport)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         if self._address is not None:
@@ -221,23 +220,7 @@ class _PerPeer(asyncio.Protocol):
             else:
                 del self._counts[self._address]
             self._address = None
-        if self._inner is not None:
-            self._inner.connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        if self._inner is not None:
-            self._inner.data_received(data)
-
-    def eof_received(self) -> Optional[bool]:
-        return self._inner.eof_received() if self._inner is not None else None
-
-    def pause_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.resume_writing()
+        super().connection_lost(exc)
 
 
 class WebConsole:

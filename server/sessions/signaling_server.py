@@ -20,6 +20,7 @@ import logging
 from typing import Callable, Optional, cast
 
 from protocol.signaling import MAX_LINE_BYTES, Bye, SignalingChannel, encode_message
+from server.sessions.screening import ScreeningProtocol, peer_address
 
 logger = logging.getLogger("server.signaling")
 
@@ -28,17 +29,16 @@ ConnectionHandler = Callable[[SignalingChannel], None]
 Screen = Callable[[str], Optional[str]]
 
 
-class _Screened(asyncio.Protocol):
+class _Screened(ScreeningProtocol):
     """Refuses a connection ``screen`` turns away; hands any other to a stream protocol."""
 
     def __init__(self, screen: Optional[Screen], accept: Callable[..., None]) -> None:
+        super().__init__()
         self._screen = screen
         self._accept = accept
-        self._inner: Optional[asyncio.StreamReaderProtocol] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        address = peer_address(transport)
         refusal = self._screen(address) if self._screen is not None else None
         if refusal is not None:
             # uvloop's transports are not asyncio.WriteTransport subclasses.
@@ -47,27 +47,7 @@ class _Screened(asyncio.Protocol):
             writer.close()  # sends what is buffered, then closes
             return
         reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
-        self._inner = asyncio.StreamReaderProtocol(reader, self._accept)
-        self._inner.connection_made(transport)
-
-    def connection_lost(self, exc: Optional[Exception]) -> None:
-        if self._inner is not None:
-            self._inner.connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        if self._inner is not None:
-            self._inner.data_received(data)
-
-    def eof_received(self) -> Optional[bool]:
-        return self._inner.eof_received() if self._inner is not None else None
-
-    def pause_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._inner is not None:
-            self._inner.resume_writing()
+        self.hand_on(asyncio.StreamReaderProtocol(reader, self._accept), transport)
 
 
 class SignalingServer:
