@@ -90,6 +90,8 @@ class Scene(ABC):
         self._luma = np.zeros((self.height, self.width), dtype=np.uint8)
         self._u = np.full((self.height // 2, self.width // 2), 128, dtype=np.uint8)
         self._v = np.full((self.height // 2, self.width // 2), 128, dtype=np.uint8)
+        #: Where ``draw_ball_on_black`` drew last, so that only that box is cleared.
+        self._ball_drawn: Optional[Box] = None
 
     def position(self, t: float) -> tuple[float, float]:
         """The ball's centre at scene time ``t`` (seconds), exact."""
@@ -107,6 +109,23 @@ class Scene(ABC):
         if box is None:
             return None
         return box, coverage(box, x, y, self.radius)
+
+    def draw_ball_on_black(self, index: int) -> None:
+        """Draw frame ``index``'s ball (``ball_alpha``) into the black luma plane.
+
+        The previous frame's ball is cleared first, box only: a scene that
+        draws nothing else there never repaints the whole plane.
+        """
+        if self._ball_drawn is not None:
+            top, bottom, left, right = self._ball_drawn
+            self._luma[top:bottom, left:right] = 0
+            self._ball_drawn = None
+        drawn = self.ball_alpha(index)
+        if drawn is not None:
+            box, alpha = drawn
+            top, bottom, left, right = box
+            self._luma[top:bottom, left:right] = np.rint(alpha * 255.0).astype(np.uint8)
+            self._ball_drawn = box
 
     @abstractmethod
     def render(self, index: int) -> Planes:

@@ -39,7 +39,6 @@ class BlurScene(Scene):
         self._exposure_s = EXPOSURE_FRAMES / fps
         travel = motion.speed * self._exposure_s
         self._samples = min(max(2, math.ceil(travel * SAMPLES_PER_PX)), MAX_SAMPLES)
-        self._previous: Optional[Box] = None
 
     def _positions(self, index: int) -> list[tuple[float, float]]:
         middle = index / self.fps
@@ -79,14 +78,5 @@ class BlurScene(Scene):
         return box, each.mean(axis=0, dtype=np.float32)
 
     def render(self, index: int) -> Planes:
-        if self._previous is not None:
-            top, bottom, left, right = self._previous
-            self._luma[top:bottom, left:right] = 0
-        drawn = self.ball_alpha(index)
-        self._previous = None
-        if drawn is not None:
-            box, alpha = drawn
-            top, bottom, left, right = box
-            self._luma[top:bottom, left:right] = np.rint(alpha * 255.0).astype(np.uint8)
-            self._previous = box
+        self.draw_ball_on_black(index)
         return self._luma, self._u, self._v

@@ -10,8 +10,6 @@ stripes), so it is never mistaken for the ball by brightness alone.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from server.core.renderer import Box
@@ -35,7 +33,6 @@ class OcclusionScene(Scene):
         self.right = int(min(self.left + bar, self.width))
         stripes = np.where((np.arange(self.height) // 8) % 2 == 0, 60, 80).astype(np.uint8)
         self._bar = np.repeat(stripes[:, None], self.right - self.left, axis=1)
-        self._previous: Optional[Box] = None
 
     def visibility(self, box: Box, alpha: np.ndarray) -> float:
         """Share of the ball's coverage outside the bar."""
@@ -56,15 +53,6 @@ class OcclusionScene(Scene):
         return Truth(plain.x, plain.y, self.visibility(*drawn))
 
     def render(self, index: int) -> Planes:
-        if self._previous is not None:
-            top, bottom, left, right = self._previous
-            self._luma[top:bottom, left:right] = 0
-        drawn = self.ball_alpha(index)
-        self._previous = None
-        if drawn is not None:
-            box, alpha = drawn
-            top, bottom, left, right = box
-            self._luma[top:bottom, left:right] = np.rint(alpha * 255.0).astype(np.uint8)
-            self._previous = box
+        self.draw_ball_on_black(index)
         self._luma[:, self.left : self.right] = self._bar
         return self._luma, self._u, self._v
