@@ -31,8 +31,8 @@ import os
 import time
 from typing import Any, Optional
 
-from lab.attacks import ATTACKS, ProbeWatch
-from lab.programs import PYTHON, Program, close_all, free_port, start_client, start_server
+from lab.attacks import ATTACKS, ProbeWatch, start_attacker, stop_attacker
+from lab.programs import Program, close_all, free_port, start_client, start_server
 
 TOKEN = "bench-token"
 
@@ -88,22 +88,7 @@ def run_attack(name: str, seconds: float, warm_up_s: float) -> dict[str, Any]:
         baseline = summary_of(server, 0)
         client.close()
         attack_flags = ["--token", "wrong"] if token else []
-        attacker = Program(
-            [
-                PYTHON,
-                "-m",
-                "lab.attacks",
-                kind,
-                "--port",
-                str(port),
-                "--http-port",
-                str(http_port),
-                *attack_flags,
-            ],
-            # Another host's CPU is not the server's: lowest priority here.
-            prefix=("nice", "-n", "19"),
-        )
-        attacker.wait_for_output("attacking", timeout=30)
+        attacker = start_attacker(kind, port, http_port, *attack_flags)
         time.sleep(warm_up_s)
         probe.start()
         client = tracked(port, seconds, token)
@@ -111,9 +96,7 @@ def run_attack(name: str, seconds: float, warm_up_s: float) -> dict[str, Any]:
         rss = rss_mb(server.pid)
         probe.stop()
         attacked = summary_of(server, 1)
-        attacker.stop()
-        tally_lines = [line for line in attacker.stdout.splitlines() if line.startswith("{")]
-        tally = json.loads(tally_lines[-1]) if tally_lines else {}
+        tally = stop_attacker(attacker) or {}
     finally:
         probe.stop()
         close_all(client, attacker, server)

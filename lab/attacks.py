@@ -37,6 +37,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
+from lab.programs import PYTHON, Program
 from protocol.coordinates import CHANNEL_LABEL
 from protocol.signaling import MAX_LINE_BYTES, Auth, Bye, SignalingChannel, SignalingError
 
@@ -289,13 +290,51 @@ class ProbeWatch:
             self._stop.wait(self._interval)
 
 
+#: Where the attacks come from: another address than the honest client's.
+ATTACKER_ADDRESS = "127.0.0.2"
+#: The attacker stands for another host: its own CPU is not the server's to
+#: pay. At the lowest priority it still reconnects thousands of times a
+#: second, but on a shared 2-core machine it no longer starves the server and
+#: the client of the cores they need.
+ATTACKER_PRIORITY = ("nice", "-n", "19")
+
+
+def start_attacker(kind: str, port: int, http_port: int, *flags: str) -> Program:
+    """This module as a program attacking the server from ``ATTACKER_ADDRESS``; once it attacks."""
+    attacker = Program(
+        [
+            PYTHON,
+            "-m",
+            "lab.attacks",
+            kind,
+            "--port",
+            str(port),
+            "--http-port",
+            str(http_port),
+            "--source",
+            ATTACKER_ADDRESS,
+            *flags,
+        ],
+        prefix=ATTACKER_PRIORITY,
+    )
+    attacker.wait_for_output("attacking", timeout=30)
+    return attacker
+
+
+def stop_attacker(attacker: Program) -> Optional[dict[str, Any]]:
+    """Stop an attacker; what it saw (the JSON line it prints last), or None."""
+    attacker.stop()
+    lines = [line for line in attacker.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab.attacks", description=__doc__)
     parser.add_argument("kind", choices=ATTACKS)
     parser.add_argument("--host", default="127.0.0.1", help="the server's address")
     parser.add_argument("--port", type=int, required=True, help="its signaling port")
     parser.add_argument("--http-port", type=int, default=0, help="its console port")
-    parser.add_argument("--source", default="127.0.0.2", help="the address to attack from")
+    parser.add_argument("--source", default=ATTACKER_ADDRESS, help="the address to attack from")
     parser.add_argument("--token", default=None, help="present this (wrong) access token")
     parser.add_argument("--seconds", type=float, default=3600.0, help="stop after this long")
     return parser

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import pytest
 
-from lab.attacks import ProbeWatch
+from lab.attacks import ATTACKER_ADDRESS, ProbeWatch, start_attacker, stop_attacker
 from lab.programs import PYTHON, Program, close_all, free_port, start_client, start_server
 from protocol.signaling import ACCESS_DENIED, SERVER_BUSY, SERVER_SHUTTING_DOWN, Bye
 from server.sessions.admission import Admission
@@ -95,8 +95,6 @@ def test_an_access_refusal_is_not_worth_retrying() -> None:
 
 # ---------------------------------------------------------------- against the server
 
-ATTACKER = "127.0.0.2"
-ATTACKER_PRIORITY = ("nice", "-n", "19")
 CLIENT_S = 6.0
 #: The real client must be streaming within this long of connecting.
 SERVED_WITHIN_S = 2.0
@@ -122,36 +120,9 @@ def _status(url: str, timeout: float = 5.0) -> int:
         return int(error.code)
 
 
-def _attacker(kind: str, port: int, http_port: int, *flags: str) -> Program:
-    attacker = Program(
-        [
-            PYTHON,
-            "-m",
-            "lab.attacks",
-            kind,
-            "--port",
-            str(port),
-            "--http-port",
-            str(http_port),
-            "--source",
-            ATTACKER,
-            *flags,
-        ],
-        # The attacker stands for another host: its own CPU is not the
-        # server's to pay. At the lowest priority it still reconnects
-        # thousands of times a second, but on this shared 2-core machine it
-        # no longer starves the server and the client of the cores they need.
-        prefix=ATTACKER_PRIORITY,
-    )
-    attacker.wait_for_output("attacking", timeout=30)
-    return attacker
-
-
 def _tally(attacker: Program) -> dict[str, Any]:
-    attacker.stop()
-    lines = [line for line in attacker.stdout.splitlines() if line.startswith("{")]
-    assert lines, attacker.describe()
-    tally: dict[str, Any] = json.loads(lines[-1])
+    tally = stop_attacker(attacker)
+    assert tally is not None, attacker.describe()
     return tally
 
 
@@ -166,7 +137,7 @@ class Run:
     client_log: str
 
     def attackers_sessions(self) -> list[dict[str, Any]]:
-        return [d for d in self.summaries if d.get("peer", "").startswith(ATTACKER)]
+        return [d for d in self.summaries if d.get("peer", "").startswith(ATTACKER_ADDRESS)]
 
     def attackers_ended_by(self, reason: str) -> list[dict[str, Any]]:
         """The attacker's sessions that ended for ``reason``; every other one
@@ -204,7 +175,7 @@ def _served_under(
     probe = ProbeWatch(f"http://127.0.0.1:{http_port}/livez")
     try:
         server.wait_for_output("console on", timeout=30)
-        attacker = _attacker(kind, port, http_port, *attack_flags)
+        attacker = start_attacker(kind, port, http_port, *attack_flags)
         time.sleep(warm_up_s)  # the attack is in force before the client comes
         probe.start()
         client = start_client(port, "--duration", f"{CLIENT_S:g}", *client_flags)
