@@ -14,7 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.util import module_from_spec, spec_from_file_location
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,3 +206,18 @@ def wait_for_plots(directory: Path, count: int, timeout: float = 30.0) -> int:
     while len(list(directory.glob("session-*.png"))) < count and time.monotonic() < deadline:
         time.sleep(0.1)
     return len(list(directory.glob("session-*.png")))
+
+
+def load_program(path: str) -> ModuleType:
+    """A program's module (``server/server.py``), loaded in this process for its parser."""
+    spec = spec_from_file_location(f"program_{Path(path).stem}", ROOT / path)
+    assert spec is not None and spec.loader is not None
+    module = module_from_spec(spec)
+    # Run as a module without a package, the entry point rewrites sys.path[0]
+    # as it does for a script; the caller needs its own back.
+    saved_path = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved_path
+    return module

@@ -19,9 +19,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lab.programs import load_program
 from server.console.metrics import TrackingMetrics
 from server.sessions.session import SessionConfig, TrackingSession
-from tests.test_readme import load_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -101,7 +101,7 @@ def documented_default(action: argparse.Action) -> str:
 
 
 def parser_actions(path: str) -> dict[str, argparse.Action]:
-    parser = load_cli(path).build_parser()
+    parser = load_program(path).build_parser()
     return {long_flag(a): a for a in parser._actions if a.dest != "help"}
 
 

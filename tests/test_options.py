@@ -1,5 +1,4 @@
 import argparse
-import importlib.util
 import os
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from lab.programs import load_program
 from protocol.options import (
     EnvironmentArgumentParser,
     environment_name,
@@ -148,15 +148,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def real_parser(path: str, environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    spec = importlib.util.spec_from_file_location(f"options_{Path(path).stem}", ROOT / path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    saved_path = list(sys.path)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved_path
-    return module.build_parser()
+    return load_program(path).build_parser()
 
 
 @pytest.mark.parametrize("path", ["server/server.py", "client/client.py"])

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-
-
-def load_cli(path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"cli_{Path(path).stem}", ROOT / path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Run as a module without a package, the entry point rewrites sys.path[0]
-    # as it does for a script; the tests after this one need theirs back.
-    saved_path = list(sys.path)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = saved_path
-    return module
 
 
 def test_opens_with_the_two_commands() -> None:
