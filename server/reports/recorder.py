@@ -43,7 +43,7 @@ import struct
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -103,16 +103,7 @@ class RecordingStats:
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "video": self.video,
-            "stream": self.stream,
-            "frames_recorded": self.frames_recorded,
-            "frames_dropped": self.frames_dropped,
-            "stream_frames": self.stream_frames,
-            "stream_frames_dropped": self.stream_frames_dropped,
-            "rtp_timestamp_origin": self.rtp_timestamp_origin,
-            "errors": list(self.errors),
-        }
+        return asdict(self)  # a copy: errors included
 
 
 @dataclass(frozen=True)
