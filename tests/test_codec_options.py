@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import aiortc
@@ -17,11 +19,14 @@ from protocol.aiortc_internals import IncompatibleAiortcError
 from server.core.renderer import BallRenderer
 from server.media.codec_options import (
     H264_OPTION_OVERRIDES,
+    MAX_ENCODER_THREADS,
     VP8_OPTION_OVERRIDES,
     FastH264Encoder,
     OptionOverrides,
     check_h264_hook,
+    encoder_threads,
     install_fast_h264_encoder,
+    usable_cores,
 )
 from server.media.encoder_rate import RateControlledVp8Encoder, check_encoder_hook
 
@@ -42,8 +47,55 @@ def test_the_options_aiortc_sets_reach_the_context_with_the_overrides() -> None:
     wrapped.width = 640
     assert context.options == {"cpu-used": "-6", "noise-sensitivity": "0"}
     assert context.width == 640 and wrapped.width == 640
-    assert VP8_OPTION_OVERRIDES == {"noise-sensitivity": "0"}
+    assert VP8_OPTION_OVERRIDES == {"noise-sensitivity": "0", "cpu-used": "-16"}
     assert H264_OPTION_OVERRIDES == {"preset": "ultrafast"}
+
+
+def test_a_thread_policy_replaces_the_thread_count_aiortc_sets() -> None:
+    context = SimpleNamespace(width=1920, height=1080)
+    wrapped = OptionOverrides(context, {}, threads=lambda w, h: 3 if w * h > 2e6 else 1)
+    wrapped.thread_count = 1
+    assert context.thread_count == 3
+    plain = OptionOverrides(SimpleNamespace(), {})
+    plain.thread_count = 2
+    assert plain.thread_count == 2
+
+
+@pytest.mark.parametrize(
+    "width, height, cores, threads",
+    [
+        (640, 480, 8, 1),  # short encodes: threads would only queue behind other sessions
+        (1280, 720, 1, 1),
+        (1280, 720, 2, 2),
+        (1920, 1080, 2, 2),
+        (1920, 1080, 16, MAX_ENCODER_THREADS),
+    ],
+)
+def test_encoder_threads_follow_the_frame_size_and_the_cores(
+    width: int, height: int, cores: int, threads: int
+) -> None:
+    assert encoder_threads(width, height, cores) == threads
+
+
+def test_usable_cores_honour_a_cgroup_cpu_limit(tmp_path: Path) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    assert usable_cores(cpu_max) == affinity  # no such file: the affinity alone
+    cpu_max.write_text("max 100000\n")
+    assert usable_cores(cpu_max) == affinity
+    cpu_max.write_text("50000 100000\n")  # half a core still runs on one
+    assert usable_cores(cpu_max) == 1
+    cpu_max.write_text("garbage\n")
+    assert usable_cores(cpu_max) == affinity
+
+
+def test_a_1080p_vp8_context_gets_a_thread_per_core() -> None:
+    encoder = RateControlledVp8Encoder(cores=2)
+    encoder.encode(frames(1, 1920, 1080)[0])
+    assert encoder.codec is not None and encoder.codec.thread_count == 2
+    small = RateControlledVp8Encoder(cores=2)
+    small.encode(frames(1)[0])
+    assert small.codec is not None and small.codec.thread_count == 1
 
 
 @pytest.mark.parametrize(

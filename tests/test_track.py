@@ -191,3 +191,42 @@ def test_a_scene_is_streamed_with_its_truth_and_visibility() -> None:
         assert np.array_equal(planes, yuv420p_frame(*reference.render(index)).to_ndarray())
         visibilities.append(visibility)
     assert min(visibilities) == 0.0 and max(visibilities) == 1.0  # seed 1 hides it early
+
+
+def test_first_due_places_the_whole_frame_grid() -> None:
+    from server.core.frame_phases import FramePhases
+
+    scene = BallScene(64, 48, 5.0, 10.0, 30.0, 20.0, 0.5)
+    clock = FakeClock()
+    phases = FramePhases(30)
+    phases.claim("other", clock.now)  # another session owns phase now % interval
+    produced: list[tuple] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    async def scenario() -> None:
+        original = asyncio.sleep
+        asyncio.sleep = fake_sleep  # type: ignore[assignment]
+        try:
+            track = BallTrack(
+                scene,
+                30,
+                lambda *args: produced.append(args),
+                clock,
+                first_due=lambda now: phases.claim("this", now),
+            )
+            for _ in range(3):
+                await track.recv()
+        finally:
+            asyncio.sleep = original  # type: ignore[assignment]
+
+    start = clock.now
+    asyncio.run(scenario())
+    # Half an interval after the other session's frames, then every interval;
+    # each frame keeps index n and its truth at n / fps.
+    assert [p[0] for p in produced] == [0, 1, 2]
+    assert [p[3] - start for p in produced] == pytest.approx(
+        [1 / 60, 1 / 60 + 1 / 30, 1 / 60 + 2 / 30]
+    )
+    assert [(p[1], p[2]) for p in produced] == [scene.position(n / 30) for n in range(3)]

@@ -7,15 +7,26 @@ times are in docs/latency.md):
 
 - VP8: libvpx's temporal denoiser, ``noise-sensitivity`` 4, filters every
   frame against the previous one before encoding: off, it costs about a third
-  of the encode time at 640x480 and more than half at 1080p. Used by
+  of the encode time at 640x480 and more than half at 1080p. And aiortc's
+  speed ``cpu-used`` -6: at -16, libvpx's fastest real-time setting, a
+  640x480 frame encodes in about two thirds of the time, with the same error
+  and a few % more bits (issue 24; docs/capacity.md). Used by
   ``server.media.encoder_rate``.
 - H.264: libx264 runs its default ``medium`` preset (with ``zerolatency``).
   ``ultrafast`` encodes in well under half the time, at a larger frame that
   stays far below the bitrate.
 
+Threads: aiortc gives libvpx one thread below 8 cores at 1080p. From 720p
+on, a frame's encode is long enough (several ms) for libvpx's row threads to
+pay for their hand-offs, so ``encoder_threads`` gives it one per core the
+server may use, up to ``MAX_ENCODER_THREADS``; smaller frames keep one, which
+a busy many-session server needs (each session's encode is short, and
+threads would only queue behind each other's sessions).
+
 ``OptionOverrides`` wraps each codec context an aiortc encoder creates and
 merges the overrides into the ``options`` dict aiortc assigns, before the
-context opens; every other setting stays aiortc's. ``FastH264Encoder`` is
+context opens (and, given a thread policy, replaces aiortc's thread count);
+every other setting stays aiortc's. ``FastH264Encoder`` is
 aiortc's H.264 encoder with it, put into a sender before its first frame by
 ``install_fast_h264_encoder`` (the VP8 encoder is the session's rate
 controlled one). Like every hook into aiortc, version-guarded.
@@ -23,7 +34,10 @@ controlled one). Like every hook into aiortc, version-guarded.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
 
 from aiortc import RTCRtpSender
 from aiortc.codecs.h264 import H264Encoder
@@ -37,16 +51,50 @@ from protocol.aiortc_internals import (
     code_names,
 )
 
-VP8_OPTION_OVERRIDES: dict[str, str] = {"noise-sensitivity": "0"}
+VP8_OPTION_OVERRIDES: dict[str, str] = {"noise-sensitivity": "0", "cpu-used": "-16"}
 H264_OPTION_OVERRIDES: dict[str, str] = {"preset": "ultrafast"}
+
+#: From this frame size on (720p), libvpx encodes with a thread per core.
+THREADED_ENCODE_PIXELS = 1280 * 720
+#: libvpx's VP8 row threads gain little beyond this many at 1080p.
+MAX_ENCODER_THREADS = 4
+
+#: The cgroup v2 CPU limit of this process's container (the root of its cgroup namespace).
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+ThreadPolicy = Callable[[int, int], int]
+"""``threads(width, height)``: how many threads an encoder of that frame size gets."""
+
+
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup CPU limit."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 limit to read: the affinity alone
+        pass
+    return cores
+
+
+def encoder_threads(width: int, height: int, cores: int) -> int:
+    """libvpx threads for one encoder of ``width`` x ``height`` on ``cores`` cores."""
+    if width * height < THREADED_ENCODE_PIXELS:
+        return 1
+    return max(1, min(cores, MAX_ENCODER_THREADS))
 
 
 class OptionOverrides:
-    """A codec context being set up by aiortc, with ``overrides`` merged into its options."""
+    """A codec context being set up by aiortc, with ``overrides`` merged into its options
+    and, with ``threads``, its thread count chosen by ``threads(width, height)``."""
 
-    def __init__(self, context: Any, overrides: Mapping[str, str]) -> None:
+    def __init__(
+        self, context: Any, overrides: Mapping[str, str], threads: Optional[ThreadPolicy] = None
+    ) -> None:
         object.__setattr__(self, "_context", context)
         object.__setattr__(self, "_overrides", dict(overrides))
+        object.__setattr__(self, "_threads", threads)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
@@ -54,6 +102,8 @@ class OptionOverrides:
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "options":
             value = {**value, **self._overrides}
+        elif name == "thread_count" and self._threads is not None:
+            value = self._threads(self._context.width, self._context.height)
         setattr(self._context, name, value)
 
 

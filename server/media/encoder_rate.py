@@ -26,8 +26,10 @@ installs it only when it forced VP8 by codec preferences, so the sender
 cannot have negotiated another codec.
 
 Its libvpx contexts get ``server.media.codec_options.VP8_OPTION_OVERRIDES`` (issue
-11: the denoiser off, most of the encode time for this stream) merged
-into the options aiortc sets; everything else stays aiortc's.
+11: the denoiser off, most of the encode time for this stream; issue 24:
+the fastest real-time speed) merged into the options aiortc sets, and a
+thread per usable core from 720p on (``encoder_threads``); everything else
+stays aiortc's.
 """
 
 from __future__ import annotations
@@ -51,8 +53,10 @@ from protocol.aiortc_internals import (
 from server.media.codec_options import (
     VP8_OPTION_OVERRIDES,
     OptionOverrides,
+    encoder_threads,
     install_sender_encoder,
     option_constants,
+    usable_cores,
 )
 
 #: aiortc's default, used while the controller sets nothing.
@@ -73,8 +77,9 @@ class EncodedFrame:
 
 
 class RateControlledVp8Encoder(Vp8Encoder):
-    def __init__(self) -> None:
+    def __init__(self, cores: Optional[int] = None) -> None:
         self._codec: Optional[OptionOverrides] = None
+        self._cores = usable_cores() if cores is None else cores
         super().__init__()
         #: The last REMB aiortc's sender passed on, in bit/s.
         self.receiver_estimate_bps: Optional[int] = None
@@ -90,7 +95,14 @@ class RateControlledVp8Encoder(Vp8Encoder):
     @codec.setter
     def codec(self, context: Any) -> None:
         # aiortc's encode assigns each new libvpx context here, then sets it up.
-        self._codec = None if context is None else OptionOverrides(context, VP8_OPTION_OVERRIDES)
+        self._codec = (
+            None
+            if context is None
+            else OptionOverrides(context, VP8_OPTION_OVERRIDES, self._threads)
+        )
+
+    def _threads(self, width: int, height: int) -> int:
+        return encoder_threads(width, height, self._cores)
 
     @property
     def target_bitrate(self) -> int:
@@ -158,7 +170,14 @@ def check_encoder_hook() -> None:
         problems.append("RTCRtpSender no longer passes REMB to target_bitrate")
     encode = getattr(Vp8Encoder, "encode", None)
     names = code_names(encode)
-    for name in ("target_bitrate", OtherPrivate.VP8_TARGET_BITRATE, "bit_rate", "codec", "options"):
+    for name in (
+        "target_bitrate",
+        OtherPrivate.VP8_TARGET_BITRATE,
+        "bit_rate",
+        "codec",
+        "options",
+        "thread_count",
+    ):
         if name not in names:
             problems.append(f"Vp8Encoder.encode no longer uses {name}")
     if callable(encode) and list(inspect.signature(encode).parameters) != [

@@ -10,6 +10,10 @@ A link narrower than the stream needs fewer frames: with ``frame_interval``
 k the pacer hands out every k-th frame of the same nominal timeline, so a
 frame keeps its index, its pts and its ground truth whatever the rate; the
 frames in between are skipped at the source (``frames_thinned``).
+
+``first_due`` places the whole grid: given the time the first frame is asked
+for, it returns when that frame is due (``server.core.frame_phases`` uses it
+to keep sessions' frames apart). By default the first frame is due at once.
 """
 
 from __future__ import annotations
@@ -20,9 +24,15 @@ from typing import Callable, Optional
 
 
 class FramePacer:
-    def __init__(self, fps: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        fps: float,
+        clock: Callable[[], float],
+        first_due: Optional[Callable[[float], float]] = None,
+    ) -> None:
         self._fps = fps
         self._clock = clock
+        self._first_due = first_due
         self._start: Optional[float] = None
         self._next_index = 0
         #: Send every ``frame_interval``-th frame of the nominal timeline.
@@ -41,7 +51,7 @@ class FramePacer:
         now = self._clock()
         if self._start is None:
             # Time starts with the first frame asked for, so it is not late.
-            self._start = now
+            self._start = now if self._first_due is None else max(self._first_due(now), now)
         index = self._next_index
         due = self._start + index / self._fps
         if due > now:

@@ -5,6 +5,9 @@ paces itself. Frame ``n`` shows the scene at ``n / fps`` and carries pts
 ``round(n * 90000 / fps)``; its ground truth and wall-clock production time go
 to the scoreboard the moment it is handed to the encoder.
 
+``first_due`` places the frame grid (``server.media.pacing``): the server
+spreads its sessions' frames over the frame interval with it.
+
 A ``FrameGate`` (the session's link adaptation) may thin the timeline to
 every k-th frame and hold a frame back while the link is still draining a
 queue; such frames are skipped at the source, never rendered or sent.
@@ -63,6 +66,7 @@ class BallTrack(VideoStreamTrack):
         clock: Callable[[], float] = time.monotonic,
         start_gate: Optional[asyncio.Event] = None,
         frame_gate: Optional[FrameGate] = None,
+        first_due: Optional[Callable[[float], float]] = None,
     ) -> None:
         super().__init__()
         self._start_gate = start_gate
@@ -74,7 +78,7 @@ class BallTrack(VideoStreamTrack):
         self._fps = fps
         self._on_frame = on_frame
         self._clock = clock
-        self._pacer = FramePacer(fps, clock)
+        self._pacer = FramePacer(fps, clock, first_due)
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":

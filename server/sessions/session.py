@@ -38,6 +38,7 @@ from protocol.ice_servers import IceSettings
 from protocol.signaling import SignalingError
 from protocol.stage_trace import StageTraceWriter
 from server.console.annotation import TRAIL_LENGTH, newest
+from server.core.frame_phases import FramePhases
 from server.core.ledger import FrameRecord, frame_pts
 from server.core.scene import BallScene
 from server.core.scenes import DEFAULT_SCENE, Scene, make_scene
@@ -178,6 +179,7 @@ class TrackingSession:
         instance: str = "",
         report_limit_bytes: Optional[int] = None,
         on_report_failure: Optional[Callable[[], None]] = None,
+        frame_phases: Optional[FramePhases] = None,
     ) -> None:
         self.number = number
         # The number restarts with each server process; ``instance`` (random
@@ -200,6 +202,9 @@ class TrackingSession:
         self.recent_answers: deque[FrameRecord] = deque(maxlen=config.recent_answers_capacity())
         self._observer = observer
         self._clock = clock
+        #: The server's phases of its sessions' frame grids; this one claims
+        #: its phase with its first frame and gives it back at the end.
+        self._frame_phases = frame_phases
         # Opened with the first frame: a connection that never streams
         # leaves no files behind (and queues no plot).
         self._report = (
@@ -283,6 +288,7 @@ class TrackingSession:
             self._clock,
             start_gate=self._answers_possible,
             frame_gate=self._adaptation,
+            first_due=self._claim_phase if self._frame_phases is not None else None,
         )
         tasks: list[asyncio.Task[Any]] = []
         if self._recorder is not None:
@@ -308,6 +314,10 @@ class TrackingSession:
         finally:
             await self._finish(pc, tasks)
         return self.summary()
+
+    def _claim_phase(self, now: float) -> float:
+        assert self._frame_phases is not None
+        return self._frame_phases.claim(self.name, now)
 
     async def _negotiate(self, pc: RTCPeerConnection) -> None:
         assert self._track is not None
@@ -490,6 +500,8 @@ class TrackingSession:
             self._streaming_until = self._clock()
         if self._track is not None:
             self._track.stop()
+        if self._frame_phases is not None:
+            self._frame_phases.release(self.name)
         self._adaptation.close(self._streaming_until)
         assert self.end_reason is not None
         await self._link.close(self.end_reason)

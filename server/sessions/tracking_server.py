@@ -31,6 +31,7 @@ from protocol.signaling import (
 )
 from protocol.stage_trace import StageTraceWriter
 from server.console.session_table import REPORT_SUFFIXES, SessionTable
+from server.core.frame_phases import FramePhases
 from server.core.ledger import FrameRecord
 from server.reports.plotter import ReportPlotter
 from server.reports.retention import ReportRetention
@@ -90,6 +91,8 @@ class TrackingServer:
             host, port, self._on_signaling_connection, screen=self._screen
         )
         self._numbers = itertools.count(1)
+        # Keeps the sessions' frames apart on the one event loop (issue 24).
+        self._frame_phases = FramePhases(config.fps)
         #: Random per process: session ids stay unique across pods and restarts.
         self._instance = secrets.token_hex(3)
         #: Every session that holds a slot, from its first step to its last.
@@ -273,6 +276,7 @@ class TrackingServer:
                 self._retention.session_limit_bytes if self._retention is not None else None
             ),
             on_report_failure=self._report_failed,
+            frame_phases=self._frame_phases,
         )
         self._sessions[session.name] = session
         task = asyncio.create_task(self._run_session(session, ticket))
