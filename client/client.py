@@ -1,8 +1,8 @@
 """Entry point: ``python client/client.py --help``.
 
 Connects to the server's signaling port, receives the ball video, finds the
-ball in a separate detector process and sends each centre back over the
-``coordinates`` data channel.
+ball (in a separate detector process, or with ``--detect-in inline`` on the
+event loop) and sends each centre back over the ``coordinates`` data channel.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 # copy loads first an OpenCV window hangs at 100% CPU (--display).
 import cv2  # noqa: F401  isort:skip
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -22,6 +21,8 @@ if __package__ in (None, ""):
 
 from typing import Optional, Sequence
 
+from client.detection.choice import CENTROID, PLACEMENTS, DetectorChoice, detector_name
+from client.detection.plugin import PluginError
 from protocol.event_loop import EVENT_LOOPS, run
 from protocol.ice_options import add_ice_arguments, ice_settings
 from protocol.options import (
@@ -76,14 +77,21 @@ def build_parser() -> EnvironmentArgumentParser:
     )
     parser.add_argument(
         "--detector",
-        type=detector_choice,
-        # The product's design: detection in a process of its own, so a slow
-        # frame never stalls the client's networking. inline saves the two
-        # process hand-offs per frame (see docs/latency.md).
-        default="process",
-        help="process: detect in a detector process fed through shared memory; inline: "
-        "on the event loop (two process hand-offs fewer per frame); module:Class: "
-        "your own locator, in the detector process (docs/scenes.md)",
+        type=detector_name,
+        default=CENTROID,
+        help="what finds the ball: centroid (ours), hough, kalman (a predictive tracker), "
+        "or your own locator as module:Class (docs/scenes.md); process and inline, from "
+        "before --detect-in, mean the centroid detector there",
+    )
+    parser.add_argument(
+        "--detect-in",
+        choices=PLACEMENTS,
+        # None, not "process": a place --detector process|inline already names
+        # must not be contradicted silently (DetectorChoice.from_flags).
+        default=None,
+        help="where the detector runs: process, a detector process fed through shared "
+        "memory (when unset: a slow frame never stalls the networking); inline, on the "
+        "event loop (two process hand-offs fewer per frame)",
     )
     parser.add_argument(
         "--decoder-thread",
@@ -124,13 +132,6 @@ def build_parser() -> EnvironmentArgumentParser:
     return parser
 
 
-def detector_choice(text: str) -> str:
-    """argparse ``type`` of ``--detector``: process, inline or module:Class."""
-    if text in ("process", "inline") or ":" in text:
-        return text
-    raise argparse.ArgumentTypeError(f"expected process, inline or module:Class, got {text!r}")
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -140,20 +141,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     problem = args.ice.problem()
     if problem is not None:
         parser.error(problem)
-    if ":" in args.detector:
-        from client.detection.plugin import PluginError, make_locator
-
-        try:
-            # Here, once, so a missing or broken class is one line and exit 2.
-            make_locator(args.detector)
-        except PluginError as exc:
-            print(f"error: --detector {exc}", file=sys.stderr)
-            return 2
+    try:
+        args.detection = DetectorChoice.from_flags(args.detector, args.detect_in)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        # Here, once, so a missing or broken class is one line and exit 2.
+        args.detection.check()
+    except PluginError as exc:
+        print(f"error: --detector {exc}", file=sys.stderr)
+        return 2
     configure_logging(args.verbose)
     if args.replay is not None:
         from client.replay import main as replay
 
-        return replay(args.replay)
+        return replay(args.replay, args.detection)
     # Imported here, not at the top: the detector process is spawned, and a
     # spawned child re-imports this module; aiortc and PyAV at the top would
     # make every detector load them for nothing.

@@ -5,9 +5,19 @@ A session recorded with the server's ``--record`` left, beside its report,
 encoder (``protocol.recording``). This decodes every one of them with the
 client's own decoder (``client.media.inline_decoder.make_decoder``: FFmpeg's
 VP8 decoder, aiortc's H.264 one), runs the client's detector on every
-picture (``client.detection.inline_detector``, the ``CentroidDetector`` both
-``--detector`` choices run) and scores each centre against the frame's truth
-in ``<session>.csv``, as the server scores a live answer.
+picture and scores each centre against the frame's truth in
+``<session>.csv``, as the server scores a live answer. The detector is the one
+``--detector`` names (the centroid detector by default, or any other locator,
+``client.detection.choice``), always inline: offline there is no network to
+protect from a slow frame, and every frame is detected, none dropped.
+
+A predictive locator (one with ``set_lead``) aims ahead of each frame by the
+latency the server reports live. A replay has no live latency; it hands the
+locator the recorded session's median latency (the report's
+``latency_ms.p50``) before the first frame, which is what the live locator
+was told on average, or nothing when there is no report (a killed server),
+so the locator aims at the frame itself. Either way it is scored at frame
+time, as every replayed answer is: the error at arrival needs the network.
 
 On a lossless link the live client decoded the very same bits, so where the
 live session answered a frame the replayed error equals the live one (the
@@ -28,8 +38,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
+from client.detection.choice import DetectorChoice
+from client.detection.interface import Detector
 from protocol.recording import (
     STREAM_SUFFIX,
     RecordingError,
@@ -58,15 +70,31 @@ def session_base(path: Path) -> Path:
     return path
 
 
-def _origin(base: Path) -> Optional[int]:
-    """The sender's RTP timestamp of pts 0, from the report if there is one."""
+def _report(base: Path) -> dict[str, Any]:
+    """The session's report, or {} when there is none."""
     try:
         report = json.loads(base.with_name(base.name + ".json").read_text(encoding="utf8"))
     except (OSError, ValueError):
-        return None  # a server killed mid-session writes no report: see replay()
-    recording = report.get("recording") if isinstance(report, dict) else None
-    origin = recording.get("rtp_timestamp_origin") if isinstance(recording, dict) else None
+        return {}  # a server killed mid-session writes no report: see replay()
+    return report if isinstance(report, dict) else {}
+
+
+def _section_number(report: dict[str, Any], section: str, key: str) -> Optional[float]:
+    """``report[section][key]`` when it is a number, else None."""
+    part = report.get(section)
+    value = part.get(key) if isinstance(part, dict) else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _origin(report: dict[str, Any]) -> Optional[int]:
+    """The sender's RTP timestamp of pts 0, from the report if there is one."""
+    origin = _section_number(report, "recording", "rtp_timestamp_origin")
     return origin if isinstance(origin, int) else None
+
+
+def recorded_latency_ms(report: dict[str, Any]) -> Optional[float]:
+    """The live session's median latency, what a predictive locator is told; None without."""
+    return _section_number(report, "latency_ms", "p50")
 
 
 def _codec_parameters(codec: str) -> Any:
@@ -76,16 +104,12 @@ def _codec_parameters(codec: str) -> Any:
     return RTCRtpCodecParameters(mimeType=mime, clockRate=90000, payloadType=96)
 
 
-def replay(path: Path) -> dict[str, Any]:
-    """Decode, detect and score ``path``'s kept stream; return the summary.
+def replay(path: Path, choice: DetectorChoice) -> dict[str, Any]:
+    """Decode, detect with ``choice``'s locator (inline) and score ``path``'s
+    kept stream; return the summary.
 
     :raises RecordingError: a file is missing, foreign or unreadable.
     """
-    import av
-    from aiortc.jitterbuffer import JitterFrame
-
-    from client.detection.frame_exchange import luma_view
-    from client.detection.inline_detector import InlineDetector
     from client.media.inline_decoder import make_decoder
 
     base = session_base(path)
@@ -99,10 +123,43 @@ def replay(path: Path) -> dict[str, Any]:
     truth = read_truth(truth_path) if truth_path.exists() else {}
     if not truth:
         print(f"warning: no per-frame truth in {truth_path}: nothing to score", file=sys.stderr)
-    origin = _origin(base)
+    report = _report(base)
+    origin = _origin(report)
+    lead_ms = recorded_latency_ms(report)
     decoder = make_decoder(_codec_parameters(header.codec))
-    detector = InlineDetector()
+    detector = choice.build("inline")
     detector.start()
+    try:
+        if lead_ms is not None:
+            detector.set_lead(lead_ms / 1000.0)
+        summary = _replay_frames(frames, origin, decoder, detector, truth)
+    finally:
+        detector.close()
+    if summary["frames_in_stream"] == 0:
+        raise RecordingError(f"{stream} holds no frames")
+    return {
+        "session": base.name,
+        "codec": header.codec,
+        "width": header.width,
+        "height": header.height,
+        "detector": choice.name,
+        "lead_ms": lead_ms,
+        **summary,
+    }
+
+
+def _replay_frames(
+    frames: Iterator[tuple[int, bytes]],
+    origin: Optional[int],
+    decoder: Any,
+    detector: Detector,
+    truth: dict[int, Truth],
+) -> dict[str, Any]:
+    """Decode, detect and score every frame; the summary's counts and figures."""
+    import av
+    from aiortc.jitterbuffer import JitterFrame
+
+    from client.detection.frame_exchange import luma_view
 
     in_stream = decoded = decode_errors = 0
     errors: list[float] = []
@@ -141,14 +198,8 @@ def replay(path: Path) -> dict[str, Any]:
                 difference = abs(error - frame.live_error_px)
                 if largest_difference is None or difference > largest_difference:
                     largest_difference = difference
-    if in_stream == 0:
-        raise RecordingError(f"{stream} holds no frames")
     scored = decoded - without_truth
     return {
-        "session": base.name,
-        "codec": header.codec,
-        "width": header.width,
-        "height": header.height,
         "frames_in_stream": in_stream,
         "frames_decoded": decoded,
         "decode_errors": decode_errors,
@@ -183,7 +234,7 @@ def one_line(summary: dict[str, Any]) -> str:
     error, detector = summary["error_px"], summary["detector_ms"]
     difference = summary["largest_difference_from_live_px"]
     return (
-        f"{summary['session']} replayed: {summary['frames_found']}/{summary['frames_scored']} "
+        f"{summary['session']} replayed with {summary['detector']}: {summary['frames_found']}/{summary['frames_scored']} "
         f"frames found, error mean {fmt(error['mean'], 3)} max {fmt(error['max'], 3)} px, "
         f"detector p50 {fmt(detector['p50'], 2)} p99 {fmt(detector['p99'], 2)} ms per frame, "
         f"{summary['decode_errors']} decode errors; "
@@ -192,9 +243,9 @@ def one_line(summary: dict[str, Any]) -> str:
     )
 
 
-def main(path: Path) -> int:
+def main(path: Path, choice: DetectorChoice) -> int:
     try:
-        summary = replay(path)
+        summary = replay(path, choice)
     except RecordingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

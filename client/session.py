@@ -7,7 +7,7 @@ a pipe the event loop watches and goes out on the data channel; the
 detector always works on the newest frame, so a slow moment never becomes a
 backlog.
 
-With ``--detector inline`` the ball is detected right there on the loop
+With ``--detect-in inline`` the ball is detected right there on the loop
 (``client.detection.inline_detector``) and the answer sent at once. Frames waiting
 behind it are detected in order, up to the detector's ``max_backlog``;
 beyond that the session skips to the newest.
@@ -294,10 +294,8 @@ class ClientSession:
                 feedback.p95_ms,
             )
         self.latency_feedback = feedback
-        set_lead = getattr(self._detector, "set_lead", None)
-        if callable(set_lead):
-            # A predictive locator aims this far past each frame.
-            set_lead(feedback.p50_ms / 1000.0)
+        # A predictive locator aims this far past each frame, in either placement.
+        self._detector.set_lead(feedback.p50_ms / 1000.0)
 
     async def _watch_signaling(self) -> None:
         try:

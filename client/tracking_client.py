@@ -19,8 +19,6 @@ import sys
 import time
 from typing import Any, Optional
 
-from client.detection.detector_process import DetectorProcess
-from client.detection.inline_detector import InlineDetector
 from client.detection.interface import Detector
 from client.display import ClientDisplay
 from client.media.stage_tracer import ClientStageTracer
@@ -47,15 +45,9 @@ class TrackingClient:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self._args = args
-        # Anything but "inline" runs in the detector process: a user's
-        # locator (module:Class) gets the same isolation and dropping as ours.
-        self._detector: Detector = (
-            InlineDetector()
-            if args.detector == "inline"
-            else DetectorProcess(locator=args.detector)
-            if ":" in args.detector
-            else DetectorProcess()
-        )
+        # Any locator, ours or a user's, in either place (--detect-in): the
+        # same isolation and dropping in the process, the same guard inline.
+        self._detector: Detector = args.detection.build()
         self._display = ClientDisplay() if args.display else None
         self._session: Optional[ClientSession] = None
         self._stop_reason: Optional[str] = None

@@ -39,6 +39,9 @@ def run(argv: list[str], timeout: float = 60, env: dict[str, str] | None = None)
         ["server/server.py", "--no-such-flag"],
         ["client/client.py", "--signaling-port", "99999"],
         ["client/client.py", "--jitter-buffer", "slow"],
+        ["client/client.py", "--detector", "centroids"],
+        ["client/client.py", "--detect-in", "gpu"],
+        ["client/client.py", "--detector", "inline", "--detect-in", "process"],
     ],
 )
 def test_bad_flags(argv: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""``--detector module:Class`` with the real client and server over WebRTC on loopback."""
+"""``--detector`` (ours, shipped, ``module:Class``) in either ``--detect-in`` placement,
+with the real client and server over WebRTC on loopback."""
 
 from __future__ import annotations
 
@@ -51,24 +52,29 @@ def user_path(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    "spec,message",
+    "flags,message",
     [
-        ("no_such_module_h23:Thing", "cannot import no_such_module_h23"),
-        ("user_detectors_h23:Missing", "user_detectors_h23 has no Missing"),
-        ("user_detectors_h23:Broken", "Broken() failed: OSError: model.onnx not found"),
-        ("centroid", "expected process, inline or module:Class"),
+        (["no_such_module_h23:Thing"], "cannot import no_such_module_h23"),
+        (["user_detectors_h23:Missing"], "user_detectors_h23 has no Missing"),
+        (["user_detectors_h23:Broken"], "Broken() failed: OSError: model.onnx not found"),
+        (
+            ["user_detectors_h23:Broken", "--detect-in", "inline"],
+            "Broken() failed: OSError: model.onnx not found",
+        ),
+        (["centroids"], "expected centroid, hough, kalman, process, inline or module:Class"),
+        (["inline", "--detect-in", "process"], "say --detector centroid --detect-in process"),
     ],
 )
 def test_a_missing_or_broken_detector_is_one_line_and_exit_2(
-    user_path: dict[str, str], spec: str, message: str
+    user_path: dict[str, str], flags: list[str], message: str
 ) -> None:
-    client = start_client(free_port(), "--detector", spec, env=user_path)
+    client = start_client(free_port(), "--detector", *flags, env=user_path)
     try:
         assert client.wait(timeout=60) == 2, client.describe()
         lines = client.stderr.strip().splitlines()
         assert message in lines[-1], client.describe()
         assert "Traceback" not in client.stderr
-        if ":" in spec:
+        if ":" in flags[0]:
             assert len(lines) == 1, client.describe()
     finally:
         client.close()
@@ -97,10 +103,18 @@ def run_session(tmp_path: Path, *client_flags: str, env: dict[str, str] | None =
         close_all(client, server)
 
 
+@pytest.mark.parametrize("placement", ["process", "inline"])
 def test_a_detector_that_raises_on_some_frames_is_counted_not_fatal(
-    tmp_path: Path, user_path: dict[str, str]
+    tmp_path: Path, user_path: dict[str, str], placement: str
 ) -> None:
-    report = run_session(tmp_path, "--detector", "user_detectors_h23:SometimesFails", env=user_path)
+    report = run_session(
+        tmp_path,
+        "--detector",
+        "user_detectors_h23:SometimesFails",
+        "--detect-in",
+        placement,
+        env=user_path,
+    )
     answered, found = report["frames_answered"], report["frames_found"]
     # Every frame detected is answered; about a fifth of them without a ball.
     assert answered > 0 and 0.6 * answered <= found <= 0.9 * answered, report
@@ -121,13 +135,18 @@ def arrival_errors_once_the_lead_is_known(directory: Path, report: dict) -> list
 
 
 def test_the_predictor_beats_the_centroid_detector_on_error_at_arrival(tmp_path: Path) -> None:
+    """In both placements: it aims ahead only if the server's latency reaches it."""
     centroid = run_session(tmp_path / "centroid")
-    predicted = run_session(
-        tmp_path / "kalman", "--detector", "client.detection.kalman:ConstantVelocityPredictor"
-    )
     plain = arrival_errors_once_the_lead_is_known(tmp_path / "centroid", centroid)
-    aimed = arrival_errors_once_the_lead_is_known(tmp_path / "kalman", predicted)
-    assert len(plain) > 10 and len(aimed) > 10, (centroid, predicted)
-    assert statistics.median(aimed) < statistics.median(plain), (predicted, centroid)
-    # And it pays for it at frame time: it answers where the ball will be.
-    assert predicted["error_px"]["p50"] > centroid["error_px"]["p50"]
+    assert len(plain) > 10, centroid
+    for placement, spec in (
+        ("process", "client.detection.kalman:ConstantVelocityPredictor"),  # the long name too
+        ("inline", "kalman"),
+    ):
+        directory = tmp_path / f"kalman-{placement}"
+        predicted = run_session(directory, "--detector", spec, "--detect-in", placement)
+        aimed = arrival_errors_once_the_lead_is_known(directory, predicted)
+        assert len(aimed) > 10, (placement, predicted)
+        assert statistics.median(aimed) < statistics.median(plain), (placement, predicted, centroid)
+        # And it pays for it at frame time: it answers where the ball will be.
+        assert predicted["error_px"]["p50"] > centroid["error_px"]["p50"], placement

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -116,3 +118,40 @@ def test_the_session_answers_a_short_backlog_in_full_and_skips_a_long_one() -> N
     answered = [decode_report(message).pts for message in channel.sent]
     assert answered == [0, 9000, 12000, 15000]  # 3000 and 6000 had 5 and 4 behind them
     assert detector.stats().dropped == 2 and session.results_sent == 4
+
+
+USER_MODULE = """
+class FailsEveryOther:
+    '''Finds a fixed centre, except that every other frame raises.'''
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, luma):
+        self.calls += 1
+        if self.calls % 2 == 0:
+            raise RuntimeError("this frame is too hard")
+        return (12.5, 7.25)
+"""
+
+
+def test_a_users_locator_that_raises_is_counted_not_fatal_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "user_inline_h23.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    detector = InlineDetector(locator="user_inline_h23:FailsEveryOther")
+    with caplog.at_level(logging.WARNING, logger="client.detection.plugin"):
+        for pts in range(4):
+            detector.submit(pts, luma(50.0, 50.0))
+    # The same guard as in the detector process: "no ball" for the failed
+    # frames, one log line, and the session goes on.
+    assert [(r.pts, r.x, r.y) for r in detector.collect()] == [
+        (0, 12.5, 7.25),
+        (1, None, None),
+        (2, 12.5, 7.25),
+        (3, None, None),
+    ]
+    assert caplog.text.count("the detector failed on a frame") == 1
+    stats = detector.stats()
+    assert (stats.submitted, stats.detected, stats.found) == (4, 4, 2)

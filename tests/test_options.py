@@ -185,3 +185,20 @@ def test_client_run_follows_the_command_line_not_the_environment() -> None:
     assert time.monotonic() - started < 30
     assert program.returncode == 1, program.stderr
     assert " DEBUG client.signaling: " in program.stderr
+
+
+def test_client_detector_flags_read_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = real_parser(
+        "client/client.py",
+        {"BALLTRACKER_DETECTOR": "hough", "BALLTRACKER_DETECT_IN": "inline"},
+        monkeypatch,
+    )
+    args = p.parse_args([])
+    assert (args.detector, args.detect_in) == ("hough", "inline")
+    args = p.parse_args(["--detector", "kalman", "--detect-in", "process"])
+    assert (args.detector, args.detect_in) == ("kalman", "process")
+    monkeypatch.delenv("BALLTRACKER_DETECTOR")
+    monkeypatch.delenv("BALLTRACKER_DETECT_IN")
+    # Unset: ours, and no place named (the detector process, DetectorChoice.from_flags).
+    args = load_program("client/client.py").build_parser().parse_args([])
+    assert (args.detector, args.detect_in) == ("centroid", None)

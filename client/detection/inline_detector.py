@@ -17,9 +17,12 @@ are waiting it skips to the newest.
 
 ``InlineDetector`` and ``DetectorProcess`` are both a
 ``client.detection.interface.Detector``, so the session and the client use
-either: ``--detector inline`` selects it, the process stays the default (the
-product's design: a slow frame never stalls the client's networking). It has
-no ``result_fd``: results are ready when ``submit`` returns.
+either: ``--detect-in inline`` selects it for any locator
+(``client.detection.choice``), the process stays the default (the product's
+design: a slow frame never stalls the client's networking). It has no
+``result_fd``: results are ready when ``submit`` returns. A locator other
+than ours runs under the same ``GuardedLocator`` as in the process
+(``plugin.build_locator``), so a frame it fails on is counted, not fatal.
 """
 
 from __future__ import annotations

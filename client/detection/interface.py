@@ -187,4 +187,9 @@ class Detector(Protocol):
         """
         ...
 
+    def set_lead(self, seconds: float) -> None:
+        """The server's latency: how far past each frame a predictive locator
+        (one with ``set_lead``) should aim; others ignore it."""
+        ...
+
     def stats(self) -> DetectorStats: ...
