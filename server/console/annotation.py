@@ -57,7 +57,8 @@ FONT_SCALE = 0.5
 TEXT_LEFT_PX = 8
 LINE_HEIGHT_PX = 20
 TEXT_THICKNESS_PX = 1
-OUTLINE_THICKNESS_PX = 3
+#: Where the black copies of the text go, around the white one.
+OUTLINE_OFFSETS = tuple((dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if dx or dy)
 
 WAITING_TEXT = "waiting for answers"
 #: An answer older than this is called out: the picture is frozen on it.
@@ -167,21 +168,28 @@ def text_band(lines: int) -> tuple[int, int]:
 
 
 def draw_caption(canvas: np.ndarray, lines: Sequence[str]) -> None:
-    """Text lines at the top left, each outlined in black."""
+    """Text lines at the top left, each outlined in black.
+
+    The outline is the text itself drawn one pixel off in each direction: a
+    thicker stroke would do it in one call, but OpenCV advances each letter
+    by the stroke's thickness too, so its letters drift off the white ones
+    and show as a dark ghost over a bright scene.
+    """
     for n, text in enumerate(lines):
-        origin = (TEXT_LEFT_PX, (n + 1) * LINE_HEIGHT_PX)
+        x, y = TEXT_LEFT_PX, (n + 1) * LINE_HEIGHT_PX
+        for dx, dy in OUTLINE_OFFSETS:
+            cv2.putText(
+                canvas,
+                text,
+                (x + dx, y + dy),
+                FONT,
+                FONT_SCALE,
+                OUTLINE_COLOUR,
+                TEXT_THICKNESS_PX,
+                cv2.LINE_AA,
+            )
         cv2.putText(
-            canvas,
-            text,
-            origin,
-            FONT,
-            FONT_SCALE,
-            OUTLINE_COLOUR,
-            OUTLINE_THICKNESS_PX,
-            cv2.LINE_AA,
-        )
-        cv2.putText(
-            canvas, text, origin, FONT, FONT_SCALE, TEXT_COLOUR, TEXT_THICKNESS_PX, cv2.LINE_AA
+            canvas, text, (x, y), FONT, FONT_SCALE, TEXT_COLOUR, TEXT_THICKNESS_PX, cv2.LINE_AA
         )
 
 
