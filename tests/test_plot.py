@@ -219,9 +219,7 @@ def test_the_error_panel_shades_the_frames_where_the_ball_was_hidden(tmp_path: P
     visibility = np.ones(len(frames))
     visibility[100:130] = 0.0  # a second behind the occluder...
     visibility[200] = 0.0  # ...and one frame
-    hidden = SessionSeries(
-        frames.time_s, frames.error_px, frames.latency_ms, visibility=visibility
-    )
+    hidden = SessionSeries(frames.time_s, frames.error_px, frames.latency_ms, visibility=visibility)
 
     def shaded_columns(series: SessionSeries) -> int:
         image = render(series, tmp_path / "hidden.png")

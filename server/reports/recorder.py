@@ -221,9 +221,7 @@ class SessionRecorder:
         answer_age_s: Optional[float],
     ) -> None:
         """Frame ``index`` is going out at ``pts``; ``answers`` are the newest answered frames, oldest first."""
-        snapshot = VideoSnapshot(
-            pts, index, tuple(answered_row(r) for r in answers), answer_age_s
-        )
+        snapshot = VideoSnapshot(pts, index, tuple(answered_row(r) for r in answers), answer_age_s)
         if not self._send((VIDEO_MESSAGE, snapshot)):
             self.stats.frames_dropped += 1
 
