@@ -55,6 +55,15 @@ def wait_until(condition: object, timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
+def open_console(browser: Browser, server: Program, http_port: int) -> Page:
+    """The console's page, once the server serves it and its event stream is in."""
+    server.wait_for_output("console on", timeout=10)
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{http_port}/")
+    page.wait_for_selector("#connection.ok", timeout=5000)
+    return page
+
+
 def cell(page: Page, state: str, header: str) -> str:
     """The text of one row's cell, found by its column's header."""
     headers = [text.strip() for text in page.locator("#sessions thead th").all_inner_texts()]
@@ -95,10 +104,7 @@ def test_console_lists_a_live_session_plays_it_annotated_and_links_its_reports(
     server = start_server(signaling, "--report-dir", str(tmp_path), http_port=http)
     client: Program | None = None
     try:
-        server.wait_for_output("console on", timeout=10)
-        page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{http}/")
-        page.wait_for_selector("#connection.ok", timeout=5000)
+        page = open_console(browser, server, http)
 
         client = start_client(signaling, "--duration", "14")
         server.wait_for_output("streaming to", timeout=20)
@@ -166,10 +172,7 @@ def test_a_session_of_another_scene_shows_it_and_its_scores(browser: Browser) ->
     server = start_server(signaling, "--scene", "occlusion", http_port=http)
     client: Program | None = None
     try:
-        server.wait_for_output("console on", timeout=10)
-        page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{http}/")
-        page.wait_for_selector("#connection.ok", timeout=5000)
+        page = open_console(browser, server, http)
         client = start_client(signaling, "--duration", "8")
         page.wait_for_selector("tr[data-state=live]", timeout=20000)
         assert cell(page, "live", "scene") == "occlusion"
