@@ -181,6 +181,8 @@ def test_a_session_of_another_scene_shows_it_and_its_scores(browser: Browser) ->
         page.wait_for_function(
             "() => document.getElementById('live-video').currentTime > 0.5", timeout=10000
         )
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "console-occlusion.png"))
         shot = page.locator("#live-video").screenshot()
         video = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_GRAYSCALE).astype(float)
         below_caption = video[60:]
@@ -194,7 +196,7 @@ def test_a_session_of_another_scene_shows_it_and_its_scores(browser: Browser) ->
         assert cell(page, "ended", "scene") == "occlusion"
         at_arrival = cell(page, "ended", "at arrival mean / p95")
         assert at_arrival.endswith(" px") and "–" not in at_arrival, at_arrival
-        hidden = cell(page, "ended", "found when visible / false positives")
+        hidden = cell(page, "ended", "visible found / false pos.")
         found, false_positives = hidden.split(" / ")
         assert found.endswith(" %") and 0 <= float(found[:-2]) <= 100, hidden
         assert int(false_positives) >= 0, hidden
