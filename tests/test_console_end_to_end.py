@@ -55,8 +55,23 @@ def wait_until(condition: object, timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
+def open_console(browser: Browser, server: Program, http_port: int) -> Page:
+    """The console's page, once the server serves it and its event stream is in."""
+    server.wait_for_output("console on", timeout=10)
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{http_port}/")
+    page.wait_for_selector("#connection.ok", timeout=5000)
+    return page
+
+
+def cell(page: Page, state: str, header: str) -> str:
+    """The text of one row's cell, found by its column's header."""
+    headers = [text.strip() for text in page.locator("#sessions thead th").all_inner_texts()]
+    return page.locator(f"tr[data-state={state}] td").nth(headers.index(header)).inner_text()
+
+
 def frames_cell(page: Page) -> int:
-    return int(page.locator("tr[data-state=live] td").nth(5).inner_text())
+    return int(cell(page, "live", "frames"))
 
 
 def markers_near_the_ball(image: np.ndarray) -> dict[str, int]:
@@ -89,10 +104,7 @@ def test_console_lists_a_live_session_plays_it_annotated_and_links_its_reports(
     server = start_server(signaling, "--report-dir", str(tmp_path), http_port=http)
     client: Program | None = None
     try:
-        server.wait_for_output("console on", timeout=10)
-        page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{http}/")
-        page.wait_for_selector("#connection.ok", timeout=5000)
+        page = open_console(browser, server, http)
 
         client = start_client(signaling, "--duration", "14")
         server.wait_for_output("streaming to", timeout=20)
@@ -146,6 +158,48 @@ def test_console_lists_a_live_session_plays_it_annotated_and_links_its_reports(
         )
         png = page.request.get(f"http://127.0.0.1:{http}{png_link}")
         assert png.headers["content-type"] == "image/png"
+    finally:
+        if client is not None:
+            client.close()
+        server.close()
+
+
+def test_a_session_of_another_scene_shows_it_and_its_scores(browser: Browser) -> None:
+    """The occlusion scene: its name and the occluder in the live view, then
+    error at arrival and the hidden-ball scores in the ended row."""
+    signaling, http = free_port(), free_port()
+    # Session 1 of seed 0: the bar spans x 364..464 and hides the ball from frame 8 on.
+    server = start_server(signaling, "--scene", "occlusion", http_port=http)
+    client: Program | None = None
+    try:
+        page = open_console(browser, server, http)
+        client = start_client(signaling, "--duration", "8")
+        page.wait_for_selector("tr[data-state=live]", timeout=20000)
+        assert cell(page, "live", "scene") == "occlusion"
+
+        page.locator("tr[data-state=live]").click()
+        page.wait_for_function(
+            "() => document.getElementById('live-video').currentTime > 0.5", timeout=10000
+        )
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "console-occlusion.png"))
+        shot = page.locator("#live-video").screenshot()
+        video = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_GRAYSCALE).astype(float)
+        below_caption = video[60:]
+        bar = below_caption[:, 372:456].mean()
+        assert 35 < bar < 95, f"no occluder in the live view: mean {bar:.0f}"
+        assert below_caption[:, :300].mean() < 35, "the background is not the scene's black"
+        page.locator("#live-close").click()
+
+        assert client.wait(timeout=30) == 0, client.describe()
+        page.wait_for_selector("tr[data-state=ended]", timeout=10000)
+        assert cell(page, "ended", "scene") == "occlusion"
+        at_arrival = cell(page, "ended", "at arrival mean / p95")
+        assert at_arrival.endswith(" px") and "–" not in at_arrival, at_arrival
+        hidden = cell(page, "ended", "visible found / false pos.")
+        found, false_positives = hidden.split(" / ")
+        assert found.endswith(" %") and 0 <= float(found[:-2]) <= 100, hidden
+        assert int(false_positives) >= 0, hidden
     finally:
         if client is not None:
             client.close()

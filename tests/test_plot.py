@@ -1,3 +1,4 @@
+import csv
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -11,11 +12,12 @@ from server.reports.plot import (
     FIGURE_SIZE_IN,
     LinkSeries,
     SessionSeries,
+    read_frames,
     read_seconds,
     render_session_plot,
     session_title,
 )
-from server.reports.report import SECOND_COLUMNS
+from server.reports.report import CSV_COLUMNS, SECOND_COLUMNS
 
 WIDTH, HEIGHT = int(FIGURE_SIZE_IN[0] * DPI), int(FIGURE_SIZE_IN[1] * DPI)
 
@@ -172,7 +174,7 @@ def test_title_names_the_scene_the_error_at_arrival_and_the_hidden_frames() -> N
     summary = {
         **SUMMARY,
         "scene": "occlusion",
-        "error_at_arrival_px": {"p50": 3.54},
+        "error_at_arrival_px": {"mean": 3.96, "p50": 3.54},
         "visibility": {
             "frames_hidden": 24,
             "found_when_visible_ratio": 0.975,
@@ -182,7 +184,8 @@ def test_title_names_the_scene_the_error_at_arrival_and_the_hidden_frames() -> N
     }
     first, second, third = session_title(summary).splitlines()
     assert first.endswith("10.0 s, scene occlusion")
-    assert second.endswith("  ·  at arrival p50 3.5 px")
+    # Error at arrival beside the error at frame time, mean beside mean.
+    assert "  ·  error mean 0.010 px, at arrival 4.0 px  ·  latency" in second
     assert third == (
         "hidden 24 frames  ·  found when visible 97.5 %  ·  "
         "false positives when hidden 1  ·  re-acquired p50 33 ms"
@@ -209,3 +212,35 @@ def test_the_error_panel_draws_the_error_at_arrival(tmp_path: Path) -> None:
     assert cyan_pixels(frames) > 100
     without = SessionSeries(frames.time_s, frames.error_px, frames.latency_ms)
     assert cyan_pixels(without) == 0
+
+
+def test_the_error_panel_shades_the_frames_where_the_ball_was_hidden(tmp_path: Path) -> None:
+    frames = realistic()
+    visibility = np.ones(len(frames))
+    visibility[100:130] = 0.0  # a second behind the occluder...
+    visibility[200] = 0.0  # ...and one frame
+    hidden = SessionSeries(frames.time_s, frames.error_px, frames.latency_ms, visibility=visibility)
+
+    def shaded_columns(series: SessionSeries) -> int:
+        image = render(series, tmp_path / "hidden.png")
+        grey = (np.abs(image.astype(int) - 224) <= 2).all(axis=2)  # matplotlib's "0.88"
+        return int((grey[75:250].sum(axis=0) > 100).sum())  # the error panel's rows
+
+    # A second of 10.4 on a panel 920 px wide is 88 px, the single frame 3 px.
+    assert 75 < shaded_columns(hidden) < 110
+    assert shaded_columns(frames) == 0
+
+
+def test_read_frames_keeps_the_visibility_column(tmp_path: Path) -> None:
+    path = tmp_path / "frames.csv"
+    with open(path, "w", newline="", encoding="utf8") as file:
+        writer = csv.writer(file)
+        writer.writerow(CSV_COLUMNS)
+        for pts, visibility in ((3000, "0.0"), (0, "1.0"), (6000, "0.5")):
+            row = dict.fromkeys(CSV_COLUMNS, "")
+            row.update(pts=str(pts), visibility=visibility)
+            writer.writerow(row.values())
+    frames = read_frames(path)
+    assert frames.visibility is not None
+    assert frames.visibility.tolist() == [1.0, 0.0, 0.5]  # in stream order
+    assert frames.hidden.tolist() == [False, True, False]

@@ -29,6 +29,9 @@ import pytest
 
 from lab.programs import free_port, read_reports, start_client, start_server, wait_for_reports
 from server.core.ledger import FrameRecord
+from server.core.scene import BallScene
+from server.core.scenes import Scene, make_scene
+from server.core.scenes.occlusion import OcclusionScene
 from server.reports.recorder import DISK_RESERVE_BYTES, RecordingStats, SessionRecorder
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.e2e]
@@ -193,6 +196,10 @@ def test_a_nearly_full_disk_stops_the_recording_not_the_session() -> None:
             server.close()
 
 
+def scene(width: int, height: int, radius: float, name: str = "classic") -> Scene:
+    return make_scene(name, BallScene.from_seed(width, height, radius, 300.0, 1), 30.0, 1)
+
+
 def run_recorder(
     recorder: SessionRecorder, frames: Sequence[tuple[Optional[bytes], Sequence[FrameRecord]]]
 ) -> RecordingStats:
@@ -203,7 +210,7 @@ def run_recorder(
         for n, (data, answers) in enumerate(frames):
             if data is not None:
                 recorder.frame_encoded(n * 3000, data)
-            recorder.frame_sent(n * 3000, 100.0 + 10 * n, 100.0 + 5 * n, answers, 0.1)
+            recorder.frame_sent(n, n * 3000, answers, 0.1)
         return await recorder.finish()
 
     try:
@@ -217,7 +224,7 @@ def test_a_disk_that_fills_up_is_one_log_line_and_no_broken_video(
 ) -> None:
     # Something else filled the disk: the recorder's writes fail (ENOSPC).
     with small_disk("64k") as disk:
-        recorder = SessionRecorder(disk, "session-z", 1920, 1080, 40.0, 30.0, "vp8", 0)
+        recorder = SessionRecorder(disk, "session-z", scene(1920, 1080, 40.0), "vp8", 0)
         noise = np.random.default_rng(0)
         with caplog.at_level(logging.WARNING, "server.reports.recorder"):
             stats = run_recorder(recorder, [(noise.bytes(4000), []) for _ in range(60)])
@@ -235,7 +242,7 @@ def test_an_unwritable_directory_is_one_log_line(
     # is a file: nothing can be created there.
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("")
-    recorder = SessionRecorder(blocked, "session-x", 64, 48, 5.0, 30.0, "vp8")
+    recorder = SessionRecorder(blocked, "session-x", scene(64, 48, 5.0), "vp8")
     with caplog.at_level(logging.WARNING, "server.reports.recorder"):
         stats = run_recorder(recorder, [(b"frame", [])])
     assert stats.video is None and stats.stream is None
@@ -245,7 +252,7 @@ def test_an_unwritable_directory_is_one_log_line(
 
 
 def test_a_recorder_that_falls_behind_drops_and_counts(tmp_path: Path) -> None:
-    recorder = SessionRecorder(tmp_path, "session-y", 1920, 1080, 40.0, 30.0, "vp8")
+    recorder = SessionRecorder(tmp_path, "session-y", scene(1920, 1080, 40.0), "vp8")
     answer = FrameRecord(0, 0, 100.0, 100.0, 0.0, True, 100.0, 100.0, 0.0, 5.0)
     # Four hundred 1080p frames at once: far more than the worker's 5 s backlog.
     stats = run_recorder(recorder, [(None, [answer])] * 400)
@@ -255,6 +262,22 @@ def test_a_recorder_that_falls_behind_drops_and_counts(tmp_path: Path) -> None:
     with av.open(str(tmp_path / "session-y.mp4")) as container:
         assert len(list(container.decode(video=0))) == stats.frames_recorded
     assert json.dumps(stats.as_dict())  # the report's section is plain JSON
+
+
+def test_the_video_shows_the_session_s_own_scene(tmp_path: Path) -> None:
+    # Not a white ball on black: the occluder the client saw is in every picture.
+    occlusion = scene(320, 240, 20.0, "occlusion")
+    assert isinstance(occlusion, OcclusionScene)
+    recorder = SessionRecorder(tmp_path, "session-o", occlusion, "vp8")
+    stats = run_recorder(recorder, [(None, [])] * 5)
+    assert stats.errors == [] and stats.frames_recorded == 5
+    with av.open(str(tmp_path / "session-o.mp4")) as container:
+        last = list(container.decode(video=0))[-1].to_ndarray(format="gray")
+    below_caption = last[80:]
+    bar = below_caption[:, occlusion.left + 2 : occlusion.right - 2]
+    # The bar's stripes (luma 60 and 80) against black around it.
+    assert 40 < float(bar.mean()) < 90, float(bar.mean())
+    assert float(below_caption[:, : max(occlusion.left - 25, 1)].mean()) < 40
 
 
 def test_record_without_a_report_directory_is_a_usage_error() -> None:

@@ -46,6 +46,44 @@ def test_rows_of_recorded_and_unrecorded_sessions() -> None:
     assert session_row(summary(True), ENDED)["recording"]["video"] is None
 
 
+def test_a_row_names_the_scene_and_its_headline_scores() -> None:
+    scored = {
+        **summary(False),
+        "scene": "occlusion",
+        "error_px": {"mean": 0.02, "p95": 0.05},
+        "error_at_arrival_px": {"mean": 11.5, "p50": 11.0, "p95": 36.8, "max": 50.0},
+        "visibility": {
+            "frames_hidden": 24,
+            "found_when_visible_ratio": 0.975,
+            "false_positives_when_hidden": 3,
+        },
+    }
+    row = session_row(scored, LIVE)
+    assert row["scene"] == "occlusion"
+    assert (row["error_mean_px"], row["error_p95_px"]) == (0.02, 0.05)
+    assert (row["error_at_arrival_mean_px"], row["error_at_arrival_p95_px"]) == (11.5, 36.8)
+    assert (row["found_when_visible_ratio"], row["false_positives_when_hidden"]) == (0.975, 3)
+
+
+def test_visibility_stays_empty_until_the_ball_has_been_hidden() -> None:
+    # classic never hides it: "found when visible" would only repeat "answered".
+    never = {
+        **summary(False),
+        "scene": "classic",
+        "visibility": {
+            "frames_hidden": 0,
+            "found_when_visible_ratio": 1.0,
+            "false_positives_when_hidden": 0,
+        },
+    }
+    row = session_row(never, ENDED, REPORTS)
+    assert (row["found_when_visible_ratio"], row["false_positives_when_hidden"]) == (None, None)
+    # An older summary, without the keys: empty cells, no error.
+    bare = session_row(summary(False), LIVE)
+    assert bare["scene"] is None and bare["error_at_arrival_mean_px"] is None
+    assert bare["found_when_visible_ratio"] is None
+
+
 @pytest.mark.e2e
 @pytest.mark.browser
 def test_the_console_marks_links_serves_and_plays_a_recording(tmp_path: Path) -> None:

@@ -38,6 +38,8 @@ from server.console.viewer import (
 )
 from server.core.ledger import FrameRecord, frame_pts
 from server.core.scene import BallScene
+from server.core.scenes import Scene, make_scene
+from server.core.scenes.occlusion import OcclusionScene
 from server.sessions.offers import InvalidDescription, receiving_video_mid
 from server.sessions.session import SessionConfig, TrackingSession
 
@@ -53,12 +55,15 @@ class FakeSession:
     """Exactly what a viewer may read of a TrackingSession."""
 
     name: str = "session-20261127T120000-0001"
-    scene: BallScene = field(
-        default_factory=lambda: BallScene(WIDTH, HEIGHT, 20.0, 300.0, 160.0, 120.0, 0.6)
-    )
     fps: float = 30.0
     recent_answers: deque[FrameRecord] = field(default_factory=lambda: deque(maxlen=900))
     end_reason: Optional[str] = None
+    scene_name: str = "classic"
+    picture: Scene = field(init=False)
+
+    def __post_init__(self) -> None:
+        motion = BallScene(WIDTH, HEIGHT, 20.0, 300.0, 160.0, 120.0, 0.6)
+        self.picture = make_scene(self.scene_name, motion, self.fps, 1)
 
     def answer(
         self, truth: tuple[float, float], reported: Optional[tuple[float, float]]
@@ -182,7 +187,7 @@ def test_viewer_shows_ball_truth_and_answer_of_the_newest_answered_frame() -> No
     async def scenario() -> None:
         session = FakeSession()
         session.answer((90.0, 140.0), (91.0, 141.0))
-        session.answer(TRUTH, REPORTED)
+        newest = session.answer(TRUTH, REPORTED)
         viewers = SessionViewers()
         browser, _ = await open_viewer(viewers, session)
         # Past the first frames, while the encoder's rate control settles.
@@ -192,9 +197,10 @@ def test_viewer_shows_ball_truth_and_answer_of_the_newest_answered_frame() -> No
         assert frame.pts % 3000 in (0, 2999)  # 30 fps on the 90 kHz clock
         assert is_green(colour_at(image, TRUTH)), colour_at(image, TRUTH)
         assert is_red(colour_at(image, REPORTED)), colour_at(image, REPORTED)
-        # The ball is rendered at that frame's truth, not where the scene is now.
-        assert (colour_at(image, (TRUTH[0], TRUTH[1] + 13)) > 200).all()
-        assert (colour_at(image, (TRUTH[0] + 13, TRUTH[1])) > 200).all()
+        # The ball is the scene's of that frame, not where the scene is now.
+        ball = session.picture.truth(newest.index)
+        assert (colour_at(image, (ball.x, ball.y + 13)) > 200).all()
+        assert (colour_at(image, (ball.x + 13, ball.y)) > 200).all()
         # Its caption: text pixels in the band, none below it away from the marks.
         top, bottom = text_band(2)
         assert (image[top:bottom] > 200).all(axis=2).sum() > 100
@@ -215,6 +221,27 @@ def test_viewer_waits_for_answers_then_follows_them_live() -> None:
         session.answer(TRUTH, REPORTED)  # the session's state changes; the viewer reads it
         image = picture(await browser.frame_after(5))
         assert is_green(colour_at(image, TRUTH)) and is_red(colour_at(image, REPORTED))
+        await viewers.stop()
+        await browser.close()
+
+    run(scenario)
+
+
+def test_viewer_shows_the_session_s_own_scene() -> None:
+    async def scenario() -> None:
+        session = FakeSession(scene_name="occlusion")
+        bar = session.picture
+        assert isinstance(bar, OcclusionScene)
+        viewers = SessionViewers()
+        browser, _ = await open_viewer(viewers, session)
+        image = picture(await browser.frame_after(10))
+        # The occluder the client sees, full height, grey (luma 60 and 80) on black.
+        below = image[text_band(2)[1] :, :, 1].astype(int)
+        inside = below[:, bar.left + 3 : bar.right - 3]
+        assert 35 < inside.mean() < 85, inside.mean()
+        left, right = below[:, : max(bar.left - 45, 0)], below[:, bar.right + 45 :]
+        outside = np.concatenate([left, right], axis=1)
+        assert outside.mean() < 30, outside.mean()
         await viewers.stop()
         await browser.close()
 

@@ -46,6 +46,13 @@ SUMMARY = {
     "answered_ratio": 299 / 300,
     "error_px": {"mean": 0.01, "p50": 0.01, "p95": 0.02, "max": 0.05},
     "latency_ms": {"mean": 5.0, "p50": 4.9, "p95": 7.0, "p99": 9.0, "max": 12.0},
+    "scene": "occlusion",
+    "error_at_arrival_px": {"mean": 9.5, "p50": 9.0, "p95": 14.0, "max": 20.0},
+    "visibility": {
+        "frames_hidden": 24,
+        "found_when_visible_ratio": 0.98,
+        "false_positives_when_hidden": 2,
+    },
 }
 
 
@@ -341,6 +348,10 @@ def test_sessions_api_lists_the_table() -> None:
         assert [(r["id"], r["state"]) for r in rows] == [(SUMMARY["session"], "ended")]
         assert rows[0]["latency_p99_ms"] == 9.0
         assert rows[0]["reports"] == {"json": "/reports/x.json"}
+        # The scene and its headline scores, as the table's columns show them.
+        assert (rows[0]["scene"], rows[0]["error_at_arrival_mean_px"]) == ("occlusion", 9.5)
+        assert rows[0]["found_when_visible_ratio"] == 0.98
+        assert rows[0]["false_positives_when_hidden"] == 2
 
     run_with_console(body)
 

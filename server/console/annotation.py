@@ -8,8 +8,8 @@ cross, so when the answer is right (0.01 px off) both stay visible: a red cross
 with a green centre.
 
 Everything a picture shows belongs to one frame, the newest answered one: the
-ball is rendered where that frame had it, the marks are that frame's truth and
-answer, the numbers are its error and latency.
+session's scene is rendered as that frame was sent (``server/console/backdrop.py``),
+the marks are that frame's truth and answer, the numbers are its error and latency.
 
 Pure numpy and OpenCV, no aiortc: tested in microseconds. Marks are drawn with
 fixed-point coordinates (OpenCV's ``shift``) so they sit on the exact sub-pixel
@@ -24,16 +24,15 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from server.console.backdrop import SceneBackdrop, SceneRecipe
 from server.core.ledger import FrameRecord
-from server.core.renderer import Box, draw_ball
 
 Colour = tuple[int, int, int]  # BGR
 
 TRUTH_COLOUR: Colour = (0, 255, 0)  # green
 ANSWER_COLOUR: Colour = (0, 0, 255)  # red
+#: White text with a black outline (``draw_caption``): legible over the ball and any scene.
 TEXT_COLOUR: Colour = (255, 255, 255)
-#: Text gets a black outline so it stays legible where it crosses the white ball.
-OUTLINE_COLOUR: Colour = (0, 0, 0)
 
 SUBPIXEL_BITS = 4
 _ONE = 1 << SUBPIXEL_BITS
@@ -57,7 +56,8 @@ FONT_SCALE = 0.5
 TEXT_LEFT_PX = 8
 LINE_HEIGHT_PX = 20
 TEXT_THICKNESS_PX = 1
-OUTLINE_THICKNESS_PX = 3
+#: The outline reaches one pixel beyond the text's ink in every direction.
+OUTLINE_KERNEL = np.ones((3, 3), np.uint8)
 
 WAITING_TEXT = "waiting for answers"
 #: An answer older than this is called out: the picture is frozen on it.
@@ -167,19 +167,27 @@ def text_band(lines: int) -> tuple[int, int]:
 
 
 def draw_caption(canvas: np.ndarray, lines: Sequence[str]) -> None:
-    """Text lines at the top left, each outlined in black."""
-    for n, text in enumerate(lines):
-        origin = (TEXT_LEFT_PX, (n + 1) * LINE_HEIGHT_PX)
-        cv2.putText(
-            canvas,
-            text,
-            origin,
-            FONT,
-            FONT_SCALE,
-            OUTLINE_COLOUR,
-            OUTLINE_THICKNESS_PX,
-            cv2.LINE_AA,
-        )
+    """Text lines at the top left, each outlined in black.
+
+    The outline is the text's own anti-aliased ink widened by a pixel
+    (a dilation), darkening what is under it; then the text goes on top in
+    white. A thicker black stroke would be one call, but OpenCV advances
+    each letter by the stroke's thickness too, so its letters drift off the
+    white ones and show as a dark ghost over a bright scene; eight shifted
+    copies of the text would cost four times as much.
+    """
+    top, bottom = text_band(len(lines))
+    widest = max(
+        (cv2.getTextSize(t, FONT, FONT_SCALE, TEXT_THICKNESS_PX)[0][0] for t in lines), default=0
+    )
+    band = canvas[top:bottom, : TEXT_LEFT_PX + widest + 2]  # only where ink may fall
+    ink = np.zeros(band.shape[:2], np.uint8)
+    origins = [(TEXT_LEFT_PX, (n + 1) * LINE_HEIGHT_PX) for n in range(len(lines))]
+    for text, (x, y) in zip(lines, origins):
+        cv2.putText(ink, text, (x, y - top), FONT, FONT_SCALE, 255, TEXT_THICKNESS_PX, cv2.LINE_AA)
+    light = cv2.cvtColor(255 - cv2.dilate(ink, OUTLINE_KERNEL), cv2.COLOR_GRAY2BGR)
+    cv2.multiply(band, light, dst=band, scale=1 / 255)
+    for text, origin in zip(lines, origins):
         cv2.putText(
             canvas, text, origin, FONT, FONT_SCALE, TEXT_COLOUR, TEXT_THICKNESS_PX, cv2.LINE_AA
         )
@@ -201,56 +209,47 @@ def newest(records: Sequence[FrameRecord], count: int) -> list[FrameRecord]:
 
 
 class SessionAnnotator:
-    """Draws successive annotated BGR pictures of one session.
+    """Draws successive annotated BGR pictures of one session over its own scene.
 
-    It keeps one luma plane with the ball, clearing only the box the previous
-    ball touched (as ``BallRenderer`` does), and one BGR buffer that each call
-    overwrites: the picture returned is valid until the next call.
+    The picture under the marks is the session's scene (``SceneBackdrop``):
+    the very pixels the client was sent for that frame, noise, clutter or
+    occluder included. One BGR buffer is overwritten by each call: the
+    picture returned is valid until the next call.
     """
 
-    def __init__(
-        self, width: int, height: int, radius: float, title: str, trail_length: int = TRAIL_LENGTH
-    ) -> None:
-        self.width = width
-        self.height = height
-        self.radius = radius
+    def __init__(self, scene: SceneRecipe, title: str, trail_length: int = TRAIL_LENGTH) -> None:
+        self._backdrop = SceneBackdrop(scene)
+        self.width = self._backdrop.width
+        self.height = self._backdrop.height
+        self.radius = self._backdrop.radius
         self.title = title
         self.trail_length = trail_length
-        self._luma = np.zeros((height, width), np.uint8)
-        self._bgr = np.zeros((height, width, 3), np.uint8)
-        self._previous: Optional[Box] = None
+        self._bgr = np.zeros((self.height, self.width, 3), np.uint8)
 
     def annotate(
         self,
         answers: Sequence[FrameRecord],
-        waiting_position: tuple[float, float],
+        waiting_index: int,
         answer_age_s: Optional[float] = None,
     ) -> np.ndarray:
         """The picture for the newest of ``answers`` (answered records, newest last).
 
-        With no answers yet, the ball is drawn at ``waiting_position`` with a
-        "waiting for answers" caption. ``answer_age_s``, how long ago the
+        With no answers yet, the scene's frame ``waiting_index`` is shown with
+        a "waiting for answers" caption. ``answer_age_s``, how long ago the
         newest answered frame was produced, adds a warning once it is stale.
         """
         recent = newest(answers, self.trail_length)
         lines = [self.title]
         if recent:
             record = recent[-1]
-            self._draw_ball(record.true_x, record.true_y)
+            np.copyto(self._bgr, self._backdrop.picture(record.index))
             draw_trails(self._bgr, recent)
             draw_record(self._bgr, record, self.radius)
             lines.append(describe(record))
             if answer_age_s is not None and answer_age_s > STALE_AFTER_S:
                 lines.append(f"no newer answer for {answer_age_s:.1f} s")
         else:
-            self._draw_ball(*waiting_position)
+            np.copyto(self._bgr, self._backdrop.picture(waiting_index))
             lines.append(WAITING_TEXT)
         draw_caption(self._bgr, lines)
         return self._bgr
-
-    def _draw_ball(self, x: float, y: float) -> None:
-        if self._previous is not None:
-            top, bottom, left, right = self._previous
-            self._luma[top:bottom, left:right] = 0
-        self._previous = draw_ball(self._luma, x, y, self.radius)
-        cv2.cvtColor(self._luma, cv2.COLOR_GRAY2BGR, dst=self._bgr)

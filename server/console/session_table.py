@@ -32,11 +32,13 @@ def session_row(
 ) -> dict[str, Any]:
     """The table's row for one session summary (see ``TrackingSession.summary``)."""
     error = summary.get("error_px") or {}
+    at_arrival = summary.get("error_at_arrival_px") or {}
     latency = summary.get("latency_ms") or {}
     ice = summary.get("ice") or {}
     return {
         "id": summary["session"],
         "state": state,
+        "scene": summary.get("scene"),
         "peer": summary.get("peer"),
         "started_at": summary.get("started_at"),
         "duration_s": summary.get("duration_s"),
@@ -45,6 +47,9 @@ def session_row(
         "answered_ratio": summary.get("answered_ratio"),
         "error_mean_px": error.get("mean"),
         "error_p95_px": error.get("p95"),
+        "error_at_arrival_mean_px": at_arrival.get("mean"),
+        "error_at_arrival_p95_px": at_arrival.get("p95"),
+        **_visibility(summary),
         "latency_p50_ms": latency.get("p50"),
         "latency_p99_ms": latency.get("p99"),
         "end_reason": summary.get("end_reason"),
@@ -52,6 +57,24 @@ def session_row(
         "ice_path": ice.get("path"),
         "reports": _with_recording(summary, reports),
         "recording": _recording(summary, state, reports),
+    }
+
+
+def _visibility(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Found when visible and false positives, once the ball has been hidden.
+
+    In a scene that never hides it (every scene but ``occlusion``) the share
+    found is the share answered and false positives cannot happen: the
+    columns would repeat the table or say nothing, so they stay empty. Hidden
+    frames are counted as they leave the ledger, so a live session shows
+    them some five seconds late.
+    """
+    visibility = summary.get("visibility") or {}
+    if not visibility.get("frames_hidden"):
+        return {"found_when_visible_ratio": None, "false_positives_when_hidden": None}
+    return {
+        "found_when_visible_ratio": visibility.get("found_when_visible_ratio"),
+        "false_positives_when_hidden": visibility.get("false_positives_when_hidden"),
     }
 
 

@@ -8,9 +8,9 @@ pace. Nothing here awaits the session, locks anything the session uses or
 puts anything in its way; a slow, lossy or vanished viewer only ever slows
 down its own track.
 
-Annotating a picture and converting it to I420 runs on the event loop, like
-the session's own ``BallRenderer``, and costs about as much (a fraction of a
-millisecond at 640x480). A worker thread would cost more: its Python glue
+Rendering the scene, annotating it and converting it to I420 runs on the
+event loop, like the session's own rendering, and costs about as much: 0.6
+to 1.2 ms a frame at 640x480, depending on the scene. A worker thread would cost more: its Python glue
 competes for the GIL, and a loop thread waiting for the GIL can wait up to
 the interpreter's 5 ms switch interval, which the session's answers would
 feel. Encoding happens where aiortc always encodes: its sender, in the
@@ -48,9 +48,10 @@ from protocol.ice_path import rtc_configuration
 from protocol.ice_servers import IceSettings
 from protocol.wire_clock import VIDEO_TIME_BASE
 from server.console.annotation import SessionAnnotator
+from server.console.backdrop import SceneRecipe
 from server.core.ledger import FrameRecord, frame_pts
 from server.core.renderer import yuv420p_frame
-from server.core.scene import BallScene
+from server.core.scenes import Scene
 from server.media.pacing import FramePacer
 from server.sessions.offers import (
     InvalidDescription,
@@ -82,8 +83,8 @@ class WatchedSession(Protocol):
         ...
 
     @property
-    def scene(self) -> BallScene:
-        """The session's scene: frame size, radius, and the ball at any time."""
+    def picture(self) -> Scene:
+        """The session's scene: what its client is sent. Read, never rendered here."""
         ...
 
     @property
@@ -134,19 +135,21 @@ class ViewerTrack(VideoStreamTrack):
     aiortc's ``VideoStreamTrack.next_timestamp`` is fixed at 30 fps, so this
     track paces itself at the session's rate (at most ``MAX_VIEWER_FPS``).
     Frame ``n`` carries pts ``round(n * 90000 / fps)``. Each frame shows the
-    session's newest answered frame; before the first answer, the ball where
-    the scene has it ``n / fps`` seconds after the viewer started.
+    session's newest answered frame over the scene as it was sent; before the
+    first answer, the scene as it is ``n / fps`` seconds after the viewer
+    started.
     """
 
     def __init__(
         self, session: WatchedSession, clock: Callable[[], float] = time.monotonic
     ) -> None:
         super().__init__()
-        scene = session.scene
         self._session = session
-        self._scene = scene
         self._fps = min(session.fps, MAX_VIEWER_FPS)
-        self._annotator = SessionAnnotator(scene.width, scene.height, scene.radius, session.name)
+        # A scene of its own, made like the session's: the same pixels, and
+        # the session's scene (and the buffers it streams from) left alone.
+        self._annotator = SessionAnnotator(SceneRecipe.of(session.picture), session.name)
+        self._scene_fps = session.picture.fps
         self._clock = clock
         self._pacer = FramePacer(self._fps, clock)
         self.frames_sent = 0
@@ -174,8 +177,8 @@ class ViewerTrack(VideoStreamTrack):
         """The BGR picture of frame ``index``, from the session's state right now."""
         answers = self._session.recent_answers
         age = self._clock() - answers[-1].produced_at if answers else None
-        waiting_at = self._scene.position(index / self._fps)
-        return self._annotator.annotate(answers, waiting_at, age)
+        waiting_index = round(index * self._scene_fps / self._fps)
+        return self._annotator.annotate(answers, waiting_index, age)
 
 
 class Viewer:

@@ -48,6 +48,7 @@ _NOT_FOUND_COLOUR = "tab:orange"
 _SENT_COLOUR = "tab:purple"
 _FPS_COLOUR = "tab:gray"
 _ARRIVAL_COLOUR = "tab:cyan"
+_HIDDEN_COLOUR = "0.88"
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,15 @@ class SessionSeries:
 
     ``error_px`` is NaN where there is no answer with coordinates, ``latency_ms``
     NaN where there is no answer at all. ``error_at_arrival_px`` (the answer
-    against the ball when it arrived) is NaN like ``error_px``, None when not known.
+    against the ball when it arrived) is NaN like ``error_px``, None when not known;
+    ``visibility`` (the share of the ball in view, 0 when hidden) None when not known.
     """
 
     time_s: np.ndarray
     error_px: np.ndarray
     latency_ms: np.ndarray
     error_at_arrival_px: Optional[np.ndarray] = None
+    visibility: Optional[np.ndarray] = None
 
     @classmethod
     def empty(cls) -> SessionSeries:
@@ -80,6 +83,13 @@ class SessionSeries:
     def found(self) -> np.ndarray:
         return ~np.isnan(self.error_px)
 
+    @property
+    def hidden(self) -> np.ndarray:
+        """Frames in which none of the ball showed ("not found" was the right answer)."""
+        if self.visibility is None:
+            return np.zeros(len(self), dtype=bool)
+        return self.visibility <= 0.0
+
 
 def read_frames(path: Path) -> SessionSeries:
     """The CSV written by ``SessionReport`` as arrays; empty cells become NaN.
@@ -88,7 +98,7 @@ def read_frames(path: Path) -> SessionSeries:
     session costs 24 bytes a frame to read back.
     """
     time_s, error_px, latency_ms = array("d"), array("d"), array("d")
-    at_arrival = array("d")
+    at_arrival, visibility = array("d"), array("d")
     with open(path, newline="", encoding="utf8") as file:
         reader = csv.DictReader(file)
         if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
@@ -98,12 +108,14 @@ def read_frames(path: Path) -> SessionSeries:
             error_px.append(_value(row["error_px"]))
             latency_ms.append(_value(row["latency_ms"]))
             at_arrival.append(_value(row["error_at_arrival_px"]))
+            visibility.append(_value(row["visibility"]))
     order = np.argsort(np.frombuffer(time_s), kind="stable")
     return SessionSeries(
         time_s=np.frombuffer(time_s)[order],
         error_px=np.frombuffer(error_px)[order],
         latency_ms=np.frombuffer(latency_ms)[order],
         error_at_arrival_px=np.frombuffer(at_arrival)[order],
+        visibility=np.frombuffer(visibility)[order],
     )
 
 
@@ -185,14 +197,16 @@ def session_title(summary: Mapping[str, Any]) -> str:
         answers = f"answered {_number(answered, 0)}/{_number(sent, 0)}"
     error = summary.get("error_px") or {}
     latency = summary.get("latency_ms") or {}
+    errors = f"error mean {_number(error.get('mean'), 3)} px"
+    at_arrival = summary.get("error_at_arrival_px") or {}
+    if at_arrival.get("mean") is not None:
+        # Beside the frame-time error: the tracker's accuracy, then what latency adds to it.
+        errors += f", at arrival {_number(at_arrival['mean'], 1)} px"
     headline = [
         answers,
-        f"error mean {_number(error.get('mean'), 3)} px",
+        errors,
         f"latency p50 {_number(latency.get('p50'), 1)} ms, p99 {_number(latency.get('p99'), 1)} ms",
     ]
-    at_arrival = summary.get("error_at_arrival_px")
-    if at_arrival and at_arrival.get("p50") is not None:
-        headline.append(f"at arrival p50 {_number(at_arrival['p50'], 1)} px")
     second = "  ·  ".join(headline)
     visibility = summary.get("visibility") or {}
     if not visibility.get("frames_hidden"):
@@ -244,6 +258,7 @@ def _draw_error(axes: Axes, frames: SessionSeries) -> None:
     axes.set_title("Error per frame", fontsize=10, loc="left")
     axes.set_ylabel("error (px)")
     axes.tick_params(labelbottom=False)
+    _shade_hidden(axes, frames)
     error = frames.error_px[frames.found]
     if len(error):
         # NaN breaks the line: a frame without coordinates is a gap, not a bridge.
@@ -258,7 +273,7 @@ def _draw_error(axes: Axes, frames: SessionSeries) -> None:
                 frames.time_s,
                 at_arrival,
                 color=_ARRIVAL_COLOUR,
-                label="at arrival",
+                label=f"at arrival, mean {float(np.mean(known)):.1f} px",
                 **_line_style(len(frames)),
             )
         _scale_y(axes, np.concatenate((error, known)))
@@ -267,6 +282,27 @@ def _draw_error(axes: Axes, frames: SessionSeries) -> None:
     _mark_frames(axes, frames.time_s[~frames.answered], 0.97, _UNANSWERED_COLOUR, "unanswered")
     _note_if_empty(axes, frames, len(error), "no answer with coordinates")
     _legend(axes)
+
+
+def _shade_hidden(axes: Axes, frames: SessionSeries) -> None:
+    """Grey behind the frames in which the ball was hidden: there "no ball found" is right."""
+    hidden = frames.hidden
+    if not hidden.any():
+        return
+    # Each hidden frame's band reaches the next frame's time, so that a
+    # single hidden frame shows too; one artist however many bands.
+    reaching = hidden | np.concatenate(([False], hidden[:-1]))
+    axes.fill_between(
+        frames.time_s,
+        0.0,
+        1.0,
+        where=reaching,
+        step="post",
+        color=_HIDDEN_COLOUR,
+        lw=0,
+        transform=blended_transform_factory(axes.transData, axes.transAxes),
+        label=f"ball hidden: {int(hidden.sum())} frames",
+    )
 
 
 def _draw_latency(

@@ -2,9 +2,10 @@
 
 What the session hands over per frame is small: for the video, the
 snapshot the live view would draw from at that moment (the frame's pts and
-truth, the newest answered frames, how old the newest is); for the kept
+index, the newest answered frames, how old the newest is); for the kept
 stream, the frame's encoded bytes. A worker process draws each snapshot
-with the live view's own code (``server.console.annotation``), encodes it
+with the live view's own code (``server.console.annotation``), over the
+session's own scene made again from its recipe, encodes it
 with libx264 into ``<session>.mp4`` (faststart, so browsers start playing
 before the whole file is in) at the frame's own pts, and writes the kept
 stream into ``<session>.ivf`` (``protocol.recording``).
@@ -49,7 +50,9 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from protocol.recording import stream_path, video_path
+from server.console.backdrop import SceneRecipe
 from server.core.ledger import FrameRecord
+from server.core.scenes import Scene
 
 logger = logging.getLogger("server.reports.recorder")
 
@@ -81,8 +84,8 @@ class VideoSnapshot:
     """What the live view would draw from when frame ``pts`` went out."""
 
     pts: int
-    true_x: float
-    true_y: float
+    #: The frame's index in the scene: the picture shown before any answer.
+    index: int
     #: The newest answered frames, oldest first (at most the trail length).
     answers: tuple[AnsweredRow, ...]
     #: How long ago the newest answered frame was produced, s.
@@ -113,10 +116,17 @@ class RecordingSetup:
     name: str
     video_path: Path
     stream_path: Path
-    width: int
-    height: int
-    radius: float
+    #: The session's scene, made again in the worker to draw the very pixels sent.
+    scene: SceneRecipe
     codec: str
+
+    @property
+    def width(self) -> int:
+        return self.scene.motion.width
+
+    @property
+    def height(self) -> int:
+        return self.scene.motion.height
 
 
 def answered_row(record: FrameRecord) -> AnsweredRow:
@@ -141,10 +151,7 @@ class SessionRecorder:
         self,
         report_dir: Path,
         name: str,
-        width: int,
-        height: int,
-        radius: float,
-        fps: float,
+        scene: Scene,
         codec: str,
         reserve_bytes: int = DISK_RESERVE_BYTES,
     ) -> None:
@@ -153,12 +160,10 @@ class SessionRecorder:
             name,
             video_path(report_dir, name),
             stream_path(report_dir, name),
-            width,
-            height,
-            radius,
+            SceneRecipe.of(scene),
             codec.lower(),
         )
-        self._video_backlog = max(2, round(fps * VIDEO_BACKLOG_S))
+        self._video_backlog = max(2, round(scene.fps * VIDEO_BACKLOG_S))
         self._process: Optional[multiprocessing.process.BaseProcess] = None
         self._pipe: Optional[asyncio.WriteTransport] = None
         self._results: Optional[multiprocessing.Queue] = None
@@ -210,16 +215,13 @@ class SessionRecorder:
 
     def frame_sent(
         self,
+        index: int,
         pts: int,
-        true_x: float,
-        true_y: float,
         answers: Sequence[FrameRecord],
         answer_age_s: Optional[float],
     ) -> None:
-        """Frame ``pts`` is going out; ``answers`` are the newest answered frames, oldest first."""
-        snapshot = VideoSnapshot(
-            pts, true_x, true_y, tuple(answered_row(r) for r in answers), answer_age_s
-        )
+        """Frame ``index`` is going out at ``pts``; ``answers`` are the newest answered frames, oldest first."""
+        snapshot = VideoSnapshot(pts, index, tuple(answered_row(r) for r in answers), answer_age_s)
         if not self._send((VIDEO_MESSAGE, snapshot)):
             self.stats.frames_dropped += 1
 
@@ -370,7 +372,7 @@ class _Video:
 
         from server.console.annotation import SessionAnnotator
 
-        self._annotator = SessionAnnotator(setup.width, setup.height, setup.radius, setup.name)
+        self._annotator = SessionAnnotator(setup.scene, setup.name)
         self._container = av.open(
             str(setup.video_path), "w", format="mp4", options={"movflags": "+faststart"}
         )
@@ -399,9 +401,7 @@ class _Video:
             FrameRecord(index, 0, tx, ty, 0.0, True, rx, ry, error, latency)
             for index, tx, ty, rx, ry, error, latency in snapshot.answers
         ]
-        picture = self._annotator.annotate(
-            answers, (snapshot.true_x, snapshot.true_y), snapshot.answer_age_s
-        )
+        picture = self._annotator.annotate(answers, snapshot.index, snapshot.answer_age_s)
         i420 = np.asarray(cv2.cvtColor(picture, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
         frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         frame.pts = snapshot.pts

@@ -227,15 +227,7 @@ class TrackingSession:
         self.end_reason: Optional[str] = None
         #: Only with --record (and a report directory): server.reports.recorder.
         self._recorder = (
-            SessionRecorder(
-                report_dir,
-                self.name,
-                config.width,
-                config.height,
-                config.radius,
-                config.fps,
-                config.codec,
-            )
+            SessionRecorder(report_dir, self.name, self.picture, config.codec)
             if config.record and report_dir
             else None
         )
@@ -452,7 +444,7 @@ class TrackingSession:
         if self._recorder is not None:
             answers = newest(self.recent_answers, TRAIL_LENGTH)
             age = produced_at - answers[-1].produced_at if answers else None
-            self._recorder.frame_sent(pts, x, y, answers, age)
+            self._recorder.frame_sent(index, pts, answers, age)
         if self._observer:
             self._observer.frame_sent()
 

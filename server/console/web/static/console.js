@@ -24,20 +24,37 @@ const live = {
 
 // -- the table -----------------------------------------------------------------
 
+// One entry a column, in the order of index.html's header.
 const columns = [
-  (s) => s.id,
-  (s) => s.state,
-  (s) => s.peer ?? "–",
-  (s) => (s.started_at ? new Date(s.started_at).toLocaleTimeString() : "–"),
-  (s) => `${format(s.duration_s)} s`,
-  (s) => String(s.frames_sent),
-  (s) => (s.answered_ratio === null ? "–" : `${(100 * s.answered_ratio).toFixed(1)} %`),
-  (s) => `${format(s.error_mean_px)} / ${format(s.error_p95_px)} px`,
-  (s) => `${format(s.latency_p50_ms)} / ${format(s.latency_p99_ms)} ms`,
-  (s) => s.ice_path ?? "",
-  (s) => s.end_reason ?? "",
+  { cell: (s) => s.id },
+  { cell: (s) => s.state, state: true },
+  { cell: (s) => s.scene ?? "–" },
+  { cell: (s) => s.peer ?? "–" },
+  { cell: (s) => (s.started_at ? new Date(s.started_at).toLocaleTimeString() : "–") },
+  { cell: (s) => `${format(s.duration_s)} s`, numeric: true },
+  { cell: (s) => String(s.frames_sent), numeric: true },
+  { cell: (s) => percent(s.answered_ratio), numeric: true },
+  { cell: (s) => `${format(s.error_mean_px)} / ${format(s.error_p95_px)} px`, numeric: true },
+  {
+    cell: (s) => `${format(s.error_at_arrival_mean_px)} / ${format(s.error_at_arrival_p95_px)} px`,
+    numeric: true,
+  },
+  { cell: hiddenBall, numeric: true },
+  { cell: (s) => `${format(s.latency_p50_ms)} / ${format(s.latency_p99_ms)} ms`, numeric: true },
+  { cell: (s) => s.ice_path ?? "" },
+  { cell: (s) => s.end_reason ?? "" },
 ];
-const numeric = new Set([4, 5, 6, 7, 8]);
+
+function percent(ratio) {
+  return ratio === null || ratio === undefined ? "–" : `${(100 * ratio).toFixed(1)} %`;
+}
+
+// Only once the ball has been hidden (the server sends null before, and for
+// scenes that never hide it): found when visible, and false positives.
+function hiddenBall(s) {
+  if (s.found_when_visible_ratio === null || s.found_when_visible_ratio === undefined) return "–";
+  return `${percent(s.found_when_visible_ratio)} / ${s.false_positives_when_hidden}`;
+}
 
 function renderTable(sessions) {
   document.getElementById("no-sessions").hidden = sessions.length > 0;
@@ -50,13 +67,17 @@ function renderRow(session) {
   row.dataset.state = session.state;
   row.classList.toggle("live", session.state === "live");
   row.classList.toggle("watched", session.id === live.sessionId);
-  columns.forEach((cell, i) => {
+  let stateCell = null;
+  for (const column of columns) {
     const td = document.createElement("td");
-    td.textContent = cell(session);
-    if (numeric.has(i)) td.classList.add("number");
-    if (i === 1) td.classList.add(`state-${session.state}`);
+    td.textContent = column.cell(session);
+    if (column.numeric) td.classList.add("number");
+    if (column.state) {
+      td.classList.add(`state-${session.state}`);
+      stateCell = td;
+    }
     row.append(td);
-  });
+  }
   const reports = document.createElement("td");
   for (const [kind, href] of Object.entries(session.reports ?? {})) {
     const link = document.createElement("a");
@@ -64,7 +85,7 @@ function renderRow(session) {
     link.textContent = kind;
     reports.append(link, " ");
   }
-  renderRecording(session, row.children[1], reports);
+  renderRecording(session, stateCell, reports);
   row.append(reports);
   if (session.state === "live") row.addEventListener("click", () => watch(session.id));
   return row;
