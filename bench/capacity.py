@@ -573,6 +573,15 @@ def notes(results: Sequence[LevelResult], server_cpus: int, client_cpus: int) ->
         skipped = sum(rep.get("frames_skipped", 0) for rep in r.reports)
         if skipped:
             items.append(f"server skipped {skipped} frames (rendering behind schedule)")
+        thinned = sum(rep.get("frames_skipped_for_rate", 0) for rep in r.reports)
+        sent = sum(rep.get("frames_sent", 0) for rep in r.reports)
+        if thinned:
+            # Its link adaptation takes queueing on a busy core for a narrow
+            # link: fewer frames sent, less work, yet every one answered.
+            items.append(
+                f"server thinned {thinned} frames for rate ({sent} sent): "
+                "it took the latency for a narrow link"
+            )
         if r.detector_dropped:
             items.append(f"detectors dropped {r.detector_dropped} frames (clients behind)")
         unanswered = (r.load_client or {}).get("frames_unanswered", 0)

@@ -23,6 +23,12 @@ do not, the answers are of the wrong scene and the server's error says so
 at once (tens to hundreds of px), while its answered % and latency -- what
 capacity is measured by -- are unaffected.
 
+**Starting together.** Each session holds its answer until every offer is
+in, then all answer at once (``LoadSession.answer``): the server's sessions
+begin streaming within moments of each other, not one by one as their
+offers came, and none of the offers is made by a server already busy
+streaming the others.
+
 Prints one line of JSON on stdout at the end: sessions started and how they
 ended, frames received and answered, and this process's CPU over the
 streaming. Exit status: 0 when every session streamed until the server or
@@ -92,7 +98,7 @@ class LoadClient:
         self._tasks: list[asyncio.Task[LoadOutcome]] = []
         self._stop_reason: Optional[str] = None
         self._unreachable: Optional[str] = None
-        #: (CPU seconds, wall time) when the first session was offered.
+        #: (CPU seconds, wall time) when the sessions answered, and when they ended.
         self._streaming_from: Optional[tuple[float, float]] = None
         self._streaming_until: Optional[tuple[float, float]] = None
 
@@ -151,17 +157,19 @@ class LoadClient:
                 await asyncio.wait_for(session.offered.wait(), settings.handshake_timeout + 1.0)
             except asyncio.TimeoutError:
                 pass
-            if not session.answered:
-                # Refused, or lost before answering: the numbering of the
+            if not session.offer_received:
+                # Refused, or lost before its offer: the numbering of the
                 # sessions after it would be a guess. The outcome says why.
                 self.stop("a session failed to start")
                 return
-            if self._streaming_from is None:
-                self._streaming_from = (_cpu_seconds(), time.monotonic())
-                if settings.duration is not None:
-                    loop = asyncio.get_running_loop()
-                    loop.call_later(settings.duration, self.stop, "duration reached")
-        logger.info("%d sessions opened", len(self._sessions))
+        # All offered: all answer at once, and begin streaming within
+        # moments of each other, as N clients started together would.
+        for session in self._sessions:
+            session.answer()
+        self._streaming_from = (_cpu_seconds(), time.monotonic())
+        if settings.duration is not None:
+            asyncio.get_running_loop().call_later(settings.duration, self.stop, "duration reached")
+        logger.info("%d sessions offered, all answering", len(self._sessions))
 
     async def _wait_sessions(self) -> None:
         """Until every session ended; after a stop, at most SHUTDOWN_GRACE_S more."""

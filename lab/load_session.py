@@ -57,9 +57,12 @@ class LoadOutcome:
 class LoadSession:
     """Lifecycle: ``run()`` once, to the end; ``stop()`` from outside at any time.
 
-    ``offered`` is set once the server's offer is in and answered (``answered``
-    True), or the session ended before that (False): either way the server
-    has numbered it, or never will.
+    ``offered`` is set once the server's offer is in (``offer_received``: the
+    server has numbered the session) or the session ended before one came.
+    The session then waits for ``answer()`` before it answers, so that N
+    sessions offered one after another can all start streaming together; it
+    answers anyway when half its handshake timeout has passed, well before
+    the server's (the same 10 s by default) runs out.
     """
 
     def __init__(
@@ -74,7 +77,8 @@ class LoadSession:
         self._handshake_timeout = handshake_timeout
         self.name = name
         self.offered = asyncio.Event()
-        self.answered = False
+        self.offer_received = False
+        self._go = asyncio.Event()
         self._channel_open = asyncio.Event()
         self._channel: Optional[RTCDataChannel] = None
         self._wire_timestamps: Optional[WireTimestamps] = None
@@ -86,8 +90,13 @@ class LoadSession:
         #: Frames that arrived while the channel was not open: not answered.
         self.frames_unanswered = 0
 
+    def answer(self) -> None:
+        """Answer the offer now (or as soon as it is in)."""
+        self._go.set()
+
     def stop(self, reason: str) -> None:
         self._end(LoadEnd.FINISHED, reason)
+        self._go.set()
 
     def _end(self, end: LoadEnd, reason: str) -> None:
         if self._outcome is None:
@@ -160,6 +169,14 @@ class LoadSession:
                 break
             # Candidates travel inside the SDP (no trickle); anything else is wrong.
             raise SignalingError(f"expected an offer, got {message!r}")
+        self.offer_received = True
+        self.offered.set()
+        try:
+            await asyncio.wait_for(self._go.wait(), self._handshake_timeout / 2)
+        except asyncio.TimeoutError:
+            pass  # answer now: the server's own handshake timeout is running
+        if self._outcome is not None:  # stopped meanwhile
+            return False
         await pc.setRemoteDescription(message)
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
@@ -170,8 +187,6 @@ class LoadSession:
                 self._tap.install()
         await pc.setLocalDescription(await pc.createAnswer())
         await self._signaling.send(pc.localDescription)
-        self.answered = True
-        self.offered.set()
         return True
 
     async def _expect_channel(self) -> None:
