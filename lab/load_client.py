@@ -134,7 +134,8 @@ class LoadClient:
                 signaling = await connect_with_retry(
                     settings.host,
                     settings.port,
-                    max(connect_until - time.monotonic(), 0.1),
+                    # Rounded: the error line quotes it.
+                    max(round(connect_until - time.monotonic(), 1), 0.1),
                     settings.access_token,
                 )
             except ServerUnreachable as exc:
