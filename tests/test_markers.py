@@ -95,6 +95,7 @@ def test_the_fast_loop_leaves_out_every_registered_slow_marker() -> None:
     [
         ([sys.executable, "/repo/server/server.py", "--signaling-port", "1"], {"e2e"}),
         (["python", "client/client.py", "--help"], {"e2e"}),
+        ([sys.executable, "lab/load_client.py", "--sessions", "2"], {"e2e"}),
         (["ip", "netns", "add", "x"], {"netns"}),
         (["ip", "netns", "exec", "ns", "python", "server/server.py"], {"netns", "e2e"}),
         (["/usr/sbin/nft", "-f", "-"], {"netns"}),

@@ -24,7 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def level(sessions: int, answered: float = 1.0, p99: float = 8.0) -> capacity.LevelResult:
-    report = {"answered_ratio": answered, "latency_ms": {"p50": 4.0, "p99": p99}}
+    report = {
+        "answered_ratio": answered,
+        "latency_ms": {"p50": 4.0, "p99": p99},
+        "error_px": {"mean": 0.006},
+    }
     return capacity.LevelResult(sessions, 15.0, reports=[dict(report) for _ in range(sessions)])
 
 
@@ -49,6 +53,40 @@ def test_the_side_out_of_cpu_is_named() -> None:
     result.server_cpu_pct, result.client_cpu_pct = 50.0, 97.0
     assert result.limit(server_cpus=1, client_cpus=1) == "clients"
     assert result.limit(server_cpus=1, client_cpus=2) == "—"
+
+
+def test_the_levels_of_two_servers_interleave_and_stop_after_failures_in_a_row() -> None:
+    here, before = capacity.ServerTree(ROOT), capacity.ServerTree(ROOT, "HEAD~1")
+    schedule = capacity.LevelSchedule([1, 2, 4, 6], [here, before], stop_after=2)
+    runs = []
+    for sessions, tree in schedule.runs():
+        runs.append((sessions, tree.revision))
+        # The earlier server fails from N=2 on; this tree's passes throughout.
+        failed = tree.revision and sessions >= 2
+        result = level(sessions, p99=35.0 if failed else 8.0)
+        result.revision = tree.revision
+        schedule.record(result)
+    # Who goes first alternates; HEAD~1's N=6 is skipped after two failures.
+    assert runs == [(1, ""), (1, "HEAD~1"), (2, "HEAD~1"), (2, ""), (4, ""), (4, "HEAD~1"), (6, "")]
+    assert capacity.sessions_per_core(schedule.results[""]) == 6
+    assert capacity.sessions_per_core(schedule.results["HEAD~1"]) == 1
+
+
+def test_the_load_clients_cpu_column_is_named_for_it() -> None:
+    load = level(4)
+    load.clients = "load"
+    table = capacity.markdown_table([load], server_cpus=1, client_cpus=1)
+    assert "load client CPU % of its core" in table.splitlines()[0]
+    assert "clients CPU % of their core" in capacity.markdown_table([level(4)], 1, 1)
+
+
+def test_every_session_of_a_level_is_admitted_from_one_address() -> None:
+    assert capacity.ServerTree(ROOT).admission_flags(24) == [
+        "--max-sessions",
+        "24",
+        "--max-sessions-per-peer",
+        "24",
+    ]
 
 
 # ---------------------------------------------------------------- kube play
