@@ -105,6 +105,7 @@ TRACKERS = (
     ),
     Tracker("browser", "browser /track", in_browser=True),
 )
+IN_BROWSER = frozenset(t.name for t in TRACKERS if t.in_browser)
 LINKS = (
     Link("clean", "clean"),
     Link("loss", f"{LOSS_PERCENT} % loss", loss_percent=LOSS_PERCENT),
@@ -255,7 +256,7 @@ def figures(cell: Cell) -> Figures:
 
 
 def pixels(value: Optional[float]) -> str:
-    """An error in px with the digits that matter: 0.006, 0.43, 11.7, 203."""
+    """An error in px to the digits that matter: 0.006, 0.430, 2.50, 11.7, 203."""
     if value is None:
         return MISSING
     size = abs(value)
@@ -311,11 +312,11 @@ def table_row(cell: Cell, notes: Footnotes, labels: dict[str, str]) -> list[str]
         return head + [f"{cell.status}{mark}"] + [""] * (len(COLUMNS) - 4)
     f = figures(cell)
     detector = number(f.detector_ms, 2)
-    if cell.tracker == "browser" and f.detector_ms is not None:
+    if cell.tracker in IN_BROWSER and f.detector_ms is not None:
         detector += notes.mark(BROWSER_DETECTOR_NOTE)
     answered = number(f.answered_pct, 1)
-    if cell.client_exit not in (None, 0):
-        answered += notes.mark(f"the client exited with status {cell.client_exit}")
+    if cell.reason is not None:  # measured, but something went wrong on the tracker's side
+        answered += notes.mark(cell.reason)
     occluded = cell.scene == OCCLUSION
     return head + [
         answered,
@@ -486,14 +487,18 @@ class LinkRun:
                 http_port=http_port,
                 env=NEUTRAL_ENVIRONMENT,
             )  # fmt: skip
+            if http_port:
+                try:
+                    server.wait_for_output("console on", timeout=30)
+                except AssertionError:
+                    server.close()
+                    raise
         except AssertionError as exc:  # it never listened: every cell of the scene fails
             reason = f"the server did not start: {first_line(str(exc))}"
             for tracker in self.plan.trackers:
                 yield Cell(tracker.name, scene, self.link.name, "failed", reason)
             return
         try:
-            if http_port:
-                server.wait_for_output("console on", timeout=30)
             for tracker in self.plan.trackers:
                 cell = Cell(tracker.name, scene, self.link.name)
                 before = len(server.json_documents())
@@ -530,7 +535,8 @@ class LinkRun:
             detector = documents[-1].get("detector", {}) if documents else {}
             cell.detector_ms = detector.get("mean_ms") if detector.get("detected") else None
             if cell.client_exit != 0:
-                cell.reason = first_line(client.stderr.splitlines()[-1] if client.stderr else "")
+                last = client.stderr.strip().splitlines()[-1:] or ["no output"]
+                cell.reason = f"the client exited {cell.client_exit}: {last[0]}"
         finally:
             if client is not None:
                 client.close()
@@ -542,8 +548,14 @@ class LinkRun:
                 self._browser.close()
             self._browser = PageTracker(self.placement.client_prefix, page_timeout_s=timeout)
         url = f"http://{self.placement.connect_host}:{http_port}/track"
-        # Chromium's start comes on top for the link's first page.
-        result = self._browser.track(url, timeout + OVERHEAD_TIMEOUT_S)
+        try:
+            # Chromium's start comes on top for the link's first page.
+            result = self._browser.track(url, timeout + OVERHEAD_TIMEOUT_S)
+        except (LabError, OSError):
+            # Its late answer must not pass for the next page's: a new browser.
+            self._browser.close()
+            self._browser = None
+            raise
         if "error" in result:
             cell.reason = f"the page: {result['error']}"
             return
@@ -567,33 +579,40 @@ def progress_line(cell: Cell, took_s: float) -> str:
     return f"{' / '.join(row[:3])} ({took_s:.0f} s): {detail}"
 
 
-def run(plan: Plan, namespaces: tuple[bool, str]) -> list[Cell]:
-    """Every cell of the plan, link by link, scene by scene, tracker by tracker."""
+def run(plan: Plan, lab: Optional[NetworkLab], no_lab_reason: str) -> list[Cell]:
+    """Every cell of the plan, link by link, scene by scene, tracker by tracker.
+
+    Without ``lab`` the impaired links are not run, for ``no_lab_reason``.
+    """
     cells: list[Cell] = []
-    available, why = namespaces
-    with ExitStack() as stack:
-        lab: Optional[NetworkLab] = None
-        if available and any(link.impaired for link in plan.links):
-            lab = stack.enter_context(NetworkLab())
-        for link in plan.links:
-            if link.impaired and lab is None:
-                cells += not_run(plan, link, f"no network namespaces here: {why}")
-                continue
-            if lab is not None:
-                impair(lab, link)
-            placement = lab_placement(lab) if link.impaired and lab is not None else LOOPBACK
+    for link in plan.links:
+        if not link.impaired:
+            placement = LOOPBACK
+        elif lab is None:
+            cells += not_run(plan, link, f"no network namespaces here: {no_lab_reason}")
+            continue
+        else:
+            impair(lab, link)
+            placement = lab_placement(lab)
+        started = time.monotonic()
+        for cell in LinkRun(link, placement, plan).cells():
+            cells.append(cell)
+            print(progress_line(cell, time.monotonic() - started), file=sys.stderr, flush=True)
             started = time.monotonic()
-            for cell in LinkRun(link, placement, plan).cells():
-                cells.append(cell)
-                print(progress_line(cell, time.monotonic() - started), file=sys.stderr, flush=True)
-                started = time.monotonic()
     return cells
 
 
-def namespaces_available(plan: Plan) -> tuple[bool, str]:
+def open_lab(plan: Plan, stack: ExitStack) -> tuple[Optional[NetworkLab], str]:
+    """The namespaces the impaired links need (closed with ``stack``), or why there are none."""
     if not any(link.impaired for link in plan.links):
-        return False, "not needed"
-    return NetworkLab.available()
+        return None, "no impaired link chosen"
+    available, why = NetworkLab.available()
+    if not available:
+        return None, why
+    try:
+        return stack.enter_context(NetworkLab()), ""
+    except LabError as exc:  # root, and yet no namespace (a container without CAP_NET_ADMIN)
+        return None, first_line(str(exc))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -603,11 +622,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"command: {command}", flush=True)
     print(f"machine: {machine_description()}", flush=True)
     load_before = os.getloadavg()[0]
-    namespaces = namespaces_available(plan)
-    if any(link.impaired for link in plan.links) and not namespaces[0]:
-        print(f"no network namespaces ({namespaces[1]}): the clean link only", flush=True)
     wall_started = time.monotonic()
-    cells = run(plan, namespaces)
+    with ExitStack() as stack:
+        lab, why = open_lab(plan, stack)
+        if lab is None and any(link.impaired for link in plan.links):
+            print(f"no network namespaces ({why}): the clean link only", flush=True)
+        cells = run(plan, lab, why)
     wall_s = time.monotonic() - wall_started
     load_after = os.getloadavg()[0]
     print(
