@@ -89,6 +89,8 @@ class Tracker:
 class Link:
     name: str
     label: str
+    #: For --help.
+    what: str
     loss_percent: int = 0
     cap_kbit: Optional[int] = None
 
@@ -107,9 +109,19 @@ TRACKERS = (
 )
 IN_BROWSER = frozenset(t.name for t in TRACKERS if t.in_browser)
 LINKS = (
-    Link("clean", "clean"),
-    Link("loss", f"{LOSS_PERCENT} % loss", loss_percent=LOSS_PERCENT),
-    Link("cap", f"{CAP_KBIT} kbit/s cap", cap_kbit=CAP_KBIT),
+    Link("clean", "clean", "loopback"),
+    Link(
+        "loss",
+        f"{LOSS_PERCENT} % loss",
+        f"{LOSS_PERCENT} % of all packets dropped each way, in namespaces",
+        loss_percent=LOSS_PERCENT,
+    ),
+    Link(
+        "cap",
+        f"{CAP_KBIT} kbit/s cap",
+        f"server to client capped at {CAP_KBIT} kbit/s by tbf, in namespaces",
+        cap_kbit=CAP_KBIT,
+    ),
 )
 
 
@@ -160,34 +172,40 @@ def seconds_value(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(prog="trackers.py", description=__doc__.split("\n\n")[0])
-    tracker_names = [t.name for t in TRACKERS]
-    link_names = [link.name for link in LINKS]
-    parser.add_argument(
-        "--detectors",
-        type=name_list("detector", tracker_names),
-        default=tuple(tracker_names),
-        help=f"comma-separated rows out of {', '.join(tracker_names)} (default: all)",
+    rows = [
+        f"{t.name} ({' '.join(t.client_flags) or 'headless Chromium on /track'})" for t in TRACKERS
+    ]
+    links = [f"{link.name} ({link.what})" for link in LINKS]
+    parser = OneLineErrorParser(
+        prog="trackers.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=f"detectors: {', '.join(rows)}. links: {', '.join(links)}.",
     )
-    parser.add_argument(
-        "--scenes",
-        type=name_list("scene", list(SCENES)),
-        default=tuple(SCENES),
-        help=f"comma-separated scenes out of {', '.join(SCENES)} (default: all)",
+    choices = (
+        ("--detectors", "detector", [t.name for t in TRACKERS]),
+        ("--scenes", "scene", list(SCENES)),
+        ("--links", "link", [link.name for link in LINKS]),
     )
-    parser.add_argument(
-        "--links",
-        type=name_list("link", link_names),
-        default=tuple(link_names),
-        help=f"comma-separated link profiles out of {', '.join(link_names)} (default: all)",
-    )
+    for flag, kind, known in choices:
+        parser.add_argument(
+            flag,
+            type=name_list(kind, known),
+            default=tuple(known),
+            help=f"comma-separated {kind}s out of {', '.join(known)} (default: all)",
+        )
     parser.add_argument(
         "--seconds",
         type=seconds_value,
         default=DEFAULT_SECONDS,
         help=f"streaming per cell, the server's --duration (default: {DEFAULT_SECONDS:g})",
     )
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write this")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write every cell, with its session summary, here",
+    )
     return parser
 
 
@@ -301,7 +319,7 @@ COLUMNS = (
     "latency p50 / p99 ms",
     "detector ms/frame",
     "found when visible %",
-    "false positives hidden",
+    "false positives when hidden",
 )
 
 
