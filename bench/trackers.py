@@ -237,6 +237,8 @@ class Cell:
 
 @dataclass(frozen=True)
 class Figures:
+    #: The sample: frames the server sent in the session's --duration.
+    frames_sent: Optional[int]
     answered_pct: Optional[float]
     error_p50_px: Optional[float]
     error_p95_px: Optional[float]
@@ -260,6 +262,7 @@ def figures(cell: Cell) -> Figures:
     visibility = (report.get("visibility") or {}) if cell.scene == OCCLUSION else {}
     found = visibility.get("found_when_visible_ratio")
     return Figures(
+        frames_sent=report.get("frames_sent"),
         answered_pct=None if ratio is None else 100.0 * ratio,
         error_p50_px=error.get("p50"),
         error_p95_px=error.get("p95"),
@@ -309,10 +312,15 @@ BROWSER_DETECTOR_NOTE = (
     "in Chromium); like the Python rows, reading the frame's pixels is not included"
 )
 
+#: A session whose media never flowed: the server's --duration counts from the
+#: offer and answer, so a handshake slowed by loss can take all of it.
+NO_FRAMES_NOTE = "no frame was sent before the session's --duration ran out"
+
 COLUMNS = (
     "link",
     "scene",
     "detector",
+    "frames",
     "answered %",
     "error p50 / p95 px",
     "at arrival p50 / p95 px",
@@ -327,16 +335,19 @@ def table_row(cell: Cell, notes: Footnotes, labels: dict[str, str]) -> list[str]
     head = [labels.get(cell.link, cell.link), cell.scene, labels.get(cell.tracker, cell.tracker)]
     if cell.status != "ok":
         mark = notes.mark(cell.reason or cell.status)
-        return head + [f"{cell.status}{mark}"] + [""] * (len(COLUMNS) - 4)
+        return head + ["", f"{cell.status}{mark}"] + [""] * (len(COLUMNS) - 5)
     f = figures(cell)
     detector = number(f.detector_ms, 2)
     if cell.tracker in IN_BROWSER and f.detector_ms is not None:
         detector += notes.mark(BROWSER_DETECTOR_NOTE)
     answered = number(f.answered_pct, 1)
+    if f.frames_sent == 0:
+        answered += notes.mark(NO_FRAMES_NOTE)
     if cell.reason is not None:  # measured, but something went wrong on the tracker's side
         answered += notes.mark(cell.reason)
     occluded = cell.scene == OCCLUSION
     return head + [
+        MISSING if f.frames_sent is None else str(f.frames_sent),
         answered,
         pair(pixels(f.error_p50_px), pixels(f.error_p95_px)),
         pair(pixels(f.arrival_p50_px), pixels(f.arrival_p95_px)),
@@ -593,7 +604,7 @@ def not_run(plan: Plan, link: Link, why: str) -> list[Cell]:
 
 def progress_line(cell: Cell, took_s: float) -> str:
     row = table_row(cell, Footnotes(), labels_of())
-    detail = cell.reason if cell.status != "ok" else " | ".join(row[3:8])
+    detail = cell.reason if cell.status != "ok" else " | ".join(row[3:9])
     return f"{' / '.join(row[:3])} ({took_s:.0f} s): {detail}"
 
 

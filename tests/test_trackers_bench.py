@@ -13,6 +13,7 @@ from bench.trackers import (
     COLUMNS,
     DEFAULT_SECONDS,
     LINKS,
+    NO_FRAMES_NOTE,
     Cell,
     build_parser,
     figures,
@@ -34,6 +35,7 @@ def report(
 ) -> dict[str, Any]:
     """A session summary with the keys the leaderboard reads (docs/reports.md)."""
     return {
+        "frames_sent": 120,
         "answered_ratio": answered,
         "error_px": {"mean": error_p50, "max": 1.0, "p50": error_p50, "p95": 0.03},
         "error_at_arrival_px": {"mean": 1.0, "max": 9.0, "p50": 1.2, "p95": 2.5},
@@ -113,7 +115,11 @@ def test_a_session_without_answers_has_no_error_figures() -> None:
     empty = report(answered=0.0)
     empty["error_px"] = {"mean": None, "max": None, "p50": None, "p95": None}
     row = body_rows(leaderboard_table([Cell("centroid", "noise", "cap", report=empty)]))[0]
-    assert row[3:5] == ["0.0", "— / —"]
+    assert row[3:6] == ["120", "0.0", "— / —"]
+    silent = report(answered=0.0) | {"frames_sent": 0, "answered_ratio": None}
+    table = leaderboard_table([Cell("hough", "classic", "loss", report=silent)])
+    assert body_rows(table)[0][3:5] == ["0", "—¹"]
+    assert table.endswith(f"¹ {NO_FRAMES_NOTE}")
 
 
 def test_pixels_keep_the_digits_that_matter() -> None:
@@ -145,15 +151,15 @@ def test_the_table_has_a_row_per_cell_and_footnotes_each_reason_once() -> None:
     rows = body_rows(table)
     assert len(rows) == len(cells) and all(len(row) == len(COLUMNS) for row in rows)
     assert rows[0] == [
-        "clean", "classic", "centroid", "100.0", "0.005 / 0.030", "1.20 / 2.50",
+        "clean", "classic", "centroid", "120", "100.0", "0.005 / 0.030", "1.20 / 2.50",
         "4.0 / 15.9", "0.21", "", "",
     ]  # fmt: skip
-    assert rows[1][2] == "browser /track" and rows[1][7] == "0.97¹"
-    assert rows[1][8:] == ["87.5", "3"]
-    assert rows[2][:4] == ["5 % loss", "classic", "Kalman", "not run²"]
-    assert rows[3][3] == "not run²" and rows[3][4:] == [""] * 6
-    assert rows[4][:4] == ["100 kbit/s cap", "classic", "Hough", "failed³"]
-    assert rows[5][3] == "100.0⁴"
+    assert rows[1][2] == "browser /track" and rows[1][8] == "0.97¹"
+    assert rows[1][9:] == ["87.5", "3"]
+    assert rows[2][:5] == ["5 % loss", "classic", "Kalman", "", "not run²"]
+    assert rows[3][4] == "not run²" and rows[3][5:] == [""] * 6
+    assert rows[4][:5] == ["100 kbit/s cap", "classic", "Hough", "", "failed³"]
+    assert rows[5][4] == "100.0⁴"
     assert lines[-4:] == [
         f"¹ {BROWSER_DETECTOR_NOTE}",
         "² no network namespaces here: not root",
@@ -208,4 +214,5 @@ def test_a_tiny_real_run_prints_and_writes_its_cell(
     assert cell["figures"]["answered_pct"] >= 90, cell["figures"]
     assert cell["figures"]["error_p50_px"] < 0.5, cell["figures"]
     assert cell["figures"]["detector_ms"] > 0, cell["figures"]
-    assert row[3] == f"{cell['figures']['answered_pct']:.1f}"
+    assert row[3] == str(cell["report"]["frames_sent"])
+    assert row[4] == f"{cell['figures']['answered_pct']:.1f}"
