@@ -407,7 +407,8 @@ def summary_rows(cells: Sequence[Cell]) -> list[list[str]]:
         groups.setdefault((cell.tracker, cell.link), []).append(cell)
     rows = []
     for (tracker, link), group in groups.items():
-        measured = [figures(c) for c in group if c.status == "ok"]
+        # A session that never got a frame measured nothing.
+        measured = [f for f in map(figures, group) if f.frames_sent]
         rows.append(
             [
                 labels.get(tracker, tracker),

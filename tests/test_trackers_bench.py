@@ -174,10 +174,11 @@ def test_the_summary_takes_each_detector_and_links_measured_cells() -> None:
         Cell("centroid", "noise", "clean", report=report(0.9, 0.06, 20.0), detector_ms=0.4),
         Cell("centroid", "blur", "clean", report=report(0.95, 0.01, 6.0), detector_ms=0.3),
         Cell("centroid", "classic", "loss", "not run", "no namespaces"),
+        Cell("centroid", "noise", "loss", report=report() | {"frames_sent": 0}),
     ]
     assert summary_rows(cells) == [
         ["centroid", "clean", "3 of 3", "95.0", "0.010", "1.20", "6.0", "0.30"],
-        ["centroid", "5 % loss", "0 of 1", "—", "—", "—", "—", "—"],
+        ["centroid", "5 % loss", "0 of 2", "—", "—", "—", "—", "—"],
     ]
 
 
