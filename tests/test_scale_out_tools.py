@@ -23,11 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------- capacity
 
 
-def level(sessions: int, answered: float = 1.0, p99: float = 8.0) -> capacity.LevelResult:
+def level(
+    sessions: int, answered: float = 1.0, p99: float = 8.0, thinned: int = 0
+) -> capacity.LevelResult:
     report = {
         "answered_ratio": answered,
         "latency_ms": {"p50": 4.0, "p99": p99},
         "error_px": {"mean": 0.006},
+        "frames_sent": 450 - thinned,
+        "frames_skipped": 0,
+        "frames_skipped_for_rate": thinned,
     }
     return capacity.LevelResult(sessions, 15.0, reports=[dict(report) for _ in range(sessions)])
 
@@ -36,6 +41,10 @@ def test_a_level_passes_only_when_every_session_meets_the_bar() -> None:
     assert level(4).passed()
     assert not level(4, answered=0.989).passed()
     assert not level(4, p99=20.1).passed()
+    # Every frame answered, but a third of them never sent: a busy server
+    # thinned its frame rate, which is no capacity.
+    assert not level(4, thinned=150).passed()
+    assert level(4, thinned=4).passed()
     short = level(4)
     short.reports.pop()  # a session without a report
     assert not short.passed()
