@@ -19,7 +19,6 @@ from protocol.aiortc_internals import IncompatibleAiortcError
 from server.core.renderer import BallRenderer
 from server.media.codec_options import (
     H264_OPTION_OVERRIDES,
-    MAX_ENCODER_THREADS,
     VP8_OPTION_OVERRIDES,
     FastH264Encoder,
     OptionOverrides,
@@ -64,11 +63,14 @@ def test_a_thread_policy_replaces_the_thread_count_aiortc_sets() -> None:
 @pytest.mark.parametrize(
     "width, height, cores, threads",
     [
-        (640, 480, 8, 1),  # short encodes: threads would only queue behind other sessions
-        (1280, 720, 1, 1),
-        (1280, 720, 2, 2),
-        (1920, 1080, 2, 2),
-        (1920, 1080, 16, MAX_ENCODER_THREADS),
+        (640, 480, 64, 1),
+        (1280, 720, 2, 1),  # on a small machine the client and the rest need the other core
+        (1280, 720, 3, 2),
+        (1920, 1080, 2, 1),
+        (1920, 1080, 8, 3),
+        # A pod limited to 1 core on a 64-core node: aiortc would give it 8.
+        (1920, 1080, 1, 1),
+        (1920, 1080, 64, 8),
     ],
 )
 def test_encoder_threads_follow_the_frame_size_and_the_cores(
@@ -89,13 +91,13 @@ def test_usable_cores_honour_a_cgroup_cpu_limit(tmp_path: Path) -> None:
     assert usable_cores(cpu_max) == affinity
 
 
-def test_a_1080p_vp8_context_gets_a_thread_per_core() -> None:
-    encoder = RateControlledVp8Encoder(cores=2)
+def test_a_vp8_context_gets_threads_for_the_usable_cores_not_the_machines() -> None:
+    encoder = RateControlledVp8Encoder(cores=8)
     encoder.encode(frames(1, 1920, 1080)[0])
-    assert encoder.codec is not None and encoder.codec.thread_count == 2
-    small = RateControlledVp8Encoder(cores=2)
-    small.encode(frames(1)[0])
-    assert small.codec is not None and small.codec.thread_count == 1
+    assert encoder.codec is not None and encoder.codec.thread_count == 3
+    confined = RateControlledVp8Encoder(cores=1)
+    confined.encode(frames(1, 1920, 1080)[0])
+    assert confined.codec is not None and confined.codec.thread_count == 1
 
 
 @pytest.mark.parametrize(

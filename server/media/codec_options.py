@@ -16,12 +16,16 @@ times are in docs/latency.md):
   ``ultrafast`` encodes in well under half the time, at a larger frame that
   stays far below the bitrate.
 
-Threads: aiortc gives libvpx one thread below 8 cores at 1080p. From 720p
-on, a frame's encode is long enough (several ms) for libvpx's row threads to
-pay for their hand-offs, so ``encoder_threads`` gives it one per core the
-server may use, up to ``MAX_ENCODER_THREADS``; smaller frames keep one, which
-a busy many-session server needs (each session's encode is short, and
-threads would only queue behind each other's sessions).
+Threads: aiortc sizes libvpx's thread pool by the frame size and
+``multiprocessing.cpu_count()``, the machine's cores. In a container that is
+the node's count (64 on a big node) while the pod may use one: eight row
+threads that spin-wait for each other on one core. ``encoder_threads``
+keeps aiortc's rule but counts the cores this process may use (its
+affinity and its cgroup's CPU limit). Below its thresholds (three cores for
+720p, eight for 1080p) libvpx keeps one thread, and that is right on a
+small machine too: on 2 cores shared with a client, two threads gave 1080p
+no better p50 and a p99 of 30 ms, with spikes that cut the link
+adaptation to 10 fps (docs/capacity.md).
 
 ``OptionOverrides`` wraps each codec context an aiortc encoder creates and
 merges the overrides into the ``options`` dict aiortc assigns, before the
@@ -41,6 +45,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from aiortc import RTCRtpSender
 from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.vpx import number_of_threads
 
 from protocol.aiortc_internals import (
     IncompatibleAiortcError,
@@ -53,11 +58,6 @@ from protocol.aiortc_internals import (
 
 VP8_OPTION_OVERRIDES: dict[str, str] = {"noise-sensitivity": "0", "cpu-used": "-16"}
 H264_OPTION_OVERRIDES: dict[str, str] = {"preset": "ultrafast"}
-
-#: From this frame size on (720p), libvpx encodes with a thread per core.
-THREADED_ENCODE_PIXELS = 1280 * 720
-#: libvpx's VP8 row threads gain little beyond this many at 1080p.
-MAX_ENCODER_THREADS = 4
 
 #: The cgroup v2 CPU limit of this process's container (the root of its cgroup namespace).
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -79,10 +79,8 @@ def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 
 
 def encoder_threads(width: int, height: int, cores: int) -> int:
-    """libvpx threads for one encoder of ``width`` x ``height`` on ``cores`` cores."""
-    if width * height < THREADED_ENCODE_PIXELS:
-        return 1
-    return max(1, min(cores, MAX_ENCODER_THREADS))
+    """libvpx threads for one encoder of ``width`` x ``height`` on ``cores`` usable cores."""
+    return int(number_of_threads(width * height, cores))
 
 
 class OptionOverrides:

@@ -27,9 +27,9 @@ cannot have negotiated another codec.
 
 Its libvpx contexts get ``server.media.codec_options.VP8_OPTION_OVERRIDES`` (issue
 11: the denoiser off, most of the encode time for this stream; issue 24:
-the fastest real-time speed) merged into the options aiortc sets, and a
-thread per usable core from 720p on (``encoder_threads``); everything else
-stays aiortc's.
+the fastest real-time speed) merged into the options aiortc sets, and
+aiortc's thread count for the cores this process may use rather than the
+machine's (``encoder_threads``); everything else stays aiortc's.
 """
 
 from __future__ import annotations
