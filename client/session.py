@@ -299,9 +299,7 @@ class ClientSession:
 
     async def _watch_signaling(self) -> None:
         try:
-            message = await self._signaling.receive()
-            while message is not None and not isinstance(message, Bye):
-                message = await self._signaling.receive()
+            message = await self._signaling.receive_bye()
         except SignalingError as exc:
             self._end(SessionEnd.LOST, f"signaling error: {exc}")
             return

@@ -197,13 +197,11 @@ class LoadSession:
 
     async def _watch_signaling(self) -> None:
         try:
-            message = await self._signaling.receive()
-            while message is not None and not isinstance(message, Bye):
-                message = await self._signaling.receive()
+            message = await self._signaling.receive_bye()
         except SignalingError as exc:
             self._end(LoadEnd.LOST, f"signaling error: {exc}")
             return
-        if message is None:  # EOF counts as BYE, never as a reason to spin
+        if message is None:
             self._end(LoadEnd.LOST, "lost the connection to the server")
         else:
             self._end(LoadEnd.SERVER_ENDED, f"server ended the session: {message.reason or 'bye'}")

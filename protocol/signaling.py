@@ -172,6 +172,17 @@ class SignalingChannel:
             return None
         return decode_message(line)
 
+    async def receive_bye(self) -> Optional[Bye]:
+        """Read on until the peer's BYE, skipping anything else; None when it closed
+        the connection first (EOF counts as BYE, never as a reason to spin).
+
+        Raises ``SignalingError`` on garbage.
+        """
+        message = await self.receive()
+        while message is not None and not isinstance(message, Bye):
+            message = await self.receive()
+        return message
+
     def refuse(self, reason: str) -> None:
         """Send a BYE with ``reason`` and close, without waiting for either.
 

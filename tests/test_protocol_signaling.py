@@ -137,6 +137,20 @@ def test_channel_over_tcp_eof_long_lines_and_timeouts() -> None:
     asyncio.run(scenario())
 
 
+def test_receive_bye_skips_other_messages_and_takes_eof_for_bye() -> None:
+    async def scenario() -> None:
+        channel, raw, server = await _pair()
+        raw.write(encode_message(RTCSessionDescription(sdp=SDP, type="offer")))
+        raw.write(encode_message(Bye("done")))
+        assert await asyncio.wait_for(channel.receive_bye(), 1.0) == Bye("done")
+        raw.close()
+        assert await asyncio.wait_for(channel.receive_bye(), 1.0) is None
+        await channel.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
 def test_channel_talks_to_aiortc_tcp_socket_signaling() -> None:
     """aiortc's own client reads our offer and we read its answer."""
     from aiortc.contrib.signaling import TcpSocketSignaling

@@ -1,5 +1,7 @@
 import asyncio
+import contextlib
 import fractions
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -19,18 +21,28 @@ class FakeClock:
         return self.now
 
 
+@contextlib.contextmanager
+def sleep_moves(clock: FakeClock) -> Iterator[None]:
+    """Meanwhile ``asyncio.sleep`` moves ``clock`` on instead of waiting."""
+
+    async def fake_sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    original = asyncio.sleep
+    asyncio.sleep = fake_sleep  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        asyncio.sleep = original  # type: ignore[assignment]
+
+
 def run_track(fps: float, frames: int, stall_at: int = -1, stall_s: float = 0.0) -> list[tuple]:
     scene = BallScene(640, 480, 20.0, 300.0, 320.0, 240.0, 0.5)
     clock = FakeClock()
     produced: list[tuple] = []
 
-    async def fake_sleep(seconds: float) -> None:
-        clock.now += seconds
-
     async def scenario() -> list[tuple]:
-        original = asyncio.sleep
-        asyncio.sleep = fake_sleep  # type: ignore[assignment]
-        try:
+        with sleep_moves(clock):
             track = BallTrack(scene, fps, lambda *args: produced.append(args), clock)
             out = []
             for n in range(frames):
@@ -42,8 +54,6 @@ def run_track(fps: float, frames: int, stall_at: int = -1, stall_s: float = 0.0)
             with pytest.raises(MediaStreamError):
                 await track.recv()
             return out
-        finally:
-            asyncio.sleep = original  # type: ignore[assignment]
 
     frames_out = asyncio.run(scenario())
     return [(f, p) for f, p in zip(frames_out, produced)]
@@ -119,13 +129,8 @@ def gated_frames(gate: Gate, count: int) -> tuple[list[tuple], BallTrack]:
     clock = FakeClock()
     produced: list[tuple] = []
 
-    async def fake_sleep(seconds: float) -> None:
-        clock.now += seconds
-
     async def scenario() -> BallTrack:
-        original = asyncio.sleep
-        asyncio.sleep = fake_sleep  # type: ignore[assignment]
-        try:
+        with sleep_moves(clock):
             track = BallTrack(
                 scene, 30, lambda *args: produced.append(args), clock, frame_gate=gate
             )
@@ -133,8 +138,6 @@ def gated_frames(gate: Gate, count: int) -> tuple[list[tuple], BallTrack]:
                 frame = await track.recv()
                 assert frame.pts == produced[-1][0] * 3000
             return track
-        finally:
-            asyncio.sleep = original  # type: ignore[assignment]
 
     return produced, asyncio.run(scenario())
 
@@ -169,18 +172,11 @@ def test_a_scene_is_streamed_with_its_truth_and_visibility() -> None:
     produced: list[tuple] = []
     clock = FakeClock()
 
-    async def fake_sleep(seconds: float) -> None:
-        clock.now += seconds
-
     async def scenario() -> list[np.ndarray]:
-        original = asyncio.sleep
-        asyncio.sleep = fake_sleep  # type: ignore[assignment]
-        try:
+        with sleep_moves(clock):
             scene = make_scene("occlusion", motion, 30, 1)
             track = BallTrack(scene, 30, lambda *args: produced.append(args), clock)
             return [(await track.recv()).to_ndarray() for _ in range(20)]
-        finally:
-            asyncio.sleep = original  # type: ignore[assignment]
 
     frames = asyncio.run(scenario())
     reference = make_scene("occlusion", motion, 30, 1)
@@ -202,13 +198,8 @@ def test_first_due_places_the_whole_frame_grid() -> None:
     phases.claim("other", clock.now)  # another session owns phase now % interval
     produced: list[tuple] = []
 
-    async def fake_sleep(seconds: float) -> None:
-        clock.now += seconds
-
     async def scenario() -> None:
-        original = asyncio.sleep
-        asyncio.sleep = fake_sleep  # type: ignore[assignment]
-        try:
+        with sleep_moves(clock):
             track = BallTrack(
                 scene,
                 30,
@@ -218,8 +209,6 @@ def test_first_due_places_the_whole_frame_grid() -> None:
             )
             for _ in range(3):
                 await track.recv()
-        finally:
-            asyncio.sleep = original  # type: ignore[assignment]
 
     start = clock.now
     asyncio.run(scenario())
