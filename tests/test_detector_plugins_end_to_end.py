@@ -80,7 +80,10 @@ def test_a_missing_or_broken_detector_is_one_line_and_exit_2(
         client.close()
 
 
-def run_session(tmp_path: Path, *client_flags: str, env: dict[str, str] | None = None) -> dict:
+def run_session(
+    tmp_path: Path, *client_flags: str, env: dict[str, str] | None = None
+) -> tuple[dict, dict]:
+    """The server's report of one session and the client's summary of it."""
     port = free_port()
     server = client = None
     try:
@@ -98,7 +101,7 @@ def run_session(tmp_path: Path, *client_flags: str, env: dict[str, str] | None =
         assert client.wait(timeout=60) == 0, client.describe()
         assert server.wait(timeout=30) == 0, server.describe()
         [report] = read_reports(tmp_path)
-        return report
+        return report, client.json_documents()[-1]
     finally:
         close_all(client, server)
 
@@ -107,7 +110,7 @@ def run_session(tmp_path: Path, *client_flags: str, env: dict[str, str] | None =
 def test_a_detector_that_raises_on_some_frames_is_counted_not_fatal(
     tmp_path: Path, user_path: dict[str, str], placement: str
 ) -> None:
-    report = run_session(
+    report, summary = run_session(
         tmp_path,
         "--detector",
         "user_detectors_h23:SometimesFails",
@@ -118,6 +121,9 @@ def test_a_detector_that_raises_on_some_frames_is_counted_not_fatal(
     answered, found = report["frames_answered"], report["frames_found"]
     # Every frame detected is answered; about a fifth of them without a ball.
     assert answered > 0 and 0.6 * answered <= found <= 0.9 * answered, report
+    # And the client says how many frames its detector failed on.
+    detector = summary["detector"]
+    assert detector["failed"] == detector["detected"] - detector["found"] > 0, summary
 
 
 #: The server sends the first latency figure after a second of answers; the
@@ -136,7 +142,7 @@ def arrival_errors_once_the_lead_is_known(directory: Path, report: dict) -> list
 
 def test_the_predictor_beats_the_centroid_detector_on_error_at_arrival(tmp_path: Path) -> None:
     """In both placements: it aims ahead only if the server's latency reaches it."""
-    centroid = run_session(tmp_path / "centroid")
+    centroid, _ = run_session(tmp_path / "centroid")
     plain = arrival_errors_once_the_lead_is_known(tmp_path / "centroid", centroid)
     assert len(plain) > 10, centroid
     for placement, spec in (
@@ -144,7 +150,7 @@ def test_the_predictor_beats_the_centroid_detector_on_error_at_arrival(tmp_path:
         ("inline", "kalman"),
     ):
         directory = tmp_path / f"kalman-{placement}"
-        predicted = run_session(directory, "--detector", spec, "--detect-in", placement)
+        predicted, _ = run_session(directory, "--detector", spec, "--detect-in", placement)
         aimed = arrival_errors_once_the_lead_is_known(directory, predicted)
         assert len(aimed) > 10, (placement, predicted)
         assert statistics.median(aimed) < statistics.median(plain), (placement, predicted, centroid)

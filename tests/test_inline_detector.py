@@ -154,4 +154,4 @@ def test_a_users_locator_that_raises_is_counted_not_fatal_inline(
     ]
     assert caplog.text.count("the detector failed on a frame") == 1
     stats = detector.stats()
-    assert (stats.submitted, stats.detected, stats.found) == (4, 4, 2)
+    assert (stats.submitted, stats.detected, stats.found, stats.failed) == (4, 4, 2, 2)

@@ -95,8 +95,13 @@ def test_a_locator_that_raises_on_some_frames_is_counted_not_fatal() -> None:
         Flaky([(1.0, 2.0), ValueError("bad frame"), None, (float("nan"), 1.0), "xy", (3, 4)])
     )
     luma = np.zeros((4, 4), np.uint8)
-    results = [guarded.detect(luma) for _ in range(6)]
+    results, failed = [], []
+    for _ in range(6):
+        results.append(guarded.detect(luma))
+        failed.append(guarded.failed)
     assert results == [(1.0, 2.0), None, None, None, None, (3.0, 4.0)]
+    # "Not found" (None) is an answer; an exception, a NaN or a non-pair fails.
+    assert failed == [False, True, False, True, True, False]
     assert guarded.failures == 3  # the exception, the NaN and the non-pair
 
 

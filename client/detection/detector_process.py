@@ -301,6 +301,7 @@ def run_worker(
                 centre,
                 (finished - started) * 1000.0,
                 detector.used_window,
+                failed=bool(getattr(detector, "failed", False)),
                 started_at=started,
                 finished_at=finished,
             )

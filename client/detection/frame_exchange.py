@@ -66,7 +66,7 @@ _READY = 8  # the consumer is set up and waiting for frames
 _HEADER_WORDS = 16
 
 _META_FIELDS = 4  # pts, width, height, seq
-_RING_INTS = 4  # result number, pts, found, windowed
+_RING_INTS = 5  # result number, pts, found, windowed, failed
 _RING_FLOATS = 5  # x, y, detect_ms, started_at, finished_at
 
 #: The frame slots start on a page boundary after the header.
@@ -312,7 +312,7 @@ class FrameExchange:
             results = []
             for number in range(first, posted + 1):
                 index = number % RESULT_RING
-                _, pts, found, windowed = (int(v) for v in self._ring_ints[index])
+                _, pts, found, windowed, failed = (int(v) for v in self._ring_ints[index])
                 x, y, detect_ms, started_at, finished_at = (
                     float(v) for v in self._ring_floats[index]
                 )
@@ -323,6 +323,7 @@ class FrameExchange:
                         y=y if found else None,
                         detect_ms=detect_ms,
                         windowed=bool(windowed),
+                        failed=bool(failed),
                         started_at=started_at,
                         finished_at=finished_at,
                     )
@@ -391,6 +392,7 @@ class FrameExchange:
         windowed: bool = False,
         started_at: float = 0.0,
         finished_at: float = 0.0,
+        failed: bool = False,
     ) -> None:
         """Publish one result and wake the main process (times: see ``DetectionResult``)."""
         self._check_open()
@@ -399,7 +401,7 @@ class FrameExchange:
         with self._locked():
             number = int(self._header[_RESULTS_POSTED]) + 1
             index = number % RESULT_RING
-            self._ring_ints[index] = (number, pts, found, windowed)
+            self._ring_ints[index] = (number, pts, found, windowed, failed)
             self._ring_floats[index] = (x, y, detect_ms, started_at, finished_at)
             self._header[_RESULTS_POSTED] = number
         _ring(self._results_w)

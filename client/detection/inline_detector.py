@@ -123,6 +123,7 @@ class InlineDetector:
             y=None if centre is None else centre[1],
             detect_ms=(finished - started) * 1000.0,
             windowed=self._detector.used_window,
+            failed=bool(getattr(self._detector, "failed", False)),
             started_at=started,
             finished_at=finished,
         )

@@ -58,6 +58,8 @@ class DetectionResult:
     y: Optional[float]
     detect_ms: float
     windowed: bool = False
+    #: The locator raised or returned garbage on this frame; counted as no ball.
+    failed: bool = False
     started_at: float = 0.0
     finished_at: float = 0.0
 
@@ -76,6 +78,7 @@ class DetectorStats:
     windowed: int  # results where the ball was found in the tracking window
     dropped: int  # frames skipped or replaced before the detector took them
     results_lost: int  # results overwritten before ``collect`` saw them
+    failed: int  # frames the locator raised on (or answered garbage): no ball, counted
     mean_ms: float
     p50_ms: float
     p99_ms: float
@@ -90,6 +93,7 @@ class DetectionTally:
         self.detected = 0
         self.found = 0
         self.windowed = 0
+        self.failed = 0
         self._total_ms = 0.0
         self._recent_ms: deque[float] = deque(maxlen=window)
 
@@ -97,6 +101,7 @@ class DetectionTally:
         self.detected += 1
         self.found += result.found
         self.windowed += result.windowed
+        self.failed += result.failed
         self._total_ms += result.detect_ms
         self._recent_ms.append(result.detect_ms)
 
@@ -110,6 +115,7 @@ class DetectionTally:
             windowed=self.windowed,
             dropped=dropped,
             results_lost=results_lost,
+            failed=self.failed,
             mean_ms=self._total_ms / self.detected if self.detected else 0.0,
             p50_ms=float(p50),
             p99_ms=float(p99),

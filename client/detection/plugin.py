@@ -78,6 +78,9 @@ class GuardedLocator:
     def __init__(self, locator: Any) -> None:
         self._locator = locator
         self.failures = 0
+        #: Whether the last frame failed (the detector process and the inline
+        #: detector pass it on with the result).
+        self.failed = False
         self.used_window = False
 
     def set_lead(self, seconds: float) -> None:
@@ -93,12 +96,13 @@ class GuardedLocator:
             set_frame_time(seconds)
 
     def detect(self, luma: np.ndarray) -> Optional[Centre]:
+        self.failed = False
         try:
             found = self._locator.detect(luma)
         except Exception as exc:
-            self.failures += 1
-            if self.failures == 1:
+            if self.failures == 0:
                 logger.warning("the detector failed on a frame (counted): %s", _one_line(exc))
+            self._fail()
             return None
         self.used_window = bool(getattr(self._locator, "used_window", False))
         if found is None:
@@ -106,12 +110,16 @@ class GuardedLocator:
         try:
             x, y = float(found[0]), float(found[1])
         except (TypeError, ValueError, IndexError):
-            self.failures += 1
+            self._fail()
             return None
         if not (np.isfinite(x) and np.isfinite(y)):
-            self.failures += 1
+            self._fail()
             return None
         return x, y
+
+    def _fail(self) -> None:
+        self.failures += 1
+        self.failed = True
 
 
 def _one_line(exc: BaseException) -> str:
