@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from server.core.renderer import BallRenderer, ball_box, draw_ball, render_luma
+from server.core.renderer import BallRenderer, ball_box, draw_ball, render_luma, yuv420p_frame
 
 
 def centroid(luma: np.ndarray) -> tuple[float, float]:
@@ -97,3 +97,51 @@ def test_renderer_output_matches_plain_render_when_only_chroma_is_padded(width: 
     planes = renderer.render(20.25, 30.5).to_ndarray()
     assert np.array_equal(planes[:48], render_luma(width, 48, 20.25, 30.5, 5.0))
     assert (planes[48:] == 128).all()
+
+
+def test_a_frame_ring_reuses_its_frames_with_the_new_pixels() -> None:
+    from av.video.frame import PictureType
+
+    from server.core.renderer import FrameRing
+
+    renderer, ring = BallRenderer(64, 48, 5.0), FrameRing(64, 48, size=2)
+    first = ring.fill(*renderer.planes(20.0, 20.0))
+    first_pixels = first.to_ndarray()
+    first.pict_type = PictureType.I  # what aiortc does to force a keyframe
+    second = ring.fill(*renderer.planes(30.0, 25.0))
+    third = ring.fill(*renderer.planes(40.0, 30.0))
+    assert third is first and second is not first
+    assert np.array_equal(
+        third.to_ndarray(), yuv420p_frame(*renderer.planes(40.0, 30.0)).to_ndarray()
+    )
+    assert not np.array_equal(third.to_ndarray(), first_pixels)
+    assert third.pict_type == PictureType.NONE  # the keyframe request does not stick
+
+
+def test_a_vp8_stream_from_reused_frames_is_the_stream_from_fresh_ones() -> None:
+    import fractions
+    from typing import Callable
+
+    import av
+    from av.video.frame import PictureType
+
+    from server.core.renderer import FrameRing
+
+    def stream(make_frame: Callable[..., av.VideoFrame]) -> list[bytes]:
+        encoder = av.CodecContext.create("libvpx", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = 320, 240, "yuv420p"
+        encoder.time_base = fractions.Fraction(1, 90000)
+        encoder.options = {"deadline": "realtime", "lag-in-frames": "0", "cpu-used": "-16"}
+        renderer, out = BallRenderer(320, 240, 10.0), []
+        for index in range(12):
+            frame = make_frame(*renderer.planes(50.0 + 7 * index, 60.0 + 3 * index))
+            frame.pts, frame.time_base = 3000 * index, encoder.time_base
+            if index == 5:
+                frame.pict_type = PictureType.I  # as aiortc forces a keyframe
+            out.append(b"".join(bytes(packet) for packet in encoder.encode(frame)))
+        return out
+
+    fresh, reused = stream(yuv420p_frame), stream(FrameRing(320, 240).fill)
+    assert reused == fresh
+    # One keyframe at the start and the one asked for: the request did not stick.
+    assert [index for index, data in enumerate(reused) if data[0] & 1 == 0] == [0, 5]

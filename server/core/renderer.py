@@ -16,6 +16,7 @@ from typing import Optional
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 
 Box = tuple[int, int, int, int]  # top, bottom, left, right (half-open)
 
@@ -90,11 +91,49 @@ def yuv420p_frame(luma: np.ndarray, u: np.ndarray, v: np.ndarray) -> av.VideoFra
     """A fresh yuv420p frame with these planes copied in (``plane.update``)."""
     height, width = luma.shape
     frame = av.VideoFrame(width, height, "yuv420p")
-    planes = frame.planes
-    if planes[0].line_size != width or planes[1].line_size != width // 2:
+    if not _fill(frame, luma, u, v):
         # FFmpeg pads rows for some widths; update() needs exact sizes.
         i420 = np.concatenate((luma.ravel(), u.ravel(), v.ravel()))
         return av.VideoFrame.from_ndarray(i420.reshape(height * 3 // 2, width), format="yuv420p")
+    return frame
+
+
+def _fill(frame: av.VideoFrame, luma: np.ndarray, u: np.ndarray, v: np.ndarray) -> bool:
+    """Copy the planes into ``frame``; False (nothing copied) if its rows are padded."""
+    planes = frame.planes
+    if planes[0].line_size != frame.width or planes[1].line_size != frame.width // 2:
+        return False
     for plane, pixels in zip(planes, (luma, u, v)):
         plane.update(pixels)  # type: ignore[arg-type]  # any buffer; PyAV's stub says bytes
-    return frame
+    return True
+
+
+class FrameRing:
+    """A few yuv420p frames of one size, filled in turn instead of made anew.
+
+    A fresh ``av.VideoFrame`` costs about a quarter of a millisecond at
+    640x480 (allocating and faulting in its buffers), five times rendering
+    the ball and copying the planes in (docs/capacity.md): at 12 sessions that
+    was a tenth of the server's core. A track's frame is read only by its
+    encoder, which copies it into its own buffers before the sender asks the
+    track for the next frame (libvpx and libx264 encode without delay here),
+    so a frame can be filled again one frame later; a ring of ``size`` frames
+    leaves room for one more reader that keeps a frame a little longer.
+    """
+
+    def __init__(self, width: int, height: int, size: int = 2) -> None:
+        if size < 1:
+            raise ValueError("a ring needs at least one frame")
+        self._frames = [av.VideoFrame(width, height, "yuv420p") for _ in range(size)]
+        self._next = 0
+
+    def fill(self, luma: np.ndarray, u: np.ndarray, v: np.ndarray) -> av.VideoFrame:
+        """The next frame of the ring with these planes in it (pts not set)."""
+        frame = self._frames[self._next]
+        self._next = (self._next + 1) % len(self._frames)
+        if (frame.height, frame.width) != luma.shape or not _fill(frame, luma, u, v):
+            return yuv420p_frame(luma, u, v)
+        # aiortc marks a frame it must encode as a keyframe (PLI, FIR) on the
+        # frame itself: a reused one would ask for a keyframe ever after.
+        frame.pict_type = PictureType.NONE
+        return frame

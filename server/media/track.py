@@ -25,7 +25,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from protocol.wire_clock import VIDEO_TIME_BASE
 from server.core.ledger import frame_pts
-from server.core.renderer import yuv420p_frame
+from server.core.renderer import FrameRing
 from server.core.scene import BallScene
 from server.core.scenes import Scene
 from server.core.scenes.classic import ClassicScene
@@ -79,13 +79,14 @@ class BallTrack(VideoStreamTrack):
         self._on_frame = on_frame
         self._clock = clock
         self._pacer = FramePacer(fps, clock, first_due)
+        self._frames = FrameRing(self._scene.width, self._scene.height)
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
         index = await self._wait_for_next_index()
         truth = self._scene.truth(index)
-        frame = yuv420p_frame(*self._scene.render(index))
+        frame = self._frames.fill(*self._scene.render(index))
         frame.pts = frame_pts(index, self._fps)
         frame.time_base = VIDEO_TIME_BASE
         produced_at = self._clock()
