@@ -116,6 +116,10 @@ def test_a_frame_ring_reuses_its_frames_with_the_new_pixels() -> None:
     )
     assert not np.array_equal(third.to_ndarray(), first_pixels)
     assert third.pict_type == PictureType.NONE  # the keyframe request does not stick
+    ring.close()
+    fresh = ring.fill(*renderer.planes(40.0, 30.0))
+    assert fresh is not first and fresh is not second
+    assert np.array_equal(fresh.to_ndarray(), third.to_ndarray())
 
 
 def test_a_vp8_stream_from_reused_frames_is_the_stream_from_fresh_ones() -> None:

@@ -219,3 +219,31 @@ def test_first_due_places_the_whole_frame_grid() -> None:
         [1 / 60, 1 / 60 + 1 / 30, 1 / 60 + 2 / 30]
     )
     assert [(p[1], p[2]) for p in produced] == [scene.position(n / 30) for n in range(3)]
+
+
+def test_a_stopped_track_lets_go_of_its_sessions_callbacks() -> None:
+    import gc
+    import weakref
+
+    class Session:
+        def frame_sent(self, *args: object) -> None: ...
+
+        def first_due(self, now: float) -> float:
+            return now
+
+    session = Session()
+    track = BallTrack(
+        BallScene(64, 48, 5.0, 10.0, 30.0, 20.0, 0.5),
+        30,
+        session.frame_sent,
+        FakeClock(),
+        first_due=session.first_due,
+    )
+    gone = weakref.ref(session)
+    track.stop()
+    gc.disable()  # reference counting alone must free it: no cycle left
+    try:
+        del session
+        assert gone() is None
+    finally:
+        gc.enable()

@@ -127,8 +127,15 @@ class FrameRing:
         self._frames = [av.VideoFrame(width, height, "yuv420p") for _ in range(size)]
         self._next = 0
 
+    def close(self) -> None:
+        """Let the frames go (a track that stopped may wait for the garbage
+        collector a while); ``fill`` makes fresh frames from now on."""
+        self._frames.clear()
+
     def fill(self, luma: np.ndarray, u: np.ndarray, v: np.ndarray) -> av.VideoFrame:
         """The next frame of the ring with these planes in it (pts not set)."""
+        if not self._frames:
+            return yuv420p_frame(luma, u, v)
         frame = self._frames[self._next]
         self._next = (self._next + 1) % len(self._frames)
         if (frame.height, frame.width) != luma.shape or not _fill(frame, luma, u, v):

@@ -34,6 +34,7 @@ machine's (``encoder_threads``); everything else stays aiortc's.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections import deque
 from dataclasses import dataclass
@@ -95,14 +96,18 @@ class RateControlledVp8Encoder(Vp8Encoder):
     @codec.setter
     def codec(self, context: Any) -> None:
         # aiortc's encode assigns each new libvpx context here, then sets it up.
+        # A function of the core count alone: a bound method here would tie
+        # the context back to this encoder in a reference cycle, and every
+        # ended session's libvpx context (megabytes) would wait for the
+        # cyclic garbage collector instead of going with its session
+        # (tests/test_faults.py: a hundred sessions in a row).
         self._codec = (
             None
             if context is None
-            else OptionOverrides(context, VP8_OPTION_OVERRIDES, self._threads)
+            else OptionOverrides(
+                context, VP8_OPTION_OVERRIDES, functools.partial(encoder_threads, cores=self._cores)
+            )
         )
-
-    def _threads(self, width: int, height: int) -> int:
-        return encoder_threads(width, height, self._cores)
 
     @property
     def target_bitrate(self) -> int:

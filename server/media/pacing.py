@@ -32,7 +32,8 @@ class FramePacer:
     ) -> None:
         self._fps = fps
         self._clock = clock
-        self._first_due = first_due
+        #: Places the grid on the first frame; None: the first frame is due at once.
+        self.first_due = first_due
         self._start: Optional[float] = None
         self._next_index = 0
         #: Send every ``frame_interval``-th frame of the nominal timeline.
@@ -51,7 +52,7 @@ class FramePacer:
         now = self._clock()
         if self._start is None:
             # Time starts with the first frame asked for, so it is not late.
-            self._start = now if self._first_due is None else max(self._first_due(now), now)
+            self._start = now if self.first_due is None else max(self.first_due(now), now)
         index = self._next_index
         due = self._start + index / self._fps
         if due > now:

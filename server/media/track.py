@@ -36,6 +36,10 @@ FrameListener = Callable[[int, float, float, float, float], None]
 frame; ``visibility`` is the share of the ball in view (``Truth.visibility``)."""
 
 
+def _no_listener(index: int, x: float, y: float, produced_at: float, visibility: float) -> None:
+    """What a stopped track reports its frames to: nobody."""
+
+
 class FrameGate(Protocol):
     """Decides how many frames of the nominal timeline go out."""
 
@@ -117,6 +121,15 @@ class BallTrack(VideoStreamTrack):
             if admitted:
                 return index
             self.frames_held += 1
+
+    def stop(self) -> None:
+        super().stop()
+        self._frames.close()
+        # The callbacks are the session's bound methods: dropping them breaks
+        # the session <-> track cycle, so an ended session (its scene, its
+        # frames) goes by reference counting, not at the next full collection.
+        self._on_frame = _no_listener
+        self._pacer.first_due = None
 
     @property
     def frames_skipped(self) -> int:
