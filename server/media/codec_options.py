@@ -24,7 +24,7 @@ keeps aiortc's rule but counts the cores this process may use (its
 affinity and its cgroup's CPU limit). Below its thresholds (three cores for
 720p, eight for 1080p) libvpx keeps one thread, and that is right on a
 small machine too: on 2 cores shared with a client, two threads gave 1080p
-no better p50 and a p99 of 30 ms, with spikes that cut the link
+no better p50 and encodes of 30 ms at p99, with spikes that cut the link
 adaptation to 10 fps (docs/capacity.md).
 
 ``OptionOverrides`` wraps each codec context an aiortc encoder creates and
