@@ -111,14 +111,13 @@ def _fill(frame: av.VideoFrame, luma: np.ndarray, u: np.ndarray, v: np.ndarray) 
 class FrameRing:
     """A few yuv420p frames of one size, filled in turn instead of made anew.
 
-    A fresh ``av.VideoFrame`` costs about a quarter of a millisecond at
-    640x480 (allocating and faulting in its buffers), five times rendering
-    the ball and copying the planes in (docs/capacity.md): at 12 sessions that
-    was a tenth of the server's core. A track's frame is read only by its
-    encoder, which copies it into its own buffers before the sender asks the
-    track for the next frame (libvpx and libx264 encode without delay here),
-    so a frame can be filled again one frame later; a ring of ``size`` frames
-    leaves room for one more reader that keeps a frame a little longer.
+    Allocating a fresh ``av.VideoFrame`` costs several times rendering the
+    ball and copying the planes into one that exists (docs/capacity.md). A
+    track's frame is read only by its encoder, which copies it into its own
+    buffers before the sender asks the track for the next frame (libvpx and
+    libx264 encode without delay here), so a frame can be filled again one
+    frame later; a ring of ``size`` frames leaves room for one more reader
+    that keeps a frame a little longer.
     """
 
     def __init__(self, width: int, height: int, size: int = 2) -> None:

@@ -8,9 +8,8 @@ times are in docs/latency.md):
 - VP8: libvpx's temporal denoiser, ``noise-sensitivity`` 4, filters every
   frame against the previous one before encoding: off, it costs about a third
   of the encode time at 640x480 and more than half at 1080p. And aiortc's
-  speed ``cpu-used`` -6: at -16, libvpx's fastest real-time setting, a
-  640x480 frame encodes in about two thirds of the time, with the same error
-  and a few % more bits (issue 24; docs/capacity.md). Used by
+  speed ``cpu-used`` -6: -16, libvpx's fastest real-time setting, encodes
+  faster with the same error and a few % more bits (docs/capacity.md). Used by
   ``server.media.encoder_rate``.
 - H.264: libx264 runs its default ``medium`` preset (with ``zerolatency``).
   ``ultrafast`` encodes in well under half the time, at a larger frame that
@@ -23,9 +22,8 @@ threads that spin-wait for each other on one core. ``encoder_threads``
 keeps aiortc's rule but counts the cores this process may use (its
 affinity and its cgroup's CPU limit). Below its thresholds (three cores for
 720p, eight for 1080p) libvpx keeps one thread, and that is right on a
-small machine too: on 2 cores shared with a client, two threads gave 1080p
-no better p50 and encodes of 30 ms at p99, with spikes that cut the link
-adaptation to 10 fps (docs/capacity.md).
+small machine too: on cores shared with a client, the second thread
+spin-waits and lengthens the tail (docs/capacity.md).
 
 ``OptionOverrides`` wraps each codec context an aiortc encoder creates and
 merges the overrides into the ``options`` dict aiortc assigns, before the
