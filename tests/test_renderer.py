@@ -131,21 +131,52 @@ def test_a_vp8_stream_from_reused_frames_is_the_stream_from_fresh_ones() -> None
 
     from server.core.renderer import FrameRing
 
-    def stream(make_frame: Callable[..., av.VideoFrame]) -> list[bytes]:
+    def stream(make_frame: Callable[[BallRenderer, float, float], av.VideoFrame]) -> list[bytes]:
         encoder = av.CodecContext.create("libvpx", "w")
         encoder.width, encoder.height, encoder.pix_fmt = 320, 240, "yuv420p"
         encoder.time_base = fractions.Fraction(1, 90000)
         encoder.options = {"deadline": "realtime", "lag-in-frames": "0", "cpu-used": "-16"}
         renderer, out = BallRenderer(320, 240, 10.0), []
         for index in range(12):
-            frame = make_frame(*renderer.planes(50.0 + 7 * index, 60.0 + 3 * index))
+            frame = make_frame(renderer, 50.0 + 7 * index, 60.0 + 3 * index)
             frame.pts, frame.time_base = 3000 * index, encoder.time_base
             if index == 5:
                 frame.pict_type = PictureType.I  # as aiortc forces a keyframe
             out.append(b"".join(bytes(packet) for packet in encoder.encode(frame)))
         return out
 
-    fresh, reused = stream(yuv420p_frame), stream(FrameRing(320, 240).fill)
+    ring = FrameRing(320, 240)
+    fresh = stream(lambda renderer, x, y: yuv420p_frame(*renderer.planes(x, y)))
+    # Painted in place, only where the ball was and is.
+    reused = stream(
+        lambda renderer, x, y: ring.fill(*renderer.planes(x, y), damage=renderer.damage)
+    )
     assert reused == fresh
     # One keyframe at the start and the one asked for: the request did not stick.
     assert [index for index, data in enumerate(reused) if data[0] & 1 == 0] == [0, 5]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_a_frame_ring_painting_only_the_damage_shows_every_frame_exactly(size: int) -> None:
+    from server.core.renderer import FrameRing
+
+    renderer, ring = BallRenderer(96, 64, 6.0), FrameRing(96, 64, size=size)
+    # Across the frame, off its right edge (nothing drawn) and back.
+    path = [(10.0 + 9.3 * i, 20.0 + 2.1 * i) for i in range(14)] + [(300.0, 30.0), (50.0, 40.0)]
+    for x, y in path:
+        planes = renderer.planes(x, y)
+        frame = ring.fill(*planes, damage=renderer.damage)
+        assert np.array_equal(frame.to_ndarray(), yuv420p_frame(*planes).to_ndarray()), (x, y)
+
+
+def test_a_frame_ring_repaints_everything_after_a_render_that_gives_no_damage() -> None:
+    from server.core.renderer import FrameRing
+
+    ring = FrameRing(32, 16, size=2)
+    luma, chroma = np.zeros((16, 32), np.uint8), np.full((8, 16), 128, np.uint8)
+    ring.fill(luma, chroma, chroma)
+    ring.fill(luma, chroma, chroma, damage=())
+    luma[:] = 200  # a whole-picture change the render could not describe
+    ring.fill(luma, chroma, chroma)
+    frame = ring.fill(luma, chroma, chroma, damage=())
+    assert frame.to_ndarray().min() != 0 and np.all(frame.to_ndarray()[:16] == 200)

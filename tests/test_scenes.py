@@ -88,6 +88,34 @@ def test_a_frame_does_not_depend_on_the_frames_drawn_before(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SCENES)
+def test_a_render_changes_nothing_outside_the_damage_it_reports(name: str) -> None:
+    # A frame ring repaints only the damage: anything changed outside it
+    # would leave a stale picture on the wire. Skips (index steps of 1 and
+    # of 4) are what a late track does.
+    played = scene(name)
+    before = planes(played, 0)
+    for index in (1, 2, 6, 7, 30):
+        after = planes(played, index)
+        damage = played.damage
+        if damage is None:
+            before = after
+            continue
+        assert np.array_equal(before[1], after[1]) and np.array_equal(before[2], after[2])
+        outside = np.ones(after[0].shape, dtype=bool)
+        for top, bottom, left, right in damage:
+            outside[top:bottom, left:right] = False
+        assert np.array_equal(before[0][outside], after[0][outside]), index
+        before = after
+
+
+def test_classic_reports_its_damage() -> None:
+    played = scene("classic")
+    played.render(0)
+    played.render(1)
+    assert played.damage is not None and len(played.damage) == 2
+
+
+@pytest.mark.parametrize("name", SCENES)
 def test_the_planes_are_i420(name: str) -> None:
     luma, u, v = scene(name).render(5)
     assert luma.shape == (HEIGHT, WIDTH) and luma.dtype == np.uint8

@@ -20,6 +20,10 @@ from av.video.frame import PictureType
 
 Box = tuple[int, int, int, int]  # top, bottom, left, right (half-open)
 
+Damage = Optional[tuple[Box, ...]]
+"""The luma boxes a render changed since the render before it; ``None``:
+anything may have changed, chroma included."""
+
 
 def ball_box(width: int, height: int, x: float, y: float, radius: float) -> Optional[Box]:
     """Pixel rows and columns the ball can touch, clipped to the frame."""
@@ -74,16 +78,20 @@ class BallRenderer:
         self._luma = np.zeros((height, width), dtype=np.uint8)
         self._chroma = np.full((height // 2, width // 2), 128, dtype=np.uint8)
         self._previous: Optional[Box] = None
+        #: What the last ``planes`` call changed: the ball's old and new boxes.
+        self.damage: Damage = None
 
     def render(self, x: float, y: float) -> av.VideoFrame:
         return yuv420p_frame(*self.planes(x, y))
 
     def planes(self, x: float, y: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The Y, U and V planes with the ball at ``x, y``; overwritten by the next call."""
-        if self._previous is not None:
-            top, bottom, left, right = self._previous
+        cleared = self._previous
+        if cleared is not None:
+            top, bottom, left, right = cleared
             self._luma[top:bottom, left:right] = 0
         self._previous = draw_ball(self._luma, x, y, self.radius)
+        self.damage = tuple(box for box in (cleared, self._previous) if box is not None)
         return self._luma, self._chroma, self._chroma
 
 
@@ -112,8 +120,13 @@ class FrameRing:
     """A few yuv420p frames of one size, filled in turn instead of made anew.
 
     Allocating a fresh ``av.VideoFrame`` costs several times rendering the
-    ball and copying the planes into one that exists (docs/capacity.md). A
-    track's frame is read only by its encoder, which copies it into its own
+    ball, and copying whole planes into one that exists is most of what is
+    left (docs/capacity.md). So a ring frame is written in place, and only
+    where the picture changed since that frame was last filled: the boxes of
+    the renders in between (their ``Damage``), or everything when a render
+    could not say what it changed.
+
+    A track's frame is read only by its encoder, which copies it into its own
     buffers before the sender asks the track for the next frame (libvpx and
     libx264 encode without delay here), so a frame can be filled again one
     frame later; a ring of ``size`` frames leaves room for one more reader
@@ -124,6 +137,8 @@ class FrameRing:
         if size < 1:
             raise ValueError("a ring needs at least one frame")
         self._frames = [av.VideoFrame(width, height, "yuv420p") for _ in range(size)]
+        # Per frame: the boxes changed since it was filled; None: repaint it all.
+        self._stale: list[Optional[list[Box]]] = [None] * size
         self._next = 0
 
     def close(self) -> None:
@@ -131,15 +146,43 @@ class FrameRing:
         collector a while); ``fill`` makes fresh frames from now on."""
         self._frames.clear()
 
-    def fill(self, luma: np.ndarray, u: np.ndarray, v: np.ndarray) -> av.VideoFrame:
-        """The next frame of the ring with these planes in it (pts not set)."""
+    def fill(
+        self, luma: np.ndarray, u: np.ndarray, v: np.ndarray, damage: Damage = None
+    ) -> av.VideoFrame:
+        """The next frame of the ring showing these planes (pts not set).
+
+        ``damage`` is what changed since the previous call's planes.
+        """
         if not self._frames:
             return yuv420p_frame(luma, u, v)
-        frame = self._frames[self._next]
-        self._next = (self._next + 1) % len(self._frames)
-        if (frame.height, frame.width) != luma.shape or not _fill(frame, luma, u, v):
+        slot = self._next
+        self._next = (slot + 1) % len(self._frames)
+        for stale in self._stale:
+            if stale is not None:
+                if damage is None:
+                    self._stale = [None] * len(self._stale)
+                    break
+                stale.extend(damage)
+        frame, boxes = self._frames[slot], self._stale[slot]
+        if (frame.height, frame.width) != luma.shape:
             return yuv420p_frame(luma, u, v)
+        if boxes is None:
+            if not _fill(frame, luma, u, v):
+                return yuv420p_frame(luma, u, v)
+        else:
+            target = _luma_view(frame)
+            for top, bottom, left, right in boxes:
+                target[top:bottom, left:right] = luma[top:bottom, left:right]
+        self._stale[slot] = []
         # aiortc marks a frame it must encode as a keyframe (PLI, FIR) on the
         # frame itself: a reused one would ask for a keyframe ever after.
         frame.pict_type = PictureType.NONE
         return frame
+
+
+def _luma_view(frame: av.VideoFrame) -> np.ndarray:
+    """The frame's own luma plane as a writable H x W array (rows unpadded:
+    a ring frame is painted in place only after ``_fill`` accepted it)."""
+    plane = frame.planes[0]
+    # PyAV planes are writable buffers; its stub types them as bytes-like only.
+    return np.frombuffer(plane, dtype=np.uint8).reshape(frame.height, frame.width)  # type: ignore[call-overload]

@@ -90,7 +90,7 @@ class BallTrack(VideoStreamTrack):
             raise MediaStreamError
         index = await self._wait_for_next_index()
         truth = self._scene.truth(index)
-        frame = self._frames.fill(*self._scene.render(index))
+        frame = self._frames.fill(*self._scene.render(index), damage=self._scene.damage)
         frame.pts = frame_pts(index, self._fps)
         frame.time_base = VIDEO_TIME_BASE
         produced_at = self._clock()

@@ -22,7 +22,7 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from server.core.renderer import Box, ball_box
+from server.core.renderer import Box, Damage, ball_box
 from server.core.scene import BallScene
 from server.core.visibility import VISIBLE_FROM
 
@@ -130,3 +130,9 @@ class Scene(ABC):
     @abstractmethod
     def render(self, index: int) -> Planes:
         """The planes of frame ``index``."""
+
+    @property
+    def damage(self) -> Damage:
+        """What the last ``render`` changed in the planes (a ``FrameRing``
+        repaints only that); ``None``, this default: it may have been anything."""
+        return None

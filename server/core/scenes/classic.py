@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.core.renderer import BallRenderer
+from server.core.renderer import BallRenderer, Damage
 from server.core.scene import BallScene
 from server.core.scenes.base import Planes, Scene
 
@@ -19,3 +19,7 @@ class ClassicScene(Scene):
     def render(self, index: int) -> Planes:
         truth = self.truth(index)
         return self._renderer.planes(truth.x, truth.y)
+
+    @property
+    def damage(self) -> Damage:
+        return self._renderer.damage
