@@ -17,6 +17,14 @@ time per encode, three ways:
 On the 2-vCPU VM of docs/capacity.md the sleep rows cost several times the
 loop rows: an encode after the core idled is slow, which is why the server's
 stage table shows more per encode than a micro-benchmark.
+
+A second table encodes in a loop at the server's ``cpu-used``, two ways:
+
+- **what is encoded**: the ball moving, or one black frame over and over
+  (nothing changes: no macroblock has anything to code);
+- **how many encoders take turns** (``--encoders``), one frame each, as the
+  sessions of one server do: each has its own reference frames, so more of
+  them means colder caches.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from fractions import Fraction
 from typing import Optional, Sequence
 
 import av
+import numpy as np
 
 from bench.common import number
 from bench.latency import machine_description
@@ -94,6 +103,28 @@ def measure(width: int, height: int, cpu_used: str, way: str, frames: int) -> tu
     return statistics.median(walls[5:]), statistics.median(cpus[5:])
 
 
+def measure_shared(width: int, height: int, content: str, encoders: int, frames: int) -> float:
+    """Median wall ms of one encode when ``encoders`` encoders take turns, in a loop."""
+    scene = ClassicScene(BallScene.from_seed(width, height, 20.0, 300.0, 1), 30, 1)
+    contexts = [
+        vp8_context(width, height, VP8_OPTION_OVERRIDES["cpu-used"]) for _ in range(encoders)
+    ]
+    chroma = np.full((height // 2, width // 2), 128, dtype=np.uint8)
+    black = np.zeros((height, width), dtype=np.uint8)
+    walls = []
+    for index in range(frames + 5):
+        for context in contexts:
+            planes = scene.render(index) if content == "ball" else (black, chroma, chroma)
+            frame = yuv420p_frame(*planes)
+            frame.pts, frame.time_base = index * 3000, Fraction(1, 90000)
+            wall = time.perf_counter()
+            for packet in context.encode(frame):
+                bytes(packet)
+            if index >= 5:
+                walls.append(1000 * (time.perf_counter() - wall))
+    return statistics.median(walls)
+
+
 def frame_size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(part) for part in text.lower().split("x"))
@@ -114,9 +145,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="frame sizes (default: 640x480,1920x1080)",
     )
     parser.add_argument("--frames", type=int, default=60, help="encodes per row (default: 60)")
+    parser.add_argument(
+        "--encoders",
+        type=lambda text: [int(item) for item in text.split(",") if item],
+        default=[1, 6, 12, 18],
+        metavar="N,...",
+        help="encoders taking turns, second table (default: 1,6,12,18)",
+    )
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error("--frames must be positive")
+    if not args.encoders or min(args.encoders) < 1:
+        parser.error("--encoders needs positive counts")
     print(
         f"command: {shlex.join(sys.orig_argv if argv is None else ['bench/encoder_cost.py', *argv])}"
     )
@@ -131,6 +171,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(
                     f"| {width}x{height} | {cpu_used} | {way} | {number(wall, 2)} | {number(cpu, 2)} |",
                     flush=True,
+                )
+    print()
+    print("| frame | what is encoded | encoders taking turns | wall ms (median) |")
+    print("| --- | --- | --- | --- |")
+    for width, height in args.sizes:
+        for content in ("ball", "black"):
+            for encoders in args.encoders:
+                wall = measure_shared(width, height, content, encoders, args.frames)
+                print(
+                    f"| {width}x{height} | {content} | {encoders} | {number(wall, 2)} |", flush=True
                 )
     return 0
 

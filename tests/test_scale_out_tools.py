@@ -81,6 +81,23 @@ def test_the_levels_of_two_servers_interleave_and_stop_after_failures_in_a_row()
     assert capacity.sessions_per_core(schedule.results["HEAD~1"]) == 1
 
 
+def test_repeated_levels_count_only_when_every_run_passed() -> None:
+    here = capacity.ServerTree(ROOT)
+    schedule = capacity.LevelSchedule([2, 4, 6], [here], stop_after=0, repeat=2)
+    runs = [sessions for sessions, _ in schedule.runs()]
+    assert runs == [2, 2, 4, 4, 6, 6]
+    outcomes = iter([8.0, 8.0, 8.0, 35.0, 8.0, 8.0])  # N=4's second run fails
+    for sessions in runs:
+        result = level(sessions, p99=next(outcomes))
+        result.server_cpu_pct, result.server_rss_mb = 30.0 + sessions, 200.0
+        schedule.record(result)
+    results = schedule.results[""]
+    assert capacity.sessions_per_core(results) == 2
+    lines = capacity.headline(results, server_cpus=1, client_cpus=1)
+    assert "runs that passed, by N: 2: 2/2, 4: 1/2, 6: 2/2" in lines
+    assert any("BALLTRACKER_MAX_SESSIONS=2 " in line and "about 32%" in line for line in lines)
+
+
 def test_the_load_clients_cpu_column_is_named_for_it() -> None:
     load = level(4)
     load.clients = "load"
