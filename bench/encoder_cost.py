@@ -14,7 +14,7 @@ time per encode, three ways:
   with one session does (its thread idles until the next frame is due);
 - **spin**: a busy-wait for the same interval instead.
 
-On the 2-vCPU VM of docs/capacity.md the sleep rows cost several times the
+On the 2-vCPU VM of docs/capacity.md the sleep rows cost up to twice the
 loop rows: an encode after the core idled is slow, which is why the server's
 stage table shows more per encode than a micro-benchmark.
 
@@ -23,8 +23,9 @@ A second table encodes in a loop at the server's ``cpu-used``, two ways:
 - **what is encoded**: the ball moving, or one black frame over and over
   (nothing changes: no macroblock has anything to code);
 - **how many encoders take turns** (``--encoders``), one frame each, as the
-  sessions of one server do: each has its own reference frames, so more of
-  them means colder caches.
+  sessions of one server do, each with its own reference frames (does a
+  busy server's encode cost more because the others' frames evict its own
+  from the caches?).
 """
 
 from __future__ import annotations
