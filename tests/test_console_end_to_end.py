@@ -164,12 +164,16 @@ def test_console_lists_a_live_session_plays_it_annotated_and_links_its_reports(
         server.close()
 
 
-def test_a_session_of_another_scene_shows_it_and_its_scores(browser: Browser) -> None:
+def test_a_session_of_another_scene_shows_it_and_its_scores(
+    browser: Browser, tmp_path: Path
+) -> None:
     """The occlusion scene: its name and the occluder in the live view, then
     error at arrival and the hidden-ball scores in the ended row."""
     signaling, http = free_port(), free_port()
     # Session 1 of seed 0: the bar spans x 364..464 and hides the ball from frame 8 on.
-    server = start_server(signaling, "--scene", "occlusion", http_port=http)
+    server = start_server(
+        signaling, "--scene", "occlusion", "--report-dir", str(tmp_path), http_port=http
+    )
     client: Program | None = None
     try:
         page = open_console(browser, server, http)
@@ -200,6 +204,27 @@ def test_a_session_of_another_scene_shows_it_and_its_scores(browser: Browser) ->
         found, false_positives = hidden.split(" / ")
         assert found.endswith(" %") and 0 <= float(found[:-2]) <= 100, hidden
         assert int(false_positives) >= 0, hidden
+        # An ended row is the widest (reason, report links): at the default
+        # 1280 px the page itself must not overflow, and with a loopback peer
+        # the whole table shows. A wider one (an IPv6 peer, a long reason)
+        # scrolls in its own box.
+        wait_until(lambda: page.locator("tr[data-state=ended] a").count() == 4, 15, "report links")
+        widths = page.evaluate(
+            """() => {
+                const table = document.getElementById('sessions');
+                const box = table.parentElement;
+                const last = table.querySelector('thead th:last-child');
+                return {page: document.documentElement.scrollWidth, view: window.innerWidth,
+                        box: box.getBoundingClientRect().right, boxWidth: box.clientWidth,
+                        lastEnd: last.getBoundingClientRect().right - box.getBoundingClientRect().left,
+                        overflow: getComputedStyle(box).overflowX};
+            }"""
+        )
+        assert widths["page"] <= widths["view"], widths
+        assert widths["box"] <= widths["view"], widths
+        assert widths["overflow"] == "auto", widths
+        assert widths["lastEnd"] <= widths["boxWidth"], widths
+        page.screenshot(path=str(SCREENSHOTS / "console-ended.png"))
     finally:
         if client is not None:
             client.close()
