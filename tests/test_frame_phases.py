@@ -9,7 +9,7 @@ def test_the_first_session_starts_at_once() -> None:
 
 
 def test_sessions_started_together_are_spread_over_the_interval() -> None:
-    phases = FramePhases(25)  # a 40 ms interval
+    phases = FramePhases(25, start_spacing_s=0.0)  # a 40 ms interval; no start spacing
     starts = [phases.claim(f"s{n}", 10.0) for n in range(4)]
     assert starts[0] == pytest.approx(10.0)
     # Each new one takes the middle of the widest gap: half, then quarters.
@@ -56,6 +56,35 @@ def test_claiming_again_keeps_the_same_grid() -> None:
         again - first
     ) % phases.interval == pytest.approx(phases.interval)
     assert len(phases.phases()) == 2
+
+
+def test_a_crowd_starts_one_stream_per_interval_each_on_its_own_phase() -> None:
+    phases = FramePhases(25)  # a 40 ms interval, and first frames 40 ms apart
+    starts = [phases.claim(f"s{n}", 10.0) for n in range(6)]
+    assert starts[0] == pytest.approx(10.0)
+    # Each waits for the spacing, then less than one interval for its phase.
+    assert all(0.040 - 1e-9 <= b - a < 0.080 for a, b in zip(starts, starts[1:]))
+    # Each start lies on a claimed phase's grid, and the phases are spread
+    # as without spacing: six distinct ones.
+    for start in starts:
+        offsets = [(start - phase) % 0.040 for phase in phases.phases()]
+        assert min(min(offset, 0.040 - offset) for offset in offsets) < 1e-9
+    assert len(set(round(p, 9) for p in phases.phases())) == 6
+
+
+def test_a_session_arriving_alone_does_not_wait_for_the_spacing() -> None:
+    phases = FramePhases(30)
+    phases.claim("a", 1.0)
+    start = phases.claim("b", 5.0)  # long after a's start
+    assert 5.0 <= start < 5.0 + phases.interval
+
+
+def test_the_spacing_can_be_set_and_must_not_be_negative() -> None:
+    phases = FramePhases(30, start_spacing_s=0.1)
+    first, second = phases.claim("a", 0.0), phases.claim("b", 0.0)
+    assert second - first >= 0.1 - 1e-9
+    with pytest.raises(ValueError):
+        FramePhases(30, start_spacing_s=-0.01)
 
 
 def test_a_frame_rate_must_be_positive() -> None:

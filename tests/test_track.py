@@ -212,11 +212,12 @@ def test_first_due_places_the_whole_frame_grid() -> None:
 
     start = clock.now
     asyncio.run(scenario())
-    # Half an interval after the other session's frames, then every interval;
-    # each frame keeps index n and its truth at n / fps.
+    # One interval after the other session's first frame (the start
+    # spacing), half an interval off its grid, then every interval; each
+    # frame keeps index n and its truth at n / fps.
     assert [p[0] for p in produced] == [0, 1, 2]
     assert [p[3] - start for p in produced] == pytest.approx(
-        [1 / 60, 1 / 60 + 1 / 30, 1 / 60 + 2 / 30]
+        [1 / 30 + 1 / 60, 2 / 30 + 1 / 60, 3 / 30 + 1 / 60]
     )
     assert [(p[1], p[2]) for p in produced] == [scene.position(n / 30) for n in range(3)]
 
