@@ -19,8 +19,9 @@ keyframe (5-11 ms at 640x480 on the VM of docs/capacity.md, against under
 reconnect storm after a restart) would put all those first frames in one
 interval and every live session's latency would jump by tens of ms. So
 first frames are at least ``start_spacing_s`` apart (one interval unless
-told otherwise): the k-th of a crowd waits about k intervals, and a session
-that arrives alone does not wait for that at all.
+told otherwise): the k-th of a crowd waits k to 2k intervals (each start
+one for the spacing, then less than one for its phase), and a session that
+arrives alone does not wait for that at all.
 
 Pure: times in, times out.
 """
