@@ -16,8 +16,11 @@ within a second throughout.
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 import socket
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -103,6 +106,11 @@ TOKEN = "s3cret-token"
 ANSWERED = 0.99
 #: ... or, when the machine itself costs frames, what it may lose beyond that.
 NOISE = 0.01
+#: Frames still on their way when the client says bye cannot be answered; on
+#: a loaded machine the last one or two frames are (measured: under two busy
+#: loops, 4 runs in 6 lost exactly the last frame, and nothing else). So the
+#: answered share is of the frames before an unanswered tail this long.
+IN_FLIGHT_AT_BYE = 3
 #: How a session ends when the attacker process is stopped under it.
 STOPPED = (
     "connection closed",
@@ -160,6 +168,20 @@ def _client_report(server: Program) -> dict[str, Any]:
     return report
 
 
+def _answerable_ratio(report: dict[str, Any], report_dir: Path) -> float:
+    """The share of its frames the real client answered, leaving out an
+    unanswered tail of at most IN_FLIGHT_AT_BYE frames (from the session's
+    per-frame CSV, one row a frame sent, in order)."""
+    with open(report_dir / f"{report['session']}.csv", newline="", encoding="utf8") as file:
+        answered = [bool(row["latency_ms"]) for row in csv.DictReader(file)]
+    assert len(answered) == report["frames_sent"] and sum(answered) == report["frames_answered"]
+    tail = 0
+    while tail < min(IN_FLIGHT_AT_BYE, len(answered)) and not answered[-1 - tail]:
+        tail += 1
+    considered = len(answered) - tail
+    return sum(answered) / considered if considered else 0.0
+
+
 def _served_under(
     kind: str,
     *server_flags: str,
@@ -170,7 +192,8 @@ def _served_under(
     """Run ``kind`` against a fresh server while the real client tracks for CLIENT_S,
     and assert the real client was served."""
     port, http_port = free_port(), free_port()
-    server = start_server(port, *server_flags, http_port=http_port)
+    report_dir = Path(tempfile.mkdtemp(prefix="admission-"))
+    server = start_server(port, *server_flags, "--report-dir", str(report_dir), http_port=http_port)
     attacker = client = None
     probe = ProbeWatch(f"http://127.0.0.1:{http_port}/livez")
     try:
@@ -185,35 +208,40 @@ def _served_under(
         report = _client_report(server)
         server.stop()
         run = Run(report, tally, server.json_documents(), server.stderr, client.stderr)
+        answered = _answerable_ratio(report, report_dir)
     finally:
         probe.stop()
         close_all(client, attacker, server)
+        shutil.rmtree(report_dir, ignore_errors=True)
     print(f"\n{kind}: attacker saw {tally}; /livez slowest {probe.slowest_s * 1000:.0f} ms")
     assert "trying again" not in run.client_log, run.client_log
     assert report["end_reason"] == "client said bye", report
     assert report["duration_s"] >= CLIENT_S - SERVED_WITHIN_S, report
     assert probe.failures == 0 and probe.slowest_s < 1.0, probe.latencies
-    if report["answered_ratio"] < ANSWERED:
+    if answered < ANSWERED:
         # On a loaded machine an unattacked client can fall short too
         # (measured 0.96 at load 9 on 2 cores): then the attack may cost at
         # most NOISE beyond what the same server and client lose without it.
         baseline = _unattacked_ratio(server_flags, client_flags)
-        print(f"answered {report['answered_ratio']:.3f}; without the attack {baseline:.3f}")
-        assert report["answered_ratio"] >= min(ANSWERED, baseline - NOISE), report
+        print(f"answered {answered:.3f}; without the attack {baseline:.3f}")
+        assert answered >= min(ANSWERED, baseline - NOISE), report
     return run
 
 
 def _unattacked_ratio(server_flags: tuple[str, ...], client_flags: tuple[str, ...]) -> float:
     port = free_port()
-    server = start_server(port, *server_flags)
+    report_dir = Path(tempfile.mkdtemp(prefix="admission-"))
+    server = start_server(port, *server_flags, "--report-dir", str(report_dir))
     client = None
     try:
         client = start_client(port, "--duration", f"{CLIENT_S:g}", *client_flags)
         assert client.wait(timeout=60) == 0, client.describe()
-        ratio = float(_client_report(server)["answered_ratio"])
+        report = _client_report(server)
+        server.stop()
+        return _answerable_ratio(report, report_dir)
     finally:
         close_all(client, server)
-    return ratio
+        shutil.rmtree(report_dir, ignore_errors=True)
 
 
 @pytest.mark.timeout(120)
