@@ -16,9 +16,7 @@ within a second throughout.
 
 from __future__ import annotations
 
-import csv
 import json
-import shutil
 import socket
 import tempfile
 import time
@@ -28,11 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import pytest
 
 from lab.attacks import ATTACKER_ADDRESS, ProbeWatch, start_attacker, stop_attacker
 from lab.programs import PYTHON, Program, close_all, free_port, start_client, start_server
 from protocol.signaling import ACCESS_DENIED, SERVER_BUSY, SERVER_SHUTTING_DOWN, Bye
+from server.reports.plot import read_frames
 from server.sessions.admission import Admission
 from tests.test_faults import wait_until
 
@@ -172,14 +172,15 @@ def _answerable_ratio(report: dict[str, Any], report_dir: Path) -> float:
     """The share of its frames the real client answered, leaving out an
     unanswered tail of at most IN_FLIGHT_AT_BYE frames (from the session's
     per-frame CSV, one row a frame sent, in order)."""
-    with open(report_dir / f"{report['session']}.csv", newline="", encoding="utf8") as file:
-        answered = [bool(row["latency_ms"]) for row in csv.DictReader(file)]
-    assert len(answered) == report["frames_sent"] and sum(answered) == report["frames_answered"]
+    frames = read_frames(report_dir / f"{report['session']}.csv")
+    answered = [not np.isnan(latency) for latency in frames.latency_ms]
+    count = sum(answered)
+    assert len(answered) == report["frames_sent"] and count == report["frames_answered"]
     tail = 0
     while tail < min(IN_FLIGHT_AT_BYE, len(answered)) and not answered[-1 - tail]:
         tail += 1
     considered = len(answered) - tail
-    return sum(answered) / considered if considered else 0.0
+    return count / considered if considered else 0.0
 
 
 def _served_under(
@@ -192,27 +193,26 @@ def _served_under(
     """Run ``kind`` against a fresh server while the real client tracks for CLIENT_S,
     and assert the real client was served."""
     port, http_port = free_port(), free_port()
-    report_dir = Path(tempfile.mkdtemp(prefix="admission-"))
-    server = start_server(port, *server_flags, "--report-dir", str(report_dir), http_port=http_port)
-    attacker = client = None
-    probe = ProbeWatch(f"http://127.0.0.1:{http_port}/livez")
-    try:
-        server.wait_for_output("console on", timeout=30)
-        attacker = start_attacker(kind, port, http_port, *attack_flags)
-        time.sleep(warm_up_s)  # the attack is in force before the client comes
-        probe.start()
-        client = start_client(port, "--duration", f"{CLIENT_S:g}", *client_flags)
-        assert client.wait(timeout=60) == 0, client.describe()
-        probe.stop()
-        tally = _tally(attacker)
-        report = _client_report(server)
-        server.stop()
-        run = Run(report, tally, server.json_documents(), server.stderr, client.stderr)
-        answered = _answerable_ratio(report, report_dir)
-    finally:
-        probe.stop()
-        close_all(client, attacker, server)
-        shutil.rmtree(report_dir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="admission-") as report_dir:
+        server = start_server(port, *server_flags, "--report-dir", report_dir, http_port=http_port)
+        attacker = client = None
+        probe = ProbeWatch(f"http://127.0.0.1:{http_port}/livez")
+        try:
+            server.wait_for_output("console on", timeout=30)
+            attacker = start_attacker(kind, port, http_port, *attack_flags)
+            time.sleep(warm_up_s)  # the attack is in force before the client comes
+            probe.start()
+            client = start_client(port, "--duration", f"{CLIENT_S:g}", *client_flags)
+            assert client.wait(timeout=60) == 0, client.describe()
+            probe.stop()
+            tally = _tally(attacker)
+            report = _client_report(server)
+            server.stop()
+            run = Run(report, tally, server.json_documents(), server.stderr, client.stderr)
+            answered = _answerable_ratio(report, Path(report_dir))
+        finally:
+            probe.stop()
+            close_all(client, attacker, server)
     print(f"\n{kind}: attacker saw {tally}; /livez slowest {probe.slowest_s * 1000:.0f} ms")
     assert "trying again" not in run.client_log, run.client_log
     assert report["end_reason"] == "client said bye", report
@@ -230,18 +230,17 @@ def _served_under(
 
 def _unattacked_ratio(server_flags: tuple[str, ...], client_flags: tuple[str, ...]) -> float:
     port = free_port()
-    report_dir = Path(tempfile.mkdtemp(prefix="admission-"))
-    server = start_server(port, *server_flags, "--report-dir", str(report_dir))
-    client = None
-    try:
-        client = start_client(port, "--duration", f"{CLIENT_S:g}", *client_flags)
-        assert client.wait(timeout=60) == 0, client.describe()
-        report = _client_report(server)
-        server.stop()
-        return _answerable_ratio(report, report_dir)
-    finally:
-        close_all(client, server)
-        shutil.rmtree(report_dir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="admission-") as report_dir:
+        server = start_server(port, *server_flags, "--report-dir", report_dir)
+        client = None
+        try:
+            client = start_client(port, "--duration", f"{CLIENT_S:g}", *client_flags)
+            assert client.wait(timeout=60) == 0, client.describe()
+            report = _client_report(server)
+            server.stop()
+            return _answerable_ratio(report, Path(report_dir))
+        finally:
+            close_all(client, server)
 
 
 @pytest.mark.timeout(120)

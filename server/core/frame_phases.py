@@ -14,8 +14,7 @@ and truth; only the first frame waits.
 
 It also starts the streams one at a time. A stream's first frame costs
 several ordinary ones: the encoder allocates its buffers and codes a
-keyframe (5-11 ms at 640x480 on the VM of docs/capacity.md, against under
-1 ms for the frames after). A crowd that connects together (a load test, a
+keyframe (docs/capacity.md has the figures). A crowd that connects together (a load test, a
 reconnect storm after a restart) would put all those first frames in one
 interval and every live session's latency would jump by tens of ms. So
 first frames are at least ``start_spacing_s`` apart (one interval unless
@@ -81,7 +80,8 @@ class FramePhases:
         if math.isclose(delay, interval, abs_tol=_TOLERANCE_S):
             delay = 0.0
         start = earliest + delay
-        self._last_start = start if self._last_start is None else max(self._last_start, start)
+        # With spacing, start > the previous one: this is the latest start.
+        self._last_start = start
         return start
 
     def release(self, key: str) -> None:
